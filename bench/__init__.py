@@ -1,0 +1,1 @@
+"""Benchmarks for Tahoe Auth (Envoy + wrk harness in ``bench.harness``)."""

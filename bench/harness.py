@@ -1,0 +1,486 @@
+"""Reusable Envoy + wrk benchmark harness.
+
+Typical use::
+
+    from bench import harness
+
+    with harness.workdir() as tmp, harness.managed_process(argv, tmp / "srv.log", ready_port=p):
+        config = harness.envoy_config(listen, ext_authz_ports=[p])
+        with harness.run_envoy(config, tmp) as envoy:
+            result = harness.run_wrk(envoy.url("/"), connections=32, duration_s=10)
+            print(result.rps, result.p99_ms, harness.envoy_stats(envoy.admin_port, "ext_authz"))
+
+By default the route ends in a ``direct_response`` so the upstream is never the
+bottleneck; pass ``upstream_port`` to route to a real HTTP/1.1 upstream instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+LOCALHOST = "127.0.0.1"
+EXT_AUTHZ_CLUSTER = "ext_authz"
+UPSTREAM_CLUSTER = "upstream"
+
+_WRK_DONE_SCRIPT = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests": %d, "duration_us": %d, "non_2xx": %d, '
+    .. '"socket_errors": %d, "p50_us": %.0f, "p90_us": %.0f, '
+    .. '"p99_us": %.0f, "max_us": %.0f}\\n',
+    summary.requests, summary.duration, e.status,
+    e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.max))
+end
+"""
+
+
+# --- ports and processes -------------------------------------------------------
+
+
+def free_port() -> int:
+    """Return a TCP port that was free a moment ago on localhost."""
+    with socket.socket() as sock:
+        sock.bind((LOCALHOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 15.0, host: str = LOCALHOST) -> None:
+    """Block until something accepts TCP connections on ``host:port``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listening on {host}:{port}") from None
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def workdir(prefix: str = "tahoe-bench-") -> Iterator[Path]:
+    """A temporary directory for configs and logs, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as name:
+        yield Path(name)
+
+
+@contextlib.contextmanager
+def managed_process(
+    argv: Sequence[str],
+    log_path: Path,
+    ready_port: int | None = None,
+    env: Mapping[str, str] | None = None,
+    ready_timeout_s: float = 15.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` with stdout/stderr in ``log_path``; stop it on exit.
+
+    If ``ready_port`` is given, wait until the port accepts connections
+    (failing early, with the log tail, if the process dies first).
+    """
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=None if env is None else {**os.environ, **env},
+            start_new_session=True,
+        )
+    try:
+        if ready_port is not None:
+            _wait_ready(proc, ready_port, log_path, ready_timeout_s)
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
+    """Terminate ``proc``, killing it if it ignores SIGTERM for ``grace_s``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited early:\n{_tail(log_path)}")
+        try:
+            wait_for_port(port, timeout_s=0.2)
+            return
+        except TimeoutError:
+            continue
+    raise TimeoutError(f"{proc.args!r} not listening on {port}:\n{_tail(log_path)}")
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User+system CPU time consumed so far by the given (Linux) processes."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def find_binary(name: str) -> str:
+    """Find ``name`` in ``<sys.prefix>/bin`` (the venv) first, then on PATH."""
+    candidate = Path(sys.prefix) / "bin" / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} not found in {sys.prefix}/bin or on PATH")
+    return found
+
+
+# --- Envoy configuration --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JwtProvider:
+    """A jwt_authn provider verified by Envoy against an inline JWKS document."""
+
+    issuer: str
+    jwks_json: str
+    audiences: tuple[str, ...] = ()
+    payload_header: str = "x-jwt-payload"
+    name: str = "tahoe"
+
+
+def envoy_config(
+    listener_port: int,
+    ext_authz_ports: Sequence[int] | None = None,
+    jwt_provider: JwtProvider | None = None,
+    timeout_ms: int = 1000,
+    admin_port: int | None = None,
+    upstream_port: int | None = None,
+    response_body: str = "ok",
+) -> dict[str, Any]:
+    """Build an Envoy bootstrap config (as a dict, dumped to YAML/JSON by run_envoy).
+
+    ``ext_authz_ports``: one endpoint per auth server process (round-robin over
+    HTTP/2); None disables ext_authz. ``upstream_port``: route to a real upstream
+    instead of a 200 ``direct_response``. ``admin_port`` defaults to a free port.
+    """
+    filters: list[dict[str, Any]] = []
+    clusters: list[dict[str, Any]] = []
+    if jwt_provider is not None:
+        filters.append(_jwt_authn_filter(jwt_provider))
+    if ext_authz_ports:
+        filters.append(_ext_authz_filter(timeout_ms))
+        clusters.append(_ext_authz_cluster(ext_authz_ports))
+    if upstream_port is not None:
+        clusters.append(_cluster(UPSTREAM_CLUSTER, [upstream_port]))
+    filters.append(_typed("envoy.filters.http.router", "extensions.filters.http.router.v3.Router"))
+    return {
+        "admin": {"address": _address(admin_port or free_port())},
+        "static_resources": {
+            "listeners": [_listener(listener_port, filters, _route(upstream_port, response_body))],
+            "clusters": clusters,
+        },
+    }
+
+
+def _typed(name: str, type_suffix: str, **config: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "typed_config": {"@type": f"type.googleapis.com/envoy.{type_suffix}", **config},
+    }
+
+
+def _address(port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": LOCALHOST, "port_value": port}}
+
+
+def _listener(port: int, filters: list[dict[str, Any]], route: dict[str, Any]) -> dict[str, Any]:
+    hcm = _typed(
+        "envoy.filters.network.http_connection_manager",
+        "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        stat_prefix="ingress",
+        route_config={
+            "name": "local",
+            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}],
+        },
+        http_filters=filters,
+    )
+    return {
+        "name": "ingress",
+        "address": _address(port),
+        "filter_chains": [{"filters": [hcm]}],
+    }
+
+
+def _route(upstream_port: int | None, body: str) -> dict[str, Any]:
+    if upstream_port is not None:
+        return {"match": {"prefix": "/"}, "route": {"cluster": UPSTREAM_CLUSTER}}
+    return {
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 200, "body": {"inline_string": body}},
+    }
+
+
+def _ext_authz_filter(timeout_ms: int) -> dict[str, Any]:
+    return _typed(
+        "envoy.filters.http.ext_authz",
+        "extensions.filters.http.ext_authz.v3.ExtAuthz",
+        grpc_service={
+            "envoy_grpc": {"cluster_name": EXT_AUTHZ_CLUSTER},
+            "timeout": f"{timeout_ms / 1000:.3f}s",
+        },
+        transport_api_version="V3",
+        failure_mode_allow=False,
+        status_on_error={"code": 503},
+    )
+
+
+def _jwt_authn_filter(provider: JwtProvider) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "issuer": provider.issuer,
+        "local_jwks": {"inline_string": provider.jwks_json},
+        "forward": True,
+        "forward_payload_header": provider.payload_header,
+    }
+    if provider.audiences:
+        spec["audiences"] = list(provider.audiences)
+    return _typed(
+        "envoy.filters.http.jwt_authn",
+        "extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        providers={provider.name: spec},
+        rules=[{"match": {"prefix": "/"}, "requires": {"provider_name": provider.name}}],
+    )
+
+
+def _cluster(name: str, ports: Sequence[int], http2: bool = False) -> dict[str, Any]:
+    unlimited = 1_000_000
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "max_connections": unlimited,
+                    "max_pending_requests": unlimited,
+                    "max_requests": unlimited,
+                }
+            ]
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(p)}} for p in ports]}],
+        },
+    }
+    if http2:
+        options = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        cluster["typed_extension_protocol_options"] = {
+            options: {
+                "@type": f"type.googleapis.com/{options}",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    return cluster
+
+
+def _ext_authz_cluster(ports: Sequence[int]) -> dict[str, Any]:
+    return _cluster(EXT_AUTHZ_CLUSTER, ports, http2=True)
+
+
+# --- running Envoy ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Envoy:
+    """A running Envoy started by ``run_envoy``."""
+
+    process: subprocess.Popen[bytes]
+    listener_port: int
+    admin_port: int
+    log_path: Path
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{LOCALHOST}:{self.listener_port}{path}"
+
+
+@contextlib.contextmanager
+def run_envoy(
+    config: dict[str, Any],
+    directory: Path,
+    concurrency: int = 1,
+    log_level: str = "warn",
+) -> Iterator[Envoy]:
+    """Write ``config`` into ``directory`` and run Envoy until the block exits."""
+    config_path = directory / f"envoy-{id(config)}.yaml"
+    config_path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
+    log_path = config_path.with_suffix(".log")
+    admin_port = config["admin"]["address"]["socket_address"]["port_value"]
+    listener = config["static_resources"]["listeners"][0]
+    listener_port = listener["address"]["socket_address"]["port_value"]
+    argv = [
+        find_binary("envoy"),
+        *("-c", str(config_path)),
+        *("--concurrency", str(concurrency)),
+        *("--log-level", log_level),
+        "--disable-hot-restart",
+    ]
+    with managed_process(argv, log_path, ready_port=listener_port) as proc:
+        yield Envoy(proc, listener_port, admin_port, log_path)
+
+
+def envoy_stats(admin_port: int, name_regex: str = "") -> dict[str, int]:
+    """Counters and gauges from Envoy's admin ``/stats`` whose names match the regex."""
+    query = urllib.parse.urlencode({"filter": name_regex})
+    with urllib.request.urlopen(f"http://{LOCALHOST}:{admin_port}/stats?{query}") as resp:
+        lines = resp.read().decode().splitlines()
+    stats: dict[str, int] = {}
+    for line in lines:
+        name, _, value = line.partition(": ")
+        if value.isdigit():
+            stats[name] = int(value)
+    return stats
+
+
+# --- a real (slow) upstream for functional checks ---------------------------------
+
+
+class _OkHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+class _QuietHTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # peers reset at shutdown
+            super().handle_error(request, client_address)
+
+
+@contextlib.contextmanager
+def http_upstream(port: int | None = None) -> Iterator[int]:
+    """In-process threaded HTTP upstream answering 200 "ok"; yields its port.
+
+    Only for functional checks (a few thousand req/s at most); benchmarks should
+    use the default ``direct_response`` route.
+    """
+    server = _QuietHTTPServer((LOCALHOST, port or 0), _OkHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --- wrk ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    """Summary of one wrk run; latencies in milliseconds."""
+
+    requests: int
+    duration_s: float
+    non_2xx: int  # HTTP status >= 400, as counted by wrk
+    socket_errors: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration_s if self.duration_s else 0.0
+
+
+def run_wrk(
+    url: str,
+    connections: int,
+    duration_s: int,
+    headers: Mapping[str, str] | None = None,
+    threads: int = 1,
+    timeout_s: float = 5.0,
+) -> WrkResult:
+    """Run wrk against ``url`` and parse its summary (via a Lua ``done`` hook)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_WRK_DONE_SCRIPT)
+    try:
+        argv = [
+            find_binary("wrk"),
+            *("-c", str(connections)),
+            *("-t", str(min(threads, connections))),
+            *("-d", f"{duration_s}s"),
+            *("--timeout", f"{timeout_s:g}s"),
+            *("-s", script.name),
+        ]
+        for name, value in (headers or {}).items():
+            argv += ["-H", f"{name}: {value}"]
+        done = subprocess.run(
+            [*argv, url],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=duration_s + 60,
+        )
+    finally:
+        os.unlink(script.name)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    return parse_wrk_output(done.stdout)
+
+
+def parse_wrk_output(output: str) -> WrkResult:
+    """Parse the ``WRK_JSON`` line printed by the harness's Lua ``done`` hook."""
+    for line in output.splitlines():
+        if line.startswith("WRK_JSON "):
+            raw = json.loads(line.removeprefix("WRK_JSON "))
+            return WrkResult(
+                requests=raw["requests"],
+                duration_s=raw["duration_us"] / 1e6,
+                non_2xx=raw["non_2xx"],
+                socket_errors=raw["socket_errors"],
+                p50_ms=raw["p50_us"] / 1000,
+                p90_ms=raw["p90_us"] / 1000,
+                p99_ms=raw["p99_us"] / 1000,
+                max_ms=raw["max_us"] / 1000,
+            )
+    raise ValueError(f"no WRK_JSON line in wrk output:\n{output}")

@@ -1,0 +1,3 @@
+from tahoe_auth.cli import main
+
+raise SystemExit(main())

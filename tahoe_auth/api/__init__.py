@@ -1,0 +1,1 @@
+"""gRPC servicers (proto <-> use case, nothing else), interceptors and error mapping."""

@@ -1,0 +1,233 @@
+"""One ordered interceptor chain for every RPC:
+
+    RequestId -> AccessLog -> Authenticate -> Authorize -> (servicer)
+
+with exceptions turned into statuses in one place (api/errors.py) at the outer edge.
+Each step is a small callable `step(call, proceed)`; the chain runs inside a single
+grpc.ServerInterceptor so that the hot path pays for one wrapper, not four.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+
+from tahoe_auth import logs
+from tahoe_auth.api.errors import to_status
+from tahoe_auth.authz.authenticator import Authenticator
+from tahoe_auth.domain import decision as decisions
+from tahoe_auth.domain import errors
+from tahoe_auth.domain.principal import Principal
+from tahoe_auth.services.context import CallContext
+
+log = logging.getLogger("tahoe_auth.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
+_call_var: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("call", default=None)
+
+
+def current_call() -> CallContext:
+    """The CallContext of the RPC being served (for servicers)."""
+    return _call_var.get() or CallContext()
+
+
+@dataclass(frozen=True)
+class MethodPolicy:
+    public: bool = False
+    permission: str = ""
+    log_calls: bool = True
+
+
+@dataclass
+class Call:
+    method: str
+    context: grpc.ServicerContext
+    metadata: Mapping[str, str]
+    policy: MethodPolicy
+    request_id: str = ""
+    principal: Principal | None = None
+    extras: dict[str, str] = field(default_factory=dict)
+
+    def as_context(self) -> CallContext:
+        return CallContext(
+            principal=self.principal,
+            client_address=client_address(self.context.peer()),
+            user_agent=self.metadata.get("user-agent", ""),
+            request_id=self.request_id,
+        )
+
+
+class Step(Protocol):
+    def __call__(self, call: Call, proceed: Callable[[], Any]) -> Any: ...
+
+
+def client_address(peer: str) -> str:
+    """`ipv4:1.2.3.4:5678` or `ipv6:[::1]:5678` -> the address without the port."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]")
+    return rest
+
+
+class RequestId:
+    """Honours a well-formed incoming `x-request-id`, else makes one."""
+
+    def __call__(self, call: Call, proceed: Callable[[], Any]) -> Any:
+        incoming = call.metadata.get("x-request-id", "")
+        call.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        logs.request_id_var.set(call.request_id)
+        logs.traceparent_var.set(call.metadata.get("traceparent", ""))
+        logs.tenant_var.set("")
+        logs.subject_var.set("")
+        if call.policy.log_calls:
+            call.context.set_trailing_metadata((("x-request-id", call.request_id),))
+        return proceed()
+
+
+class AccessLog:
+    def __call__(self, call: Call, proceed: Callable[[], Any]) -> Any:
+        if not call.policy.log_calls:
+            return proceed()
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            return proceed()
+        except errors.TahoeError as exc:
+            code = exc.reason
+            raise
+        except Exception:
+            code = "INTERNAL"
+            raise
+        finally:
+            log.info(
+                "rpc %s %s",
+                call.method,
+                code,
+                extra={"duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+            )
+
+
+class Authenticate:
+    """Resolves the `authorization: Bearer …` credential. Public methods ignore it."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
+
+    def __call__(self, call: Call, proceed: Callable[[], Any]) -> Any:
+        if call.policy.public:
+            return proceed()
+        header = call.metadata.get("authorization", "")
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            raise errors.Unauthenticated("send `authorization: Bearer <token>`")
+        call.principal = self._authenticator.authenticate(credential.strip())
+        logs.tenant_var.set(call.principal.tenant_id)
+        logs.subject_var.set(f"{call.principal.subject_type}:{call.principal.subject}")
+        return proceed()
+
+
+class Authorize:
+    """Applies the method's declared permission with the shared decision function."""
+
+    def __call__(self, call: Call, proceed: Callable[[], Any]) -> Any:
+        if call.principal is not None:
+            outcome = decisions.decide(call.principal, call.policy.permission)
+            if not outcome.allowed:
+                raise denial_error(outcome)
+        return proceed()
+
+
+def denial_error(outcome: decisions.Decision) -> errors.TahoeError:
+    if outcome.reason == decisions.TENANT_SUSPENDED:
+        return errors.TenantSuspended()
+    if outcome.reason == decisions.SUBJECT_DISABLED:
+        return errors.UserDisabled()
+    if outcome.reason == decisions.WRONG_TENANT:
+        return errors.NotFound("resource")
+    return errors.PermissionDenied(outcome.message, permission=outcome.permission)
+
+
+class Chain(grpc.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, steps: list[Step], policies: Mapping[str, MethodPolicy], default: MethodPolicy) -> None:
+        self._steps = steps
+        self._policies = policies
+        self._default = default
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        method: str = details.method
+        policy = self._policies.get(method, self._default)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, policy, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, policy, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _run(self, call: Call, innermost: Callable[[], Any]) -> Any:
+        def proceed_from(index: int) -> Any:
+            if index == len(self._steps):
+                _call_var.set(call.as_context())
+                return innermost()
+            return self._steps[index](call, lambda: proceed_from(index + 1))
+
+        return proceed_from(0)
+
+    def _wrap_unary(
+        self, method: str, policy: MethodPolicy, behavior: Callable[[Any, grpc.ServicerContext], Any]
+    ) -> Callable[[Any, grpc.ServicerContext], Any]:
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+            call = Call(method, context, dict(context.invocation_metadata()), policy)
+            try:
+                return self._run(call, lambda: behavior(request, context))
+            except Exception as exc:
+                _abort(context, exc, call.request_id)
+
+        return wrapped
+
+    def _wrap_stream(
+        self, method: str, policy: MethodPolicy, behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]]
+    ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            call = Call(method, context, dict(context.invocation_metadata()), policy)
+            try:
+                stream = self._run(call, lambda: behavior(request, context))
+                yield from stream
+            except Exception as exc:
+                _abort(context, exc, call.request_id)
+
+        return wrapped
+
+
+def _abort(context: grpc.ServicerContext, exc: Exception, request_id: str) -> None:
+    if _is_abort(exc):
+        raise exc
+    context.abort_with_status(to_status(exc, request_id))
+
+
+def _is_abort(exc: Exception) -> bool:
+    # grpc raises a bare Exception from context.abort(); let it through untouched.
+    return type(exc) is Exception

@@ -1,0 +1,1 @@
+"""Credential verification and the hot path shared by Check and the gRPC interceptor."""

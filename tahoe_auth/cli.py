@@ -1,0 +1,131 @@
+"""`tahoe-auth` (also `python -m tahoe_auth`): serve, migrate, bootstrap, keys."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+
+from tahoe_auth import logs
+from tahoe_auth.config import ConfigError, Settings
+from tahoe_auth.domain.errors import TahoeError
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from tahoe_auth.app import build_app
+    from tahoe_auth.migrate import pending_revisions
+    from tahoe_auth.server import serve
+
+    if args.migrate:
+        cmd_migrate(argparse.Namespace(revision="head", downgrade=None), settings)
+    elif pending := pending_revisions(settings.database_url):
+        print(
+            f"tahoe-auth: database is not migrated ({len(pending)} pending): run `tahoe-auth migrate`", file=sys.stderr
+        )
+        return 2
+    serve(build_app(settings))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from tahoe_auth import migrate
+
+    if args.downgrade:
+        migrate.downgrade(settings.database_url, args.downgrade)
+    else:
+        migrate.upgrade(settings.database_url, args.revision)
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
+    from tahoe_auth.app import build_app
+    from tahoe_auth.store.db import SYSTEM
+
+    app = build_app(settings)
+    try:
+        with app.db.unit_of_work(SYSTEM) as uow:
+            exists = uow.tenants.find(args.tenant) is not None
+        if exists and args.if_missing:
+            print(f"tenant {args.tenant!r} exists; nothing to do")
+            return 0
+        generated = not args.password_stdin
+        password = secrets.token_urlsafe(18) if generated else sys.stdin.readline().rstrip("\n")
+        tenant, owner = app.tenants.create_tenant_with_owner(args.tenant, args.display_name, args.owner_email, password)
+        platform_key = app.platform.create("bootstrap")
+        app.keys.ensure_active_key()
+        result = {
+            "tenant_id": tenant.id,
+            "tenant": tenant.slug,
+            "owner_user_id": owner.id,
+            "owner_email": owner.email,
+            "platform_admin_key": platform_key,
+        }
+        if generated:
+            result["owner_password"] = password
+        print(json.dumps(result, indent=2))
+        print("These secrets are shown once; store them now.", file=sys.stderr)
+        return 0
+    finally:
+        app.close()
+
+
+def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from tahoe_auth.app import build_app
+
+    app = build_app(settings)
+    try:
+        kid = app.keys.rotate()
+        print(json.dumps({"active_kid": kid, "published_kids": sorted(app.keys.ring().keys)}))
+        return 0
+    finally:
+        app.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="tahoe-auth", description="Tahoe Auth: authentication and authorization service"
+    )
+    sub = root.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC server and the HTTP side port")
+    serve.add_argument("--migrate", action="store_true", help="apply pending migrations first")
+    serve.set_defaults(run=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("--revision", default="head", help="upgrade to this revision (default: head)")
+    migrate.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION instead (e.g. base)")
+    migrate.set_defaults(run=cmd_migrate)
+
+    boot = sub.add_parser("bootstrap", help="create the first tenant, its owner and a platform-admin key")
+    boot.add_argument("--tenant", required=True, help="tenant slug")
+    boot.add_argument("--owner-email", required=True)
+    boot.add_argument("--display-name", default="")
+    boot.add_argument("--password-stdin", action="store_true", help="read the owner password from stdin")
+    boot.add_argument("--if-missing", action="store_true", help="do nothing if the tenant exists")
+    boot.set_defaults(run=cmd_bootstrap)
+
+    keys = sub.add_parser("keys", help="token signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    rotate = keys_sub.add_parser("rotate", help="add a new active signing key (no restart needed)")
+    rotate.set_defaults(run=cmd_keys_rotate)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"tahoe-auth: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_format, settings.log_level)
+    command: Command = args.run
+    try:
+        return command(args, settings)
+    except TahoeError as exc:
+        print(f"tahoe-auth: {exc.message}", file=sys.stderr)
+        return 1

@@ -1,0 +1,185 @@
+"""Configuration from the environment (`TAHOE_` prefix).
+
+Bad configuration raises ConfigError with one line that names the variable, so that
+`tahoe-auth serve` can fail at start with a message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class PasswordParams:
+    memory_kib: int = 19 * 1024
+    time_cost: int = 2
+    parallelism: int = 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    grpc_addr: str = "127.0.0.1:9200"
+    http_addr: str = "127.0.0.1:9201"
+    database_url: str = "sqlite:///var/tahoe.db"
+    database_role: str | None = None
+    redis_url: str | None = None
+    issuer: str = "tahoe-auth"
+    audience: str = "tahoe"
+    master_key: bytes = field(default=b"", repr=False)
+    log_format: str = "text"
+    log_level: str = "INFO"
+    grpc_reflection: bool = True
+    grpc_workers: int = 8
+    var_dir: Path = Path("var")
+    access_token_ttl: int = 15 * 60
+    session_idle_ttl: int = 7 * 24 * 3600
+    session_absolute_ttl: int = 30 * 24 * 3600
+    refresh_reuse_leeway: int = 0
+    password: PasswordParams = PasswordParams()
+    hash_concurrency: int = 2
+    hash_queue: int = 4
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        var_dir = Path(reader.text("TAHOE_VAR_DIR", "var"))
+        database_url = reader.text("TAHOE_DATABASE_URL", f"sqlite:///{var_dir / 'tahoe.db'}")
+        if not database_url.startswith(("sqlite", "postgresql")):
+            raise ConfigError("TAHOE_DATABASE_URL must be a sqlite:/// or postgresql+psycopg:// URL")
+        if database_url.startswith("postgresql://"):
+            database_url = "postgresql+psycopg://" + database_url.removeprefix("postgresql://")
+        cpus = os.cpu_count() or 2
+        settings = cls(
+            grpc_addr=reader.address("TAHOE_GRPC_ADDR", cls.grpc_addr),
+            http_addr=reader.address("TAHOE_HTTP_ADDR", cls.http_addr),
+            database_url=database_url,
+            database_role=env.get("TAHOE_DATABASE_ROLE") or None,
+            redis_url=_redis_url(env.get("TAHOE_REDIS_URL")),
+            issuer=reader.text("TAHOE_ISSUER", cls.issuer),
+            audience=reader.text("TAHOE_AUDIENCE", cls.audience),
+            master_key=_master_key(env.get("TAHOE_MASTER_KEY"), database_url, var_dir),
+            log_format=reader.choice("TAHOE_LOG_FORMAT", "text", ("text", "json")),
+            log_level=reader.choice("TAHOE_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            grpc_reflection=reader.boolean("TAHOE_GRPC_REFLECTION", True),
+            grpc_workers=reader.integer("TAHOE_GRPC_WORKERS", cls.grpc_workers, 2, 256),
+            var_dir=var_dir,
+            access_token_ttl=reader.integer("TAHOE_ACCESS_TOKEN_TTL", cls.access_token_ttl, 30, 24 * 3600),
+            session_idle_ttl=reader.integer("TAHOE_SESSION_IDLE_TTL", cls.session_idle_ttl, 60, 365 * 86400),
+            session_absolute_ttl=reader.integer(
+                "TAHOE_SESSION_ABSOLUTE_TTL", cls.session_absolute_ttl, 60, 3 * 365 * 86400
+            ),
+            refresh_reuse_leeway=reader.integer("TAHOE_REFRESH_REUSE_LEEWAY", 0, 0, 60),
+            password=PasswordParams(
+                memory_kib=reader.integer("TAHOE_ARGON2_MEMORY_KIB", PasswordParams.memory_kib, 19 * 1024, 4 << 20),
+                time_cost=reader.integer("TAHOE_ARGON2_TIME_COST", PasswordParams.time_cost, 2, 100),
+                parallelism=reader.integer("TAHOE_ARGON2_PARALLELISM", PasswordParams.parallelism, 1, 64),
+            ),
+            hash_concurrency=reader.integer("TAHOE_HASH_CONCURRENCY", cpus, 1, 256),
+            hash_queue=reader.integer("TAHOE_HASH_QUEUE", 2 * cpus, 0, 4096),
+        )
+        if settings.session_absolute_ttl < settings.session_idle_ttl:
+            raise ConfigError("TAHOE_SESSION_ABSOLUTE_TTL must not be shorter than TAHOE_SESSION_IDLE_TTL")
+        return settings
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def text(self, name: str, default: str) -> str:
+        value = self._env.get(name, "").strip()
+        return value or default
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name, default)
+        matched = {a.lower(): a for a in allowed}.get(value.lower())
+        if matched is None:
+            raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+        return matched
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._env.get(name, "").strip().lower()
+        if not value:
+            return default
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}={value!r} is not a boolean (true/false)")
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not an integer") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name}={value} is outside {low}..{high}")
+        return value
+
+    def address(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"{name}={value!r} is not host:port")
+        return value
+
+
+def _redis_url(value: str | None) -> str | None:
+    if not value:
+        return None
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("TAHOE_REDIS_URL must start with redis://, rediss:// or unix://")
+    return value
+
+
+def _master_key(value: str | None, database_url: str, var_dir: Path) -> bytes:
+    if value:
+        return decode_master_key(value, "TAHOE_MASTER_KEY")
+    if not database_url.startswith("sqlite"):
+        raise ConfigError(
+            "TAHOE_MASTER_KEY is required with PostgreSQL (32 random bytes, base64): "
+            'python -c "import secrets,base64;print(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())"'
+        )
+    return _embedded_master_key(var_dir / "master.key")
+
+
+def decode_master_key(value: str, source: str) -> bytes:
+    try:
+        key = base64.urlsafe_b64decode(value.strip() + "=" * (-len(value.strip()) % 4))
+    except ValueError:
+        raise ConfigError(f"{source} is not base64") from None
+    if len(key) != 32:
+        raise ConfigError(f"{source} must decode to 32 bytes, got {len(key)}")
+    return key
+
+
+def _embedded_master_key(path: Path) -> bytes:
+    """The embedded default keeps its key beside its SQLite file, created once."""
+    if path.exists():
+        return decode_master_key(path.read_text(), str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encoded = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it first: use theirs
+        return decode_master_key(path.read_text(), str(path))
+    with os.fdopen(fd, "w") as handle:
+        handle.write(encoded + "\n")
+    return decode_master_key(encoded, str(path))

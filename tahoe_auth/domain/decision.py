@@ -1,0 +1,69 @@
+"""The one authorization decision, shared by ext_authz Check, the gRPC API's own
+interceptor and ExplainDecision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tahoe_auth.domain.principal import Principal
+
+ALLOW = "allowed"
+NO_CREDENTIAL = "missing_credential"
+INVALID_CREDENTIAL = "invalid_credential"
+TENANT_SUSPENDED = "tenant_suspended"
+SUBJECT_DISABLED = "subject_disabled"
+PERMISSION_DENIED = "permission_denied"
+WRONG_TENANT = "wrong_tenant"
+UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str
+    message: str
+    principal: Principal | None = None
+    permission: str = ""
+    # The grant that allowed the request, or what was missing.
+    rule: str = ""
+
+    @property
+    def http_status(self) -> int:
+        return {
+            ALLOW: 200,
+            NO_CREDENTIAL: 401,
+            INVALID_CREDENTIAL: 401,
+            UNAVAILABLE: 503,
+        }.get(self.reason, 403)
+
+
+def decide(principal: Principal, required_permission: str = "", resource_tenant: str = "") -> Decision:
+    """Decide for an authenticated principal. Authentication failures are decided by
+    the caller (`unauthenticated`), since there is no principal to reason about."""
+    if not principal.tenant_active:
+        return Decision(False, TENANT_SUSPENDED, "tenant is suspended", principal, required_permission)
+    if not principal.subject_active:
+        return Decision(
+            False, SUBJECT_DISABLED, f"{principal.subject_type} is disabled", principal, required_permission
+        )
+    if resource_tenant and resource_tenant != principal.tenant_id and not principal.platform_admin:
+        return Decision(False, WRONG_TENANT, "resource belongs to another tenant", principal, required_permission)
+    if not required_permission:
+        return Decision(True, ALLOW, "valid credential; route needs no permission", principal, "", "authenticated")
+    if principal.platform_admin:
+        return Decision(True, ALLOW, "platform administrator", principal, required_permission, "platform_admin")
+    grants = principal.permissions.relevant_to(required_permission)
+    if grants:
+        return Decision(True, ALLOW, f"granted by {grants[0]}", principal, required_permission, grants[0])
+    return Decision(
+        False,
+        PERMISSION_DENIED,
+        f"missing permission {required_permission}",
+        principal,
+        required_permission,
+        f"no grant covers {required_permission}",
+    )
+
+
+def unauthenticated(reason: str, message: str) -> Decision:
+    return Decision(False, reason, message)

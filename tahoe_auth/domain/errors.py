@@ -1,0 +1,149 @@
+"""The domain's exception tree. One table in `tahoe_auth.api.errors` maps it to gRPC.
+
+TahoeError
+├── InvalidArgument            bad input (metadata: field)
+├── Unauthenticated            no/bad credential
+│   ├── InvalidCredentials     login failed (one answer for every cause)
+│   ├── RefreshTokenInvalid
+│   └── RefreshTokenReused     the session was revoked as a consequence
+├── PermissionDenied           (metadata: permission)
+│   ├── TenantSuspended
+│   ├── UserDisabled
+│   └── PrivilegeEscalation    granting what one does not hold
+├── NotFound                   (metadata: resource)
+├── AlreadyExists              (metadata: resource)
+├── FailedPrecondition
+│   └── LastOwner
+├── Aborted                    concurrent change, retry
+├── ResourceExhausted          (retry_after seconds)
+│   ├── LoginThrottled
+│   ├── RateLimited
+│   └── QuotaExceeded
+└── Unavailable                a dependency is down
+"""
+
+from __future__ import annotations
+
+
+class TahoeError(Exception):
+    reason = "INTERNAL"
+
+    def __init__(self, message: str, **metadata: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = metadata
+
+
+class InvalidArgument(TahoeError):
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message, field=field)
+        self.field = field
+
+
+class Unauthenticated(TahoeError):
+    reason = "UNAUTHENTICATED"
+
+
+class InvalidCredentials(Unauthenticated):
+    reason = "INVALID_CREDENTIALS"
+
+    def __init__(self) -> None:
+        super().__init__("invalid tenant, email or password")
+
+
+class RefreshTokenInvalid(Unauthenticated):
+    reason = "REFRESH_TOKEN_INVALID"
+
+    def __init__(self) -> None:
+        super().__init__("refresh token is invalid or expired")
+
+
+class RefreshTokenReused(Unauthenticated):
+    reason = "REFRESH_TOKEN_REUSED"
+
+    def __init__(self) -> None:
+        super().__init__("refresh token was already used; the session has been revoked")
+
+
+class PermissionDenied(TahoeError):
+    reason = "PERMISSION_DENIED"
+
+
+class TenantSuspended(PermissionDenied):
+    reason = "TENANT_SUSPENDED"
+
+    def __init__(self) -> None:
+        super().__init__("tenant is suspended")
+
+
+class UserDisabled(PermissionDenied):
+    reason = "USER_DISABLED"
+
+    def __init__(self) -> None:
+        super().__init__("user is disabled")
+
+
+class PrivilegeEscalation(PermissionDenied):
+    reason = "PRIVILEGE_ESCALATION"
+
+    def __init__(self, permission: str) -> None:
+        super().__init__(f"cannot grant {permission!r}: the caller does not hold it", permission=permission)
+
+
+class NotFound(TahoeError):
+    reason = "NOT_FOUND"
+
+    def __init__(self, resource: str, message: str | None = None) -> None:
+        super().__init__(message or f"{resource} not found", resource=resource)
+
+
+class AlreadyExists(TahoeError):
+    reason = "ALREADY_EXISTS"
+
+    def __init__(self, resource: str, message: str | None = None) -> None:
+        super().__init__(message or f"{resource} already exists", resource=resource)
+
+
+class FailedPrecondition(TahoeError):
+    reason = "FAILED_PRECONDITION"
+
+
+class LastOwner(FailedPrecondition):
+    reason = "LAST_OWNER"
+
+    def __init__(self) -> None:
+        super().__init__("the tenant's last owner cannot be removed or demoted")
+
+
+class Aborted(TahoeError):
+    reason = "ABORTED"
+
+
+class ResourceExhausted(TahoeError):
+    reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, retry_after: float, quota: str = "", **metadata: str) -> None:
+        super().__init__(message, **metadata)
+        self.retry_after = retry_after
+        self.quota = quota
+
+
+class LoginThrottled(ResourceExhausted):
+    reason = "LOGIN_THROTTLED"
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("too many failed logins; retry later", retry_after, quota="login")
+
+
+class RateLimited(ResourceExhausted):
+    reason = "RATE_LIMITED"
+
+
+class QuotaExceeded(ResourceExhausted):
+    reason = "QUOTA_EXCEEDED"
+
+
+class Unavailable(TahoeError):
+    reason = "UNAVAILABLE"

@@ -1,0 +1,27 @@
+"""Who a verified credential speaks for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tahoe_auth.domain.permissions import PermissionSet
+
+USER = "user"
+API_KEY = "api_key"
+SERVICE = "service"
+PLATFORM = "platform"
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant_id: str
+    subject: str
+    subject_type: str
+    permissions: PermissionSet = field(default_factory=lambda: PermissionSet.of(()))
+    session_id: str = ""
+    expires_at: int | None = None
+    platform_admin: bool = False
+    tenant_active: bool = True
+    subject_active: bool = True
+    # How the caller proved who it is, for logs and ExplainDecision (never the secret).
+    credential: str = ""

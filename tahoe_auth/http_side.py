@@ -1,0 +1,62 @@
+"""The HTTP side port: JWKS for verifiers, liveness and readiness for orchestrators."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tahoe_auth.app import App
+    from tahoe_auth.server import HealthReporter
+
+log = logging.getLogger(__name__)
+
+
+class SideServer:
+    def __init__(self, app: App, health: HealthReporter, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        handler = type("Handler", (_Handler,), {"app": app, "health": health})
+        self._httpd = ThreadingHTTPServer((host, int(port)), handler)
+        self._httpd.daemon_threads = True
+        self.address = f"{host}:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="http-side", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    app: App
+    health: HealthReporter
+    server_version = "tahoe-auth"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/.well-known/jwks.json":
+            self._json(200, self.app.keys.ring().jwks(), cache="public, max-age=60")
+        elif path == "/healthz":
+            self._json(200, {"status": "ok"})
+        elif path == "/readyz":
+            ready = self.health.ready and self.app.db.ping()
+            self._json(200 if ready else 503, {"status": "ready" if ready else "database unreachable"})
+        else:
+            self._json(404, {"error": "not_found", "message": f"no such path {path}"})
+
+    def _json(self, status: int, body: Any, cache: str = "no-store") -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("cache-control", cache)
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http %s", format % args)

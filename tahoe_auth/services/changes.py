@@ -1,0 +1,47 @@
+"""Change notifications that every instance applies to its caches within a second.
+
+Published after the change commits. A failed publish is logged, never raised: the
+change itself is durable, and instances that miss a notification while their own
+subscription is down bypass their caches until it returns (see store/redis_store.py).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tahoe_auth.store.kv import KeyValueStore, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+SESSION_REVOKED = "session.revoked"
+USER_CHANGED = "user.changed"
+TENANT_CHANGED = "tenant.changed"
+KEYS_CHANGED = "keys.changed"
+CREDENTIAL_REVOKED = "credential.revoked"
+
+
+class ChangeNotifier:
+    def __init__(self, store: KeyValueStore) -> None:
+        self._store = store
+
+    def _publish(self, channel: str, message: str) -> None:
+        try:
+            self._store.publish(channel, message)
+        except StoreUnavailable as exc:
+            log.error("could not publish %s %s: %s; other instances may serve stale caches", channel, message, exc)
+
+    def sessions_revoked(self, tenant_id: str, session_ids: list[str]) -> None:
+        for session_id in session_ids:
+            self._publish(SESSION_REVOKED, f"{tenant_id}:{session_id}")
+
+    def user_changed(self, tenant_id: str, user_id: str) -> None:
+        self._publish(USER_CHANGED, f"{tenant_id}:{user_id}")
+
+    def tenant_changed(self, tenant_id: str) -> None:
+        self._publish(TENANT_CHANGED, tenant_id)
+
+    def keys_changed(self) -> None:
+        self._publish(KEYS_CHANGED, "")
+
+    def credential_revoked(self, tenant_id: str, credential_id: str) -> None:
+        self._publish(CREDENTIAL_REVOKED, f"{tenant_id}:{credential_id}")

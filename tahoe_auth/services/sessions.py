@@ -1,0 +1,290 @@
+"""Login, refresh, logout and session management."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from tahoe_auth.clock import Clock
+from tahoe_auth.config import Settings
+from tahoe_auth.domain import crypto, passwords, tokens
+from tahoe_auth.domain.errors import (
+    InvalidArgument,
+    InvalidCredentials,
+    NotFound,
+    PermissionDenied,
+    RefreshTokenInvalid,
+    RefreshTokenReused,
+)
+from tahoe_auth.domain.principal import USER, Principal
+from tahoe_auth.services.changes import ChangeNotifier
+from tahoe_auth.services.context import CallContext
+from tahoe_auth.services.keys import KeyManager
+from tahoe_auth.services.throttle import LoginThrottle
+from tahoe_auth.store import models as m
+from tahoe_auth.store.db import SYSTEM, Database, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+REFRESH_TOKEN_PREFIX = "rt_"
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    access_token: str
+    access_expires_at: int
+    refresh_token: str
+    session_id: str
+    tenant_id: str
+    user_id: str
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def _hash_refresh_token(token: str) -> str:
+    return crypto.sha256_hex(token)
+
+
+class SessionService:
+    def __init__(
+        self,
+        db: Database,
+        keys: KeyManager,
+        hasher: passwords.BoundedHasher,
+        throttle: LoginThrottle,
+        notifier: ChangeNotifier,
+        settings: Settings,
+        clock: Clock,
+    ) -> None:
+        self._db = db
+        self._keys = keys
+        self._hasher = hasher
+        self._throttle = throttle
+        self._notifier = notifier
+        self._settings = settings
+        self._clock = clock
+
+    # -- login -----------------------------------------------------------------
+
+    def login(self, tenant: str, email: str, password: str, ctx: CallContext) -> IssuedTokens:
+        tenant_key, email = tenant.strip().lower(), normalize_email(email)
+        if not tenant_key or not email:
+            raise InvalidArgument("tenant" if not tenant_key else "email", "tenant and email are required")
+        self._throttle.check(tenant_key, email, ctx.client_address)
+        tenant_row, user = self._find_login_subject(tenant_key, email)
+        too_long = len(password) > passwords.MAX_LENGTH
+        # Always one argon2 verification, against a dummy hash when there is no user, so
+        # that unknown tenants and users answer as slowly as wrong passwords.
+        encoded = None if user is None or too_long else user.password_hash
+        result = self._hasher.verify(encoded, "" if too_long else password)
+        if not result.ok or user is None or tenant_row is None:
+            self._throttle.failed(tenant_key, email, ctx.client_address)
+            raise InvalidCredentials()
+        if user.status != "active" or tenant_row.status != "active":
+            self._throttle.failed(tenant_key, email, ctx.client_address)
+            raise InvalidCredentials()
+        self._throttle.succeeded(tenant_key, email)
+        new_hash = self._hasher.hash(password) if result.needs_rehash else None
+        return self._start_session(tenant_row.id, user.id, ctx, new_hash)
+
+    def _find_login_subject(self, tenant_key: str, email: str) -> tuple[m.Tenant | None, m.User | None]:
+        with self._db.unit_of_work(SYSTEM) as uow:
+            tenant_row = uow.tenants.find(tenant_key)
+        if tenant_row is None:
+            return None, None
+        with self._db.unit_of_work(tenant_row.id) as uow:
+            return tenant_row, uow.users.by_email(email)
+
+    def _start_session(self, tenant_id: str, user_id: str, ctx: CallContext, new_hash: str | None) -> IssuedTokens:
+        now = self._clock.now()
+        refresh_token = REFRESH_TOKEN_PREFIX + crypto.random_token(32)
+        with self._db.unit_of_work(tenant_id) as uow:
+            if new_hash is not None:
+                uow.users.get(user_id).password_hash = new_hash
+            session = uow.sessions.add(
+                m.Session(
+                    tenant_id=tenant_id,
+                    user_id=user_id,
+                    created_at=now,
+                    last_active_at=now,
+                    idle_expires_at=now + dt.timedelta(seconds=self._settings.session_idle_ttl),
+                    expires_at=now + dt.timedelta(seconds=self._settings.session_absolute_ttl),
+                    client_address=ctx.client_address[:255],
+                    user_agent=ctx.user_agent[:512],
+                )
+            )
+            uow.refresh_tokens.add(tenant_id, session.id, _hash_refresh_token(refresh_token))
+            uow.commit()
+        return self._issue(session, refresh_token)
+
+    def _issue(self, session: m.Session, refresh_token: str) -> IssuedTokens:
+        now = int(self._clock.timestamp())
+        ttl = min(self._settings.access_token_ttl, int(session.expires_at.timestamp()) - now)
+        access, claims = tokens.issue_access_token(
+            self._keys.ring(),
+            issuer=self._settings.issuer,
+            audience=self._settings.audience,
+            subject=session.user_id,
+            tenant_id=session.tenant_id,
+            subject_type=USER,
+            session_id=session.id,
+            now=now,
+            ttl=max(1, ttl),
+        )
+        return IssuedTokens(
+            access_token=access,
+            access_expires_at=claims.expires_at,
+            refresh_token=refresh_token,
+            session_id=session.id,
+            tenant_id=session.tenant_id,
+            user_id=session.user_id,
+        )
+
+    # -- refresh ---------------------------------------------------------------
+
+    def refresh(self, refresh_token: str, ctx: CallContext) -> IssuedTokens:
+        if not refresh_token.startswith(REFRESH_TOKEN_PREFIX):
+            raise RefreshTokenInvalid()
+        token_hash = _hash_refresh_token(refresh_token)
+        with self._db.unit_of_work(SYSTEM) as uow:
+            stored = uow.refresh_tokens.find(token_hash)
+        if stored is None:
+            raise RefreshTokenInvalid()
+        now = self._clock.now()
+        new_token = REFRESH_TOKEN_PREFIX + crypto.random_token(32)
+        with self._db.unit_of_work(stored.tenant_id) as uow:
+            spent = uow.refresh_tokens.spend(token_hash, now)
+            if spent:
+                session = self._extend_session(uow, stored.session_id, now)
+                uow.refresh_tokens.add(session.tenant_id, session.id, _hash_refresh_token(new_token))
+                uow.commit()
+        if not spent:
+            self._on_reuse(stored, now)
+        return self._issue(session, new_token)
+
+    def _extend_session(self, uow: UnitOfWork, session_id: str, now: dt.datetime) -> m.Session:
+        session = uow.sessions.get(session_id)
+        if session.revoked_at is not None or session.expires_at <= now or session.idle_expires_at <= now:
+            raise RefreshTokenInvalid()
+        user = uow.users.get(session.user_id)
+        tenant = uow.tenants.get(session.tenant_id)
+        if user.status != "active" or tenant.status != "active":
+            raise RefreshTokenInvalid()
+        session.last_active_at = now
+        session.idle_expires_at = min(session.expires_at, now + dt.timedelta(seconds=self._settings.session_idle_ttl))
+        return session
+
+    def _on_reuse(self, stored: m.RefreshToken, now: dt.datetime) -> NoReturn:
+        """A spent token came back: either a race within the leeway, or theft."""
+        leeway = self._settings.refresh_reuse_leeway
+        if leeway and stored.used_at is not None and (now - stored.used_at).total_seconds() <= leeway:
+            raise RefreshTokenInvalid()
+        # Its own transaction, so that the revocation commits although this call fails.
+        with self._db.unit_of_work(stored.tenant_id) as uow:
+            revoked = uow.sessions.revoke([stored.session_id], now, "refresh_token_reused")
+            uow.commit()
+        if revoked:
+            log.warning("refresh token reuse: session %s revoked", stored.session_id)
+            self._notifier.sessions_revoked(stored.tenant_id, [stored.session_id])
+        raise RefreshTokenReused()
+
+    # -- logout and sessions ---------------------------------------------------
+
+    def logout(self, ctx: CallContext) -> None:
+        principal = ctx.require_principal()
+        if not principal.session_id:
+            raise InvalidArgument("authorization", "logout needs a user access token")
+        self._revoke(principal.tenant_id, [principal.session_id], "logout")
+
+    def logout_all(self, ctx: CallContext, tenant_id: str, user_id: str) -> int:
+        tenant_id, user_id = self._target_user(ctx.require_principal(), tenant_id, user_id, "sessions:revoke")
+        with self._db.unit_of_work(tenant_id) as uow:
+            uow.users.get(user_id)
+            ids = uow.sessions.active_ids_for_user(user_id, self._clock.now())
+        return self._revoke(tenant_id, ids, "logout_all")
+
+    def revoke_session(self, ctx: CallContext, tenant_id: str, session_id: str) -> m.Session:
+        principal = ctx.require_principal()
+        tenant_id = tenant_id or principal.tenant_id
+        with self._db.unit_of_work(tenant_id) as uow:
+            session = uow.sessions.get(session_id)
+        self._target_user(principal, tenant_id, session.user_id, "sessions:revoke")
+        self._revoke(tenant_id, [session_id], "revoked")
+        with self._db.unit_of_work(tenant_id) as uow:
+            return uow.sessions.get(session_id)
+
+    def revoke_user_sessions(self, tenant_id: str, user_id: str, reason: str) -> int:
+        """For other use cases (disable, delete, password reset): end every session."""
+        with self._db.unit_of_work(tenant_id) as uow:
+            ids = uow.sessions.active_ids_for_user(user_id, self._clock.now())
+        return self._revoke(tenant_id, ids, reason)
+
+    def _revoke(self, tenant_id: str, session_ids: Sequence[str], reason: str) -> int:
+        with self._db.unit_of_work(tenant_id) as uow:
+            count = uow.sessions.revoke(session_ids, self._clock.now(), reason)
+            uow.commit()
+        self._notifier.sessions_revoked(tenant_id, list(session_ids))
+        return count
+
+    def list_sessions(
+        self, ctx: CallContext, tenant_id: str, user_id: str, page_size: int, page_token: str, show_ended: bool
+    ) -> tuple[list[m.Session], str]:
+        tenant_id, user_id = self._target_user(ctx.require_principal(), tenant_id, user_id, "sessions:read")
+        limit = page_size_or_default(page_size)
+        after = decode_page_token(page_token)
+        with self._db.unit_of_work(tenant_id) as uow:
+            uow.users.get(user_id)
+            rows = list(
+                uow.sessions.list_for_user(
+                    user_id, now=self._clock.now(), show_ended=show_ended, after=after, limit=limit + 1
+                )
+            )
+        next_token = encode_page_token(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else ""
+        return rows[:limit], next_token
+
+    @staticmethod
+    def _target_user(principal: Principal, tenant_id: str, user_id: str, permission: str) -> tuple[str, str]:
+        """Acting on oneself needs no permission; on others, `permission` in their tenant."""
+        tenant_id = tenant_id or principal.tenant_id
+        if not user_id:
+            if principal.subject_type != USER:
+                raise InvalidArgument("user_id", "user_id is required for non-user callers")
+            user_id = principal.subject
+        own = principal.subject_type == USER and user_id == principal.subject and tenant_id == principal.tenant_id
+        if own or principal.platform_admin:
+            return tenant_id, user_id
+        if tenant_id != principal.tenant_id:
+            raise NotFound("user")
+        if not principal.permissions.allows(permission):
+            raise PermissionDenied(f"missing permission {permission}", permission=permission)
+        return tenant_id, user_id
+
+
+def page_size_or_default(page_size: int) -> int:
+    if page_size < 0:
+        raise InvalidArgument("page_size", "page_size must not be negative")
+    return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def encode_page_token(created_at: dt.datetime, row_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), row_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> tuple[dt.datetime, str] | None:
+    if not token:
+        return None
+    try:
+        created, row_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        return dt.datetime.fromisoformat(created), str(row_id)
+    except (ValueError, TypeError):
+        raise InvalidArgument("page_token", "page_token is malformed") from None

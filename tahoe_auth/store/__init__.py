@@ -1,0 +1,1 @@
+"""Storage adapters: SQLAlchemy models and repositories, Redis and in-process stores."""

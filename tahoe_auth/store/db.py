@@ -1,0 +1,159 @@
+"""Engine, unit of work and the tenant wall.
+
+A unit of work is bound either to one tenant or, explicitly, to the system scope. Every
+ORM query on a tenant-bound session gets `tenant_id = :tenant` added for TenantScoped
+models (one listener, not a filter in each repository), and on PostgreSQL the tenant is
+also set for the transaction (`set_config(..., true)`) for row-level security.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import ORMExecuteState, sessionmaker, with_loader_criteria
+from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from tahoe_auth.domain.errors import Unavailable
+from tahoe_auth.store import repositories as r
+from tahoe_auth.store.models import TenantScoped
+
+log = logging.getLogger(__name__)
+
+TENANT_KEY = "tenant_id"
+SYSTEM = "system"
+
+
+def make_engine(url: str, role: str | None = None) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # pysqlite's own transaction handling defers BEGIN; issue it ourselves so that
+        # a unit of work is one transaction (BEGIN IMMEDIATE would serialise readers).
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        return engine
+    engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_timeout=5)
+    if role:
+        event.listen(engine, "connect", _set_role(role))
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _: ConnectionPoolEntry) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _set_role(role: str) -> Any:
+    def set_role(dbapi_connection: Any, _: ConnectionPoolEntry) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f'SET ROLE "{role}"')
+        dbapi_connection.commit()
+
+    return set_role
+
+
+@event.listens_for(OrmSession, "do_orm_execute")
+def _tenant_criteria(state: ORMExecuteState) -> None:
+    tenant_id = state.session.info.get(TENANT_KEY)
+    if tenant_id is None or tenant_id == SYSTEM:
+        return
+    is_query = state.is_select or state.is_update or state.is_delete
+    if is_query and not (state.is_column_load or state.is_relationship_load):
+        state.statement = state.statement.options(
+            with_loader_criteria(TenantScoped, lambda cls: cls.tenant_id == tenant_id, include_aliases=True)
+        )
+
+
+@event.listens_for(OrmSession, "before_flush")
+def _tenant_guard(session: OrmSession, *_: Any) -> None:
+    tenant_id = session.info.get(TENANT_KEY)
+    if tenant_id is None or tenant_id == SYSTEM:
+        return
+    for obj in list(session.new) + list(session.dirty):
+        if isinstance(obj, TenantScoped) and obj.tenant_id != tenant_id:
+            raise RuntimeError(f"{type(obj).__name__} of another tenant written in tenant {tenant_id}'s unit of work")
+
+
+class Database:
+    def __init__(self, url: str, role: str | None = None) -> None:
+        self.url = url
+        self.engine = make_engine(url, role)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self, tenant_id: str) -> Iterator[OrmSession]:
+        """A transaction bound to `tenant_id`, or to SYSTEM for cross-tenant work."""
+        if not tenant_id:
+            raise ValueError("a unit of work needs a tenant id or SYSTEM")
+        session = self._sessions()
+        session.info[TENANT_KEY] = tenant_id
+        try:
+            if self.is_postgres:
+                session.execute(
+                    text("SELECT set_config('tahoe.tenant_id', :tenant, true)"),
+                    {"tenant": "" if tenant_id == SYSTEM else tenant_id},
+                )
+                session.execute(
+                    text("SELECT set_config('tahoe.scope', :scope, true)"),
+                    {"scope": "system" if tenant_id == SYSTEM else "tenant"},
+                )
+            yield session
+        except DBAPIError as exc:
+            session.rollback()
+            if exc.connection_invalidated or _is_connection_error(exc):
+                log.warning("database unreachable: %s", type(exc.orig).__name__)
+                raise Unavailable("database is unavailable") from exc
+            raise
+        finally:
+            session.close()
+
+    @contextmanager
+    def unit_of_work(self, tenant_id: str) -> Iterator[UnitOfWork]:
+        with self.session(tenant_id) as session:
+            yield UnitOfWork(session)
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # any failure means "not ready"; the reason goes to the log
+            log.warning("database ping failed", exc_info=True)
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _is_connection_error(exc: DBAPIError) -> bool:
+    name = type(exc.orig).__name__
+    return name in {"OperationalError", "InterfaceError"} and "timeout" not in str(exc.orig).lower()
+
+
+class UnitOfWork:
+    """One transaction and the repositories over it. Nothing is written unless the
+    use case calls commit(); leaving the block rolls back whatever was not committed."""
+
+    def __init__(self, session: OrmSession) -> None:
+        self.session = session
+        self.tenants = r.TenantRepository(session)
+        self.users = r.UserRepository(session)
+        self.role_bindings = r.RoleBindingRepository(session)
+        self.sessions = r.SessionRepository(session)
+        self.refresh_tokens = r.RefreshTokenRepository(session)
+        self.signing_keys = r.SigningKeyRepository(session)
+        self.platform_credentials = r.PlatformCredentialRepository(session)
+
+    def commit(self) -> None:
+        self.session.commit()

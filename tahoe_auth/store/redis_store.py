@@ -1,0 +1,147 @@
+"""KeyValueStore on Redis, shared by every instance.
+
+Timeouts are short (tens of milliseconds) because callers sit on the request path; a
+RedisError becomes StoreUnavailable and each caller decides to fail open or closed.
+Notifications use one pub/sub channel read by a background thread that reconnects on
+its own and tells listeners ("", "") after a reconnect so they drop their caches.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+
+from tahoe_auth.store.kv import Listener, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "tahoe:events"
+RECONNECT = ("", "")
+
+
+class RedisStore:
+    def __init__(self, url: str, timeout: float = 0.05, channel: str = CHANNEL) -> None:
+        self.client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=True,
+            health_check_interval=0,
+        )
+        self._url = url
+        self._channel = channel
+        self._listeners: list[Listener] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.subscribed = threading.Event()
+
+    def get(self, key: str) -> str | None:
+        try:
+            return self.client.get(key)  # type: ignore[return-value]
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def get_many(self, keys: list[str]) -> list[str | None]:
+        if not keys:
+            return []
+        try:
+            return self.client.mget(keys)  # type: ignore[return-value]
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def set(self, key: str, value: str, ttl: float | None = None) -> None:
+        try:
+            if ttl is None:
+                self.client.set(key, value)
+            else:
+                self.client.set(key, value, px=max(1, int(ttl * 1000)))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def delete(self, *keys: str) -> None:
+        if not keys:
+            return
+        try:
+            self.client.delete(*keys)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def incr(self, key: str, ttl: float) -> int:
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.incr(key)
+            pipe.pexpire(key, max(1, int(ttl * 1000)), nx=True)
+            value, _ = pipe.execute()
+            return int(value)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def ttl(self, key: str) -> float | None:
+        try:
+            millis = int(self.client.pttl(key))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return None if millis < 0 else millis / 1000
+
+    def publish(self, channel: str, message: str) -> None:
+        try:
+            self.client.publish(self._channel, f"{channel}\n{message}")
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._listen_forever, name="redis-pubsub", daemon=True)
+            self._thread.start()
+
+    def notifications_live(self) -> bool:
+        return self.subscribed.is_set()
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        self.client.close()
+
+    def _dispatch(self, channel: str, message: str) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(channel, message)
+            except Exception:  # one bad listener must not stop notifications
+                log.exception("pub/sub listener failed")
+
+    def _listen_forever(self) -> None:
+        # Its own connection with a longer read timeout: it mostly waits for messages.
+        client = redis.Redis.from_url(self._url, socket_connect_timeout=1, socket_timeout=1, decode_responses=True)
+        first = True
+        while not self._stop.is_set():
+            try:
+                pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                pubsub.subscribe(self._channel)
+                if not first:
+                    log.warning("redis pub/sub reconnected; dropping caches")
+                self._dispatch(*RECONNECT)
+                self.subscribed.set()
+                first = False
+                while not self._stop.is_set():
+                    item = pubsub.get_message(timeout=0.5)
+                    if item is not None and item.get("type") == "message":
+                        channel, _, message = str(item["data"]).partition("\n")
+                        self._dispatch(channel, message)
+            except redis.RedisError as exc:
+                if self.subscribed.is_set():
+                    log.warning("redis pub/sub lost (%s); caches are bypassed until it returns", exc)
+                self.subscribed.clear()
+                self._dispatch(*RECONNECT)
+                time.sleep(0.2)
+        client.close()

@@ -1,0 +1,100 @@
+"""Shared fixtures. Real PostgreSQL and Redis come from TAHOE_TEST_DATABASE_URL and
+TAHOE_TEST_REDIS_URL (defaults: local ones). Outside CI a missing one skips the tests
+that need it; in CI (CI=true) it fails them."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import support
+
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/tahoe_test"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/11"
+
+
+def _unavailable(what: str, detail: str) -> None:
+    message = f"{what} is not reachable ({detail})"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message}; in CI this is a failure, not a skip", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    url = os.environ.get("TAHOE_TEST_DATABASE_URL", DEFAULT_PG)
+    try:
+        support.create_database(url)
+        support.reset_schema(url)
+    except Exception as exc:  # any failure to reach or prepare it
+        _unavailable("PostgreSQL", f"{type(exc).__name__}: {exc}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("TAHOE_TEST_REDIS_URL", DEFAULT_REDIS)
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        _unavailable("Redis", str(exc))
+    return url
+
+
+@pytest.fixture
+def clean_pg(pg_url: str) -> str:
+    support.truncate_all(pg_url)
+    return pg_url
+
+
+@pytest.fixture
+def clean_redis(redis_url: str) -> str:
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    return redis_url
+
+
+@pytest.fixture
+def master_key() -> bytes:
+    return secrets.token_bytes(32)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'tahoe.db'}"
+    from tahoe_auth import migrate
+
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture
+def pg_env(clean_pg: str, clean_redis: str, master_key: bytes, tmp_path: Path) -> dict[str, str]:
+    """Environment for a production-like instance: PostgreSQL + Redis."""
+    return {
+        "TAHOE_DATABASE_URL": clean_pg,
+        "TAHOE_REDIS_URL": clean_redis,
+        "TAHOE_MASTER_KEY": base64.urlsafe_b64encode(master_key).decode(),
+        "TAHOE_VAR_DIR": str(tmp_path / "var"),
+    }
+
+
+@pytest.fixture
+def server(pg_env: dict[str, str]) -> Iterator[support.RunningServer]:
+    with support.running_server(pg_env) as running:
+        yield running
+
+
+@pytest.fixture
+def embedded_server(sqlite_url: str, tmp_path: Path) -> Iterator[support.RunningServer]:
+    env = {"TAHOE_DATABASE_URL": sqlite_url, "TAHOE_VAR_DIR": str(tmp_path / "var")}
+    with support.running_server(env) as running:
+        yield running

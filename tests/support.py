@@ -1,0 +1,118 @@
+"""Test helpers: databases, an in-process server on port 0, typed clients."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from sqlalchemy import create_engine, pool, text
+from sqlalchemy.engine import make_url
+
+from tahoe_auth import migrate
+from tahoe_auth.app import App, build_app
+from tahoe_auth.config import Settings
+from tahoe_auth.server import create_server
+from tahoe_auth.store.models import Base
+from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
+
+OWNER_PASSWORD = "correct horse battery staple"
+
+
+def create_database(url: str) -> None:
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.database}).first()
+        if not exists:
+            conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+    admin.dispose()
+
+
+def reset_schema(url: str) -> None:
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    migrate.upgrade(url)
+
+
+def truncate_all(url: str) -> None:
+    engine = create_engine(url, poolclass=pool.NullPool)
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+    engine.dispose()
+
+
+@dataclass
+class Tenant:
+    id: str
+    slug: str
+    owner_id: str
+    owner_email: str
+    owner_password: str
+
+
+@dataclass
+class RunningServer:
+    app: App
+    address: str
+    channel: grpc.Channel
+    platform_key: str
+
+    @property
+    def auth(self) -> auth_pb2_grpc.AuthServiceStub:
+        return auth_pb2_grpc.AuthServiceStub(self.channel)
+
+    def create_tenant(self, slug: str | None = None, password: str = OWNER_PASSWORD) -> Tenant:
+        slug = slug or f"t{secrets.token_hex(4)}"
+        email = f"owner@{slug}.test"
+        tenant, owner = self.app.tenants.create_tenant_with_owner(slug, slug.title(), email, password)
+        return Tenant(tenant.id, slug, owner.id, email, password)
+
+    def login(self, tenant: Tenant) -> auth_pb2.LoginResponse:
+        return self.auth.Login(
+            auth_pb2.LoginRequest(tenant=tenant.slug, email=tenant.owner_email, password=tenant.owner_password)
+        )
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+@contextlib.contextmanager
+def running_server(env: Mapping[str, str], **overrides: object) -> Iterator[RunningServer]:
+    settings = Settings.from_env(env)
+    if overrides:
+        import dataclasses
+
+        settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+    app = build_app(settings)
+    app.keys.ensure_active_key()
+    server, port, health = create_server(app, "127.0.0.1:0")
+    server.start()
+    health.check_once()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield RunningServer(app, f"127.0.0.1:{port}", channel, app.platform.create("tests"))
+    finally:
+        channel.close()
+        server.stop(None)
+        app.close()
+
+
+def error_reason(error: grpc.RpcError) -> str:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, f"no rich status on {error}"
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    raise AssertionError(f"no ErrorInfo in {status}")
