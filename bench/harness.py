@@ -327,6 +327,10 @@ class Envoy:
     admin_port: int
     log_path: Path
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
     def url(self, path: str = "/") -> str:
         return f"http://{LOCALHOST}:{self.listener_port}{path}"
 

@@ -25,13 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
 import grpc
-import harness
 from argon2.low_level import Type, hash_secret
 from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
 from envoy.service.auth.v3 import external_auth_pb2 as authz
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from google.rpc import code_pb2, status_pb2
+
+from bench import harness
 
 LOAD_SERVICE = "bench.Load"
 LOGIN_METHOD = f"/{LOAD_SERVICE}/Login"
@@ -69,12 +72,12 @@ def password_hash(password: bytes) -> bytes:
     )
 
 
-class SyncAuthorization(authz_grpc.AuthorizationServicer):
+class SyncAuthorization(authz_grpc.AuthorizationServicer):  # type: ignore[misc]
     def Check(self, request: authz.CheckRequest, context: grpc.ServicerContext) -> authz.CheckResponse:
         return ok_response()
 
 
-class AioAuthorization(authz_grpc.AuthorizationServicer):
+class AioAuthorization(authz_grpc.AuthorizationServicer):  # type: ignore[misc]
     async def Check(self, request: authz.CheckRequest, context: grpc.aio.ServicerContext) -> authz.CheckResponse:
         return ok_response()
 
@@ -211,6 +214,7 @@ class Row:
     conns: int
     result: harness.WrkResult
     server_cpu_pct: float
+    envoy_cpu_pct: float
     logins: LoginStats | None
 
 
@@ -259,23 +263,35 @@ def run_variant(
             harness.run_wrk(envoy.url(), conns, warmup_s, WRK_HEADERS)
             if load:
                 load.reset()
-            cpu_before = harness.cpu_seconds(pids)
+            server_cpu, envoy_cpu = harness.cpu_seconds(pids), harness.cpu_seconds([envoy.pid])
             result = harness.run_wrk(envoy.url(), conns, duration_s, WRK_HEADERS)
-            cpu_pct = 100 * (harness.cpu_seconds(pids) - cpu_before) / result.duration_s
-            yield Row(variant.name, conns, result, cpu_pct, load.stats() if load else None)
+            yield Row(
+                variant.name,
+                conns,
+                result,
+                server_cpu_pct=_pct(harness.cpu_seconds(pids) - server_cpu, result.duration_s),
+                envoy_cpu_pct=_pct(harness.cpu_seconds([envoy.pid]) - envoy_cpu, result.duration_s),
+                logins=load.stats() if load else None,
+            )
+
+
+def _pct(cpu_s: float, wall_s: float) -> float:
+    return 100 * cpu_s / wall_s
 
 
 HEADER = (
-    f"{'variant':<26}{'conns':>6}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>9}{'srv CPU%':>9}  logins/s (p99 ms)"
+    f"{'variant':<26}{'conns':>6}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>9}"
+    f"{'srv CPU%':>9}{'envoy CPU%':>11}  logins/s (p99 ms)"
 )
 
 
 def format_row(row: Row) -> str:
     r = row.result
     logins = f"{row.logins.per_s:.1f} ({row.logins.p99_ms:.0f})" if row.logins else ""
+    non_2xx = f"{r.non_2xx}+{r.socket_errors}sock" if r.socket_errors else str(r.non_2xx)
     return (
         f"{row.variant:<26}{row.conns:>6}{r.rps:>9.0f}{r.p50_ms:>8.2f}{r.p99_ms:>8.2f}"
-        f"{r.non_2xx + r.socket_errors:>9}{row.server_cpu_pct:>9.0f}  {logins}"
+        f"{non_2xx:>9}{row.server_cpu_pct:>9.0f}{row.envoy_cpu_pct:>11.0f}  {logins}"
     )
 
 

@@ -18,12 +18,18 @@ from tahoe_auth.store.kv import Listener, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "tahoe:events"
 RECONNECT = ("", "")
 
 
+def channel_for(url: str) -> str:
+    """Pub/sub ignores database numbers; name the channel after the database so that
+    deployments (and test runs) sharing one Redis server do not hear each other."""
+    db = redis.connection.parse_url(url).get("db", 0)
+    return f"tahoe:{{events}}:{db}"
+
+
 class RedisStore:
-    def __init__(self, url: str, timeout: float = 0.05, channel: str = CHANNEL) -> None:
+    def __init__(self, url: str, timeout: float = 0.05, channel: str | None = None) -> None:
         self.client = redis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -32,7 +38,7 @@ class RedisStore:
             health_check_interval=0,
         )
         self._url = url
-        self._channel = channel
+        self._channel = channel or channel_for(url)
         self._listeners: list[Listener] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
