@@ -24,7 +24,7 @@ RECONNECT = ("", "")
 def channel_for(url: str) -> str:
     """Pub/sub ignores database numbers; name the channel after the database so that
     deployments (and test runs) sharing one Redis server do not hear each other."""
-    db = redis.connection.parse_url(url).get("db", 0)
+    db = redis.connection.parse_url(url).get("db", 0)  # type: ignore[no-untyped-call]
     return f"tahoe:{{events}}:{db}"
 
 

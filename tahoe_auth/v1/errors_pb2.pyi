@@ -65,6 +65,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The request conflicts with a concurrent change; retry."""
     ERROR_REASON_PRIVILEGE_ESCALATION: _ErrorReason.ValueType  # 19
     """The caller tried to grant a permission it does not hold. Metadata: `permission`."""
+    ERROR_REASON_RESOURCE_EXHAUSTED: _ErrorReason.ValueType  # 20
+    """The server is shedding load (for example, too many password hashes queued).
+    Carries RetryInfo.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason values are sent as `google.rpc.ErrorInfo.reason` (without the
@@ -114,4 +118,8 @@ ERROR_REASON_ABORTED: ErrorReason.ValueType  # 18
 """The request conflicts with a concurrent change; retry."""
 ERROR_REASON_PRIVILEGE_ESCALATION: ErrorReason.ValueType  # 19
 """The caller tried to grant a permission it does not hold. Metadata: `permission`."""
+ERROR_REASON_RESOURCE_EXHAUSTED: ErrorReason.ValueType  # 20
+"""The server is shedding load (for example, too many password hashes queued).
+Carries RetryInfo.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -1,0 +1,81 @@
+"""Two server instances sharing PostgreSQL and Redis, as in production."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from tahoe_auth.v1 import auth_pb2
+from tests.support import RunningServer, running_server
+
+
+@pytest.fixture
+def pair(pg_env: dict[str, str]) -> Iterator[tuple[RunningServer, RunningServer]]:
+    with running_server(pg_env) as a, running_server(pg_env) as b:
+        for instance in (a, b):
+            assert instance.app.store.subscribed.wait(5)  # type: ignore[attr-defined]
+        yield a, b
+
+
+def valid(instance: RunningServer, token: str) -> bool:
+    try:
+        instance.auth.ValidateToken(auth_pb2.ValidateTokenRequest(token=token))
+        return True
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        return False
+
+
+def seconds_until_refused(instance: RunningServer, token: str, limit: float = 3.0) -> float:
+    started = time.monotonic()
+    while valid(instance, token):
+        assert time.monotonic() - started < limit, "still accepted"
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+def test_revocation_on_one_instance_is_enforced_by_the_other_within_a_second(
+    pair: tuple[RunningServer, RunningServer],
+) -> None:
+    a, b = pair
+    tenant = a.create_tenant()
+    tokens = a.login(tenant).tokens
+    assert valid(b, tokens.access_token)  # b has now cached the token and the session
+    assert valid(b, tokens.access_token)
+    assert b.app.authenticator.tokens.hits >= 1
+    a.auth.RevokeSession(
+        auth_pb2.RevokeSessionRequest(session_id=tokens.session_id),
+        metadata=(("authorization", f"Bearer {tokens.access_token}"),),
+    )
+    assert seconds_until_refused(b, tokens.access_token) < 1.0
+
+
+def test_key_rotation_causes_no_spurious_rejections(pair: tuple[RunningServer, RunningServer]) -> None:
+    a, b = pair
+    tenant = a.create_tenant()
+    old_token = a.login(tenant).tokens.access_token
+    old_kid = a.app.keys.ring().active_kid
+    new_kid = a.app.keys.rotate()
+    assert new_kid != old_kid
+    # Immediately: b has not necessarily heard of the new key, yet accepts its tokens.
+    new_token = a.login(tenant).tokens.access_token
+    assert valid(b, new_token) and valid(a, new_token)
+    assert valid(b, old_token) and valid(a, old_token)
+    for instance in (a, b):
+        ring = instance.app.keys.ring()
+        assert ring.active_kid == new_kid
+        assert {old_kid, new_kid} <= set(ring.keys)
+        assert {k["kid"] for k in ring.jwks()["keys"]} == set(ring.keys)
+
+
+def test_tokens_of_an_unknown_kid_do_not_hammer_the_database(pair: tuple[RunningServer, RunningServer]) -> None:
+    a, _ = pair
+    a.app.keys.reload()
+    before = a.app.keys._last_reload
+    forged = "eyJhbGciOiJFUzI1NiIsImtpZCI6Im5vcGUiLCJ0eXAiOiJhdCtqd3QifQ.eyJzdWIiOiJ4In0.c2ln"
+    for _ in range(20):
+        assert not valid(a, forged)
+    assert a.app.keys._last_reload == before

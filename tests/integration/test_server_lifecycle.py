@@ -1,0 +1,180 @@
+"""Health, readiness, reflection and shutdown of a real server process or instance."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tahoe_auth import migrate
+from tahoe_auth.app import build_app
+from tahoe_auth.config import Settings
+from tahoe_auth.http_side import SideServer
+from tahoe_auth.server import create_server
+from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
+from tests.support import OWNER_PASSWORD, OwnPostgres, RunningServer, running_server
+
+
+def http_get(url: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.load(error)
+
+
+def health_status(channel: grpc.Channel, service: str = "") -> int:
+    stub = health_pb2_grpc.HealthStub(channel)
+    return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def listed_services(channel: grpc.Channel) -> set[str]:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    return {s.name for r in responses for s in r.list_services_response.service}
+
+
+def test_reflection_lists_services(embedded_server: RunningServer) -> None:
+    assert {"tahoe_auth.v1.AuthService", "grpc.health.v1.Health"} <= listed_services(embedded_server.channel)
+
+
+def test_reflection_can_be_turned_off(sqlite_url: str, tmp_path: Path) -> None:
+    env = {"TAHOE_DATABASE_URL": sqlite_url, "TAHOE_VAR_DIR": str(tmp_path), "TAHOE_GRPC_REFLECTION": "false"}
+    with running_server(env) as running:
+        with pytest.raises(grpc.RpcError) as info:
+            listed_services(running.channel)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_health_follows_the_database(tmp_path: Path) -> None:
+    postgres = OwnPostgres()
+    postgres.init()
+    postgres.start()
+    try:
+        migrate.upgrade(postgres.url)
+        settings = Settings.from_env(
+            {"TAHOE_DATABASE_URL": postgres.url, "TAHOE_MASTER_KEY": "A" * 43, "TAHOE_VAR_DIR": str(tmp_path)}
+        )
+        app = build_app(settings)
+        app.keys.ensure_active_key()
+        server, port, health = create_server(app, "127.0.0.1:0")
+        side = SideServer(app, health, "127.0.0.1:0")
+        server.start()
+        side.start()
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        ready_url = f"http://{side.address}/readyz"
+        try:
+            assert health.check_once()
+            assert health_status(channel) == health_pb2.HealthCheckResponse.SERVING
+            assert health_status(channel, "tahoe_auth.v1.AuthService") == health_pb2.HealthCheckResponse.SERVING
+            assert http_get(ready_url)[0] == 200
+
+            postgres.stop()
+            assert not health.check_once()
+            assert health_status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert http_get(ready_url) == (503, {"status": "database unreachable"})
+            # A call that needs the database fails cleanly, not with INTERNAL.
+            with pytest.raises(grpc.RpcError) as call:
+                auth_pb2_grpc.AuthServiceStub(channel).Login(
+                    auth_pb2.LoginRequest(tenant="acme", email="a@b.test", password="whatever1"), timeout=30
+                )
+            assert call.value.code() == grpc.StatusCode.UNAVAILABLE
+
+            postgres.start()
+            assert health.check_once()
+            assert health_status(channel) == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            channel.close()
+            side.stop()
+            server.stop(None)
+            app.close()
+    finally:
+        postgres.stop()
+        postgres.remove()
+
+
+def test_jwks_and_liveness_on_the_side_port(embedded_server: RunningServer) -> None:
+    app = embedded_server.app
+    _, _, health = create_server(app, "127.0.0.1:0")
+    health.check_once()
+    side = SideServer(app, health, "127.0.0.1:0")
+    side.start()
+    try:
+        status, jwks = http_get(f"http://{side.address}/.well-known/jwks.json")
+        assert status == 200
+        assert [k["kid"] for k in jwks["keys"]] == [app.keys.ring().active_kid]  # type: ignore[attr-defined]
+        assert http_get(f"http://{side.address}/healthz") == (200, {"status": "ok"})
+        assert http_get(f"http://{side.address}/nope")[0] == 404
+    finally:
+        side.stop()
+
+
+def _wait_for(predicate, timeout: float = 15) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached")
+
+
+def test_sigterm_drains_in_flight_calls_then_exits(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "TAHOE_VAR_DIR": str(tmp_path),
+        "TAHOE_GRPC_ADDR": "127.0.0.1:0",
+        "TAHOE_HTTP_ADDR": "127.0.0.1:0",
+        # Slow hashing makes a login last long enough to be in flight at SIGTERM.
+        "TAHOE_ARGON2_TIME_COST": "60",
+    }
+    cli = [sys.executable, "-m", "tahoe_auth"]
+    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [*cli, "bootstrap", "--tenant", "acme", "--owner-email", "o@acme.test", "--password-stdin"],
+        env=env,
+        input=OWNER_PASSWORD + "\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen([*cli, "serve"], env=env, stderr=log_file, stdout=log_file)
+    try:
+        _wait_for(lambda: "gRPC listening on" in log_path.read_text())
+        port = int(log_path.read_text().split("gRPC listening on 127.0.0.1:")[1].split(",")[0])
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = auth_pb2_grpc.AuthServiceStub(channel)
+        result: dict[str, object] = {}
+
+        def login() -> None:
+            request = auth_pb2.LoginRequest(tenant="acme", email="o@acme.test", password=OWNER_PASSWORD)
+            result["response"] = stub.Login(request, timeout=30)
+
+        caller = threading.Thread(target=login)
+        caller.start()
+        time.sleep(0.15)
+        process.send_signal(signal.SIGTERM)
+        caller.join(30)
+        assert process.wait(30) == 0
+        response = result["response"]
+        assert isinstance(response, auth_pb2.LoginResponse) and response.tokens.access_token
+        log = log_path.read_text()
+        assert "received SIGTERM" in log and log.rstrip().endswith("stopped")
+        channel.close()
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from tahoe_auth.config import ConfigError, Settings
+
+KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
+
+
+def test_embedded_defaults(tmp_path: Path) -> None:
+    settings = Settings.from_env({"TAHOE_VAR_DIR": str(tmp_path)})
+    assert settings.grpc_addr == "127.0.0.1:9200" and settings.http_addr == "127.0.0.1:9201"
+    assert settings.database_url == f"sqlite:///{tmp_path / 'tahoe.db'}"
+    assert settings.redis_url is None and settings.grpc_reflection
+    assert len(settings.master_key) == 32
+    # The generated key is kept: a restart reads the same one.
+    assert Settings.from_env({"TAHOE_VAR_DIR": str(tmp_path)}).master_key == settings.master_key
+    assert (tmp_path / "master.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_postgres_needs_a_master_key() -> None:
+    with pytest.raises(ConfigError, match="TAHOE_MASTER_KEY is required"):
+        Settings.from_env({"TAHOE_DATABASE_URL": "postgresql://u@h/db"})
+    settings = Settings.from_env({"TAHOE_DATABASE_URL": "postgresql://u@h/db", "TAHOE_MASTER_KEY": KEY})
+    assert settings.database_url == "postgresql+psycopg://u@h/db"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TAHOE_GRPC_ADDR": "nowhere"}, "TAHOE_GRPC_ADDR"),
+        ({"TAHOE_GRPC_REFLECTION": "maybe"}, "TAHOE_GRPC_REFLECTION"),
+        ({"TAHOE_LOG_FORMAT": "xml"}, "TAHOE_LOG_FORMAT"),
+        ({"TAHOE_REDIS_URL": "http://x"}, "TAHOE_REDIS_URL"),
+        ({"TAHOE_DATABASE_URL": "mysql://x"}, "TAHOE_DATABASE_URL"),
+        ({"TAHOE_MASTER_KEY": "c2hvcnQ="}, "32 bytes"),
+        ({"TAHOE_ACCESS_TOKEN_TTL": "ten"}, "not an integer"),
+        ({"TAHOE_ARGON2_MEMORY_KIB": "1024"}, "outside"),
+        ({"TAHOE_SESSION_IDLE_TTL": "7200", "TAHOE_SESSION_ABSOLUTE_TTL": "3600"}, "ABSOLUTE"),
+    ],
+)
+def test_bad_configuration_is_one_clear_line(env: dict[str, str], message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        Settings.from_env({"TAHOE_VAR_DIR": str(tmp_path), **env})
+    assert "\n" not in str(info.value)
+
+
+def test_reflection_can_be_turned_off(tmp_path: Path) -> None:
+    assert not Settings.from_env({"TAHOE_VAR_DIR": str(tmp_path), "TAHOE_GRPC_REFLECTION": "false"}).grpc_reflection
