@@ -17,9 +17,11 @@ bottleneck; pass ``upstream_port`` to route to a real HTTP/1.1 upstream instead.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.server
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -30,7 +32,6 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,13 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / ticks
 
 
+def machine_cpu_seconds() -> float:
+    """Busy CPU time of the whole (Linux) machine so far, summed over all cores."""
+    with Path("/proc/stat").open() as stat:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, stat.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def find_binary(name: str) -> str:
     """Find ``name`` in ``<sys.prefix>/bin`` (the venv) first, then on PATH."""
     candidate = Path(sys.prefix) / "bin" / name
@@ -165,7 +173,7 @@ def find_binary(name: str) -> str:
 # --- Envoy configuration --------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class JwtProvider:
     """A jwt_authn provider verified by Envoy against an inline JWKS document."""
 
@@ -318,7 +326,7 @@ def _ext_authz_cluster(ports: Sequence[int]) -> dict[str, Any]:
 # --- running Envoy ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Envoy:
     """A running Envoy started by ``run_envoy``."""
 
@@ -418,7 +426,7 @@ def http_upstream(port: int | None = None) -> Iterator[int]:
 # --- wrk ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class WrkResult:
     """Summary of one wrk run; latencies in milliseconds."""
 
@@ -430,6 +438,7 @@ class WrkResult:
     p90_ms: float
     p99_ms: float
     max_ms: float
+    cpu_s: float = 0.0  # CPU time used by wrk itself
 
     @property
     def rps(self) -> float:
@@ -458,6 +467,7 @@ def run_wrk(
         ]
         for name, value in (headers or {}).items():
             argv += ["-H", f"{name}: {value}"]
+        cpu_before = _children_cpu_seconds()
         done = subprocess.run(
             [*argv, url],
             check=False,
@@ -469,7 +479,12 @@ def run_wrk(
         os.unlink(script.name)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    return parse_wrk_output(done.stdout)
+    return dataclasses.replace(parse_wrk_output(done.stdout), cpu_s=_children_cpu_seconds() - cpu_before)
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def parse_wrk_output(output: str) -> WrkResult:

@@ -1,6 +1,6 @@
 """Sync ``grpc.server`` vs ``grpc.aio`` for the ext_authz Check hot path.
 
-Run: ``.venv/bin/python bench/server_model.py [--duration 10] [--quick]``
+Run: ``.venv/bin/python bench/server_model.py [--duration 10] [--rounds 1] [--quick]``
 
 Each variant starts a do-nothing Check server in its own process(es), puts Envoy
 (ext_authz -> direct_response) in front and drives it with wrk. The "busy"
@@ -16,12 +16,13 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -210,12 +211,19 @@ class Variant:
 
 @dataclass(frozen=True)
 class Row:
+    """One wrk measurement; CPU figures are percent of one core over the run."""
+
     variant: str
     conns: int
-    result: harness.WrkResult
-    server_cpu_pct: float
-    envoy_cpu_pct: float
-    logins: LoginStats | None
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int  # non-2xx responses + socket errors
+    server_cpu: float
+    envoy_cpu: float
+    other_cpu: float  # machine-wide CPU not used by server, Envoy or wrk
+    logins_per_s: float | None = None
+    login_p99_ms: float | None = None
 
 
 ALL_VARIANTS = (
@@ -229,27 +237,15 @@ ALL_VARIANTS = (
     Variant("aio + busy", "aio", busy=True),
 )
 QUICK_VARIANTS = ("sync 8 thr", "aio", "sync 8 thr + busy", "aio + busy")
+CONNECTIONS = (8, 32)
 
 
 def server_argv(variant: Variant, port: int) -> list[str]:
-    argv = [
-        sys.executable,
-        __file__,
-        "--serve",
-        str(variant.model),
-        "--port",
-        str(port),
-    ]
+    argv = [sys.executable, __file__, "--serve", str(variant.model), "--port", str(port)]
     return [*argv, "--threads", str(variant.threads)]
 
 
-def run_variant(
-    variant: Variant,
-    conns_levels: Sequence[int],
-    duration_s: int,
-    warmup_s: int,
-    tmp: Path,
-) -> Iterator[Row]:
+def run_variant(variant: Variant, duration_s: int, warmup_s: int, tmp: Path) -> Iterator[Row]:
     with contextlib.ExitStack() as stack:
         ports = [harness.free_port() for _ in range(variant.procs)] if variant.model else []
         pids = [
@@ -259,54 +255,94 @@ def run_variant(
         config = harness.envoy_config(harness.free_port(), ext_authz_ports=ports or None)
         envoy = stack.enter_context(harness.run_envoy(config, tmp))
         load = stack.enter_context(background_load(ports[0])) if variant.busy else None
-        for conns in conns_levels:
+        for conns in CONNECTIONS:
             harness.run_wrk(envoy.url(), conns, warmup_s, WRK_HEADERS)
             if load:
                 load.reset()
-            server_cpu, envoy_cpu = harness.cpu_seconds(pids), harness.cpu_seconds([envoy.pid])
-            result = harness.run_wrk(envoy.url(), conns, duration_s, WRK_HEADERS)
-            yield Row(
-                variant.name,
-                conns,
-                result,
-                server_cpu_pct=_pct(harness.cpu_seconds(pids) - server_cpu, result.duration_s),
-                envoy_cpu_pct=_pct(harness.cpu_seconds([envoy.pid]) - envoy_cpu, result.duration_s),
-                logins=load.stats() if load else None,
-            )
+            yield measure(variant.name, conns, envoy, pids, duration_s, load)
 
 
-def _pct(cpu_s: float, wall_s: float) -> float:
-    return 100 * cpu_s / wall_s
+def measure(
+    name: str, conns: int, envoy: harness.Envoy, pids: list[int], duration_s: int, load: BackgroundLoad | None
+) -> Row:
+    before = harness.cpu_seconds(pids), harness.cpu_seconds([envoy.pid]), harness.machine_cpu_seconds()
+    result = harness.run_wrk(envoy.url(), conns, duration_s, WRK_HEADERS)
+    after = harness.cpu_seconds(pids), harness.cpu_seconds([envoy.pid]), harness.machine_cpu_seconds()
+    server, envoy_cpu, machine = (100 * (a - b) / result.duration_s for a, b in zip(after, before, strict=True))
+    logins = load.stats() if load else None
+    return Row(
+        variant=name,
+        conns=conns,
+        rps=result.rps,
+        p50_ms=result.p50_ms,
+        p99_ms=result.p99_ms,
+        errors=result.non_2xx + result.socket_errors,
+        server_cpu=server,
+        envoy_cpu=envoy_cpu,
+        other_cpu=machine - server - envoy_cpu - 100 * result.cpu_s / result.duration_s,
+        logins_per_s=logins.per_s if logins else None,
+        login_p99_ms=logins.p99_ms if logins else None,
+    )
+
+
+def median_row(rows: Sequence[Row]) -> Row:
+    """Median of each metric over repeated rounds (errors are summed)."""
+    first = rows[0]
+
+    def med(field: str) -> Any:
+        values = [getattr(r, field) for r in rows]
+        return None if values[0] is None else statistics.median(values)
+
+    numeric = [f.name for f in fields(Row) if f.name not in ("variant", "conns", "errors")]
+    return Row(
+        variant=first.variant,
+        conns=first.conns,
+        errors=sum(r.errors for r in rows),
+        **{name: med(name) for name in numeric},
+    )
 
 
 HEADER = (
-    f"{'variant':<26}{'conns':>6}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>9}"
-    f"{'srv CPU%':>9}{'envoy CPU%':>11}  logins/s (p99 ms)"
+    f"{'variant':<26}{'conns':>6}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}"
+    f"{'srv CPU%':>9}{'envoy%':>7}{'other%':>7}  logins/s (p99 ms)"
 )
 
 
 def format_row(row: Row) -> str:
-    r = row.result
-    logins = f"{row.logins.per_s:.1f} ({row.logins.p99_ms:.0f})" if row.logins else ""
-    non_2xx = f"{r.non_2xx}+{r.socket_errors}sock" if r.socket_errors else str(r.non_2xx)
+    logins = f"{row.logins_per_s:.1f} ({row.login_p99_ms:.0f})" if row.logins_per_s is not None else ""
     return (
-        f"{row.variant:<26}{row.conns:>6}{r.rps:>9.0f}{r.p50_ms:>8.2f}{r.p99_ms:>8.2f}"
-        f"{non_2xx:>9}{row.server_cpu_pct:>9.0f}{row.envoy_cpu_pct:>11.0f}  {logins}"
+        f"{row.variant:<26}{row.conns:>6}{row.rps:>8.0f}{row.p50_ms:>8.2f}{row.p99_ms:>8.2f}{row.errors:>8}"
+        f"{row.server_cpu:>9.0f}{row.envoy_cpu:>7.0f}{row.other_cpu:>7.0f}  {logins}"
     )
 
 
-def run_benchmark(variants: Sequence[Variant], duration_s: int, warmup_s: int) -> None:
-    print(f"wrk: {duration_s}s per row after {warmup_s}s warmup; Envoy --concurrency 1")
-    print(HEADER, flush=True)
+def run_benchmark(variants: Sequence[Variant], duration_s: int, warmup_s: int, rounds: int) -> None:
+    print(f"wrk: {duration_s}s per row after {warmup_s}s warmup, {rounds} round(s); Envoy --concurrency 1")
+    results: dict[tuple[str, int], list[Row]] = {}
     with harness.workdir() as tmp:
-        for variant in variants:
-            for row in run_variant(variant, (8, 32), duration_s, warmup_s, tmp):
-                print(format_row(row), flush=True)
+        for round_no in range(1, rounds + 1):
+            print(f"\nround {round_no}\n{HEADER}", flush=True)
+            for variant in variants:
+                for row in run_variant(variant, duration_s, warmup_s, tmp):
+                    results.setdefault((row.variant, row.conns), []).append(row)
+                    print(format_row(row), flush=True)
+    if rounds > 1:
+        print(f"\nmedian of {rounds} rounds (non-2xx summed)\n{HEADER}")
+        for rows in results.values():
+            print(format_row(median_row(rows)))
+
+
+def benchmark_plan(quick: bool, duration_s: int) -> tuple[list[Variant], int, int]:
+    """Variants, seconds per wrk run and warmup seconds."""
+    if quick:
+        return [v for v in ALL_VARIANTS if v.name in QUICK_VARIANTS], 2, 1
+    return list(ALL_VARIANTS), duration_s, 2
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat all variants; print medians")
     parser.add_argument("--quick", action="store_true", help="fewer variants, 2 s runs")
     parser.add_argument("--serve", choices=("sync", "aio"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -318,14 +354,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(serve_aio(args.port))
     else:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run cleanups
-        run_benchmark(*benchmark_plan(args.quick, args.duration))
-
-
-def benchmark_plan(quick: bool, duration_s: int) -> tuple[list[Variant], int, int]:
-    """Variants, seconds per wrk run and warmup seconds."""
-    if quick:
-        return [v for v in ALL_VARIANTS if v.name in QUICK_VARIANTS], 2, 1
-    return list(ALL_VARIANTS), duration_s, 2
+        run_benchmark(*benchmark_plan(args.quick, args.duration), rounds=args.rounds)
 
 
 if __name__ == "__main__":

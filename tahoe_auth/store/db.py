@@ -101,12 +101,11 @@ class Database:
         try:
             if self.is_postgres:
                 session.execute(
-                    text("SELECT set_config('tahoe.tenant_id', :tenant, true)"),
-                    {"tenant": "" if tenant_id == SYSTEM else tenant_id},
-                )
-                session.execute(
-                    text("SELECT set_config('tahoe.scope', :scope, true)"),
-                    {"scope": "system" if tenant_id == SYSTEM else "tenant"},
+                    text("SELECT set_config('tahoe.tenant_id', :tenant, true), set_config('tahoe.scope', :scope, true)"),
+                    {
+                        "tenant": "" if tenant_id == SYSTEM else tenant_id,
+                        "scope": "system" if tenant_id == SYSTEM else "tenant",
+                    },
                 )
             yield session
         except DBAPIError as exc:
