@@ -17,7 +17,6 @@ import base64
 import json
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import threading
@@ -28,8 +27,8 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import harness  # noqa: E402
-from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc  # noqa: E402
+from bench import harness
+from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
 
 PASSWORD = "bench password 1234"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/tahoe_bench"

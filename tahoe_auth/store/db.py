@@ -101,7 +101,9 @@ class Database:
         try:
             if self.is_postgres:
                 session.execute(
-                    text("SELECT set_config('tahoe.tenant_id', :tenant, true), set_config('tahoe.scope', :scope, true)"),
+                    text(
+                        "SELECT set_config('tahoe.tenant_id', :tenant, true), set_config('tahoe.scope', :scope, true)"
+                    ),
                     {
                         "tenant": "" if tenant_id == SYSTEM else tenant_id,
                         "scope": "system" if tenant_id == SYSTEM else "tenant",
