@@ -6,8 +6,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from tahoe_auth.authz.access import AccessEvaluator
 from tahoe_auth.authz.authenticator import Authenticator
+from tahoe_auth.authz.check import Gatekeeper
 from tahoe_auth.authz.directory import Directory
+from tahoe_auth.authz.explain import DecisionExplainer
+from tahoe_auth.authz.upstream import IdentityTokens
 from tahoe_auth.clock import Clock
 from tahoe_auth.config import Settings
 from tahoe_auth.domain import apikeys, passwords
@@ -39,6 +43,8 @@ class App:
     sessions: SessionService
     tenants: TenantAdmin
     platform: PlatformCredentials
+    gatekeeper: Gatekeeper
+    explainer: DecisionExplainer
 
     def close(self) -> None:
         self.hasher.shutdown()
@@ -70,6 +76,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     platform = PlatformCredentials(db, settings.master_key)
     authenticator.register_secret(apikeys.PLATFORM_KEY, platform.resolve)
     sessions = SessionService(db, keys, hasher, LoginThrottle(store), notifier, settings, clock)
+    access = AccessEvaluator(authenticator)
+    identity = IdentityTokens(keys, settings.issuer, IDENTITY_TOKEN_TTL)
     return App(
         settings=settings,
         clock=clock,
@@ -82,4 +90,6 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         sessions=sessions,
         tenants=TenantAdmin(db, hasher, clock),
         platform=platform,
+        gatekeeper=Gatekeeper(access, identity),
+        explainer=DecisionExplainer(access),
     )

@@ -14,14 +14,17 @@ from concurrent import futures
 from types import FrameType
 
 import grpc
+from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tahoe_auth.api import ext_authz
 from tahoe_auth.api.auth_servicer import AuthServicer
+from tahoe_auth.api.decision_servicer import DecisionServicer
 from tahoe_auth.api.interceptors import AccessLog, Authenticate, Authorize, Chain, MethodPolicy, RequestId
 from tahoe_auth.app import App
 from tahoe_auth.http_side import SideServer
-from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
+from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc, decision_pb2, decision_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +32,13 @@ HEALTH_INTERVAL = 2.0
 GRACE_SECONDS = 10.0
 
 AUTH = "/tahoe_auth.v1.AuthService/"
+DECISION = "/tahoe_auth.v1.DecisionService/"
 PUBLIC = MethodPolicy(public=True)
 POLICIES: dict[str, MethodPolicy] = {
+    # Envoy's call carries no bearer metadata (the credential is inside the request),
+    # and Check is the hot path: no chain, no access log line; it handles its own errors.
+    f"/{ext_authz.SERVICE_NAME}/Check": MethodPolicy(public=True, log_calls=False, intercept=False),
+    DECISION + "ExplainDecision": MethodPolicy(),  # own credential; others': audit:read (the use case)
     AUTH + "Login": PUBLIC,
     AUTH + "Refresh": PUBLIC,
     AUTH + "ValidateToken": PUBLIC,
@@ -41,7 +49,11 @@ POLICIES: dict[str, MethodPolicy] = {
 }
 DEFAULT_POLICY = MethodPolicy()
 
-SERVICE_NAMES = [auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name]
+SERVICE_NAMES = [
+    auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
+    decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name,
+    ext_authz.SERVICE_NAME,
+]
 
 
 class HealthReporter:
@@ -88,6 +100,8 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1 << 20)],
     )
     auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(app.sessions, app.authenticator, app.clock), server)
+    decision_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(app.explainer), server)
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(ext_authz.AuthorizationServicer(app.gatekeeper), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if app.settings.grpc_reflection:

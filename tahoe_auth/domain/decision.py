@@ -14,6 +14,7 @@ TENANT_SUSPENDED = "tenant_suspended"
 SUBJECT_DISABLED = "subject_disabled"
 PERMISSION_DENIED = "permission_denied"
 WRONG_TENANT = "wrong_tenant"
+TENANT_REQUIRED = "tenant_required"
 UNAVAILABLE = "unavailable"
 
 
@@ -26,20 +27,34 @@ class Decision:
     permission: str = ""
     # The grant that allowed the request, or what was missing.
     rule: str = ""
+    # Why a credential was refused or the decision could not be made: for logs and
+    # platform operators, never for the caller.
+    detail: str = ""
 
     @property
     def http_status(self) -> int:
-        return {
-            ALLOW: 200,
-            NO_CREDENTIAL: 401,
-            INVALID_CREDENTIAL: 401,
-            UNAVAILABLE: 503,
-        }.get(self.reason, 403)
+        return _HTTP_STATUS.get(self.reason, 403)
 
 
-def decide(principal: Principal, required_permission: str = "", resource_tenant: str = "") -> Decision:
+_HTTP_STATUS = {
+    ALLOW: 200,
+    NO_CREDENTIAL: 401,
+    INVALID_CREDENTIAL: 401,
+    # Another tenant's resources are simply not there (no existence oracle).
+    WRONG_TENANT: 404,
+    UNAVAILABLE: 503,
+}
+
+
+def decide(
+    principal: Principal, required_permission: str = "", resource_tenant: str = "", *, tenant_required: bool = False
+) -> Decision:
     """Decide for an authenticated principal. Authentication failures are decided by
-    the caller (`unauthenticated`), since there is no principal to reason about."""
+    the caller (`unauthenticated`), since there is no principal to reason about.
+
+    `tenant_required`: the request acts within one tenant (every request through
+    Envoy does), so a credential bound to no tenant (a platform key) must name the
+    resource's tenant."""
     if not principal.tenant_active:
         return Decision(False, TENANT_SUSPENDED, "tenant is suspended", principal, required_permission)
     if not principal.subject_active:
@@ -48,6 +63,8 @@ def decide(principal: Principal, required_permission: str = "", resource_tenant:
         )
     if resource_tenant and resource_tenant != principal.tenant_id and not principal.platform_admin:
         return Decision(False, WRONG_TENANT, "resource belongs to another tenant", principal, required_permission)
+    if tenant_required and not (principal.tenant_id or resource_tenant):
+        return Decision(False, TENANT_REQUIRED, "this credential is bound to no tenant", principal, required_permission)
     if not required_permission:
         return Decision(True, ALLOW, "valid credential; route needs no permission", principal, "", "authenticated")
     if principal.platform_admin:
@@ -65,5 +82,5 @@ def decide(principal: Principal, required_permission: str = "", resource_tenant:
     )
 
 
-def unauthenticated(reason: str, message: str) -> Decision:
-    return Decision(False, reason, message)
+def unauthenticated(reason: str, message: str, detail: str = "") -> Decision:
+    return Decision(False, reason, message, detail=detail)

@@ -1,0 +1,113 @@
+"""The ext_authz Check use case, free of protobuf: a request as Envoy describes it
+-> decision -> post-decision hooks -> what Envoy should do (api/ext_authz.py turns
+it into a CheckResponse).
+
+Post-decision hooks run in order after the decision. A hook may turn an allow into
+a denial (a rate limiter answering 429: set `http_status`, replace `decision`) and
+may add headers to the client's response (`response_headers`, e.g. `ratelimit-*`).
+They see the CheckContext (credential, route requirements, request id, path).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tahoe_auth import logs
+from tahoe_auth.authz import upstream
+from tahoe_auth.authz.access import AccessEvaluator, AccessRequest
+from tahoe_auth.domain import decision
+
+log = logging.getLogger("tahoe_auth.ext_authz")
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """The request as Envoy describes it, in the terms our decision uses."""
+
+    access: AccessRequest
+    request_id: str = ""
+    method: str = ""
+    path: str = ""
+    # Names of x-tahoe-* headers the client sent (removed before the upstream).
+    client_tahoe_headers: tuple[str, ...] = ()
+
+
+@dataclass
+class CheckOutcome:
+    decision: decision.Decision
+    http_status: int
+    # Headers added to the client's response, allowed or denied (e.g. rate limits).
+    response_headers: dict[str, str] = field(default_factory=dict)
+    # For allowed requests: headers set on the upstream request (overwrite), and
+    # client-sent headers removed from it.
+    upstream_headers: dict[str, str] = field(default_factory=dict)
+    remove_headers: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision.allowed and self.http_status == 200
+
+
+PostDecisionHook = Callable[[CheckContext, CheckOutcome], CheckOutcome]
+
+
+def resource_tenant(path: str, prefix: str) -> str:
+    """The path segment right after `prefix` (`/v1/tenants/{tenant}/…`), else ""."""
+    if not prefix or not path.startswith(prefix):
+        return ""
+    return path[len(prefix) :].split("/", 1)[0].split("?", 1)[0]
+
+
+class Gatekeeper:
+    def __init__(
+        self,
+        evaluator: AccessEvaluator,
+        identity: upstream.IdentityTokens,
+        hooks: Sequence[PostDecisionHook] = (),
+    ) -> None:
+        self._evaluator = evaluator
+        self._identity = identity
+        self.hooks: list[PostDecisionHook] = list(hooks)
+        self._denials = logs.SampledLog(log)
+
+    @property
+    def identity_ttl(self) -> int:
+        return self._identity.ttl
+
+    def check(self, context: CheckContext) -> CheckOutcome:
+        access = context.access
+        outcome = self._evaluator.evaluate(access)
+        result = CheckOutcome(outcome, outcome.http_status)
+        for hook in self.hooks:
+            result = hook(context, result)
+        if not result.allowed:
+            self._log_denial(context, result)
+            return result
+        facts = upstream.facts_for(result.decision, access.resource_tenant)
+        headers = facts.headers()
+        headers[upstream.IDENTITY] = self._identity.token_for(facts, access.upstream or upstream.DEFAULT_AUDIENCE)
+        result.upstream_headers = headers
+        result.remove_headers = tuple(name for name in context.client_tahoe_headers if name not in headers)
+        return result
+
+    def _log_denial(self, context: CheckContext, result: CheckOutcome) -> None:
+        d = result.decision
+        principal = d.principal
+        self._denials.log(
+            logging.ERROR if result.http_status >= 500 else logging.INFO,
+            d.reason,
+            "denied %s %s: %s %s",
+            context.method,
+            context.path,
+            result.http_status,
+            d.reason,
+            extra={
+                "detail": d.detail,
+                "required_permission": context.access.required_permission,
+                "upstream": context.access.upstream,
+                "credential": principal.credential if principal else "",
+                "principal": f"{principal.tenant_id}/{principal.subject_type}:{principal.subject}" if principal else "",
+            },
+        )
