@@ -37,8 +37,7 @@ def _set_endpoints(cluster: dict[str, Any], ports: Sequence[int]) -> None:
     cluster["load_assignment"]["endpoints"] = [
         {
             "lb_endpoints": [
-                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
-                for p in ports
+                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}} for p in ports
             ]
         }
     ]
@@ -69,9 +68,7 @@ class Response:
     body: dict[str, Any]
 
 
-def request(
-    port: int, method: str, path: str, headers: Mapping[str, str] | None = None, body: Any = None
-) -> Response:
+def request(port: int, method: str, path: str, headers: Mapping[str, str] | None = None, body: Any = None) -> Response:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         payload = json.dumps(body).encode() if body is not None else None
@@ -144,7 +141,12 @@ class Stack:
         return self.demo.journal
 
     def call(
-        self, method: str, path: str, token: str | None = None, headers: Mapping[str, str] | None = None, body: Any = None
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: Any = None,
     ) -> Response:
         all_headers = dict(headers or {})
         if token is not None:
@@ -172,9 +174,13 @@ class _NoHealth:
 
 @contextlib.contextmanager
 def stack(env: Mapping[str, str], tmp: Path) -> Iterator[Stack]:
-    with running_server(env) as auth, side_server(auth) as side:
-        with demo_service(tmp, f"http://{side}/.well-known/jwks.json") as demo:
-            config = envoy_config([int(auth.address.rsplit(":", 1)[1])], demo.port)
-            with harness.run_envoy(config, tmp) as envoy:
-                harness.wait_for_port(envoy.listener_port)
-                yield Stack(auth, side, demo, envoy)
+    with contextlib.ExitStack() as stack:
+        auth = stack.enter_context(running_server(env))
+        side = stack.enter_context(side_server(auth))
+        demo = stack.enter_context(demo_service(tmp, f"http://{side}/.well-known/jwks.json"))
+        envoy = stack.enter_context(harness.run_envoy(envoy_config([port_of(auth.address)], demo.port), tmp))
+        yield Stack(auth, side, demo, envoy)
+
+
+def port_of(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])

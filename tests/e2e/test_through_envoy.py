@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tahoe_auth.identity import IdentityVerifier
+from tahoe_auth.identity import IdentityError, IdentityVerifier
 from tahoe_auth.v1 import auth_pb2
 from tests.e2e import stack as e2e
 from tests.e2e.conftest import add_user, expired_token, suspend, unsigned_token
@@ -136,7 +136,7 @@ def test_a_user_token_reaches_the_upstream_with_verified_headers(live: e2e.Stack
     verifier = IdentityVerifier(f"http://{live.side_address}/.well-known/jwks.json", audience="transcription")
     identity = verifier.verify_headers(headers)
     assert (identity.tenant_id, identity.subject, identity.subject_type) == (tenant.id, tenant.owner_id, "user")
-    with pytest.raises(Exception, match="audience|Audience"):
+    with pytest.raises(IdentityError, match=r"(?i)audience"):
         IdentityVerifier(f"http://{live.side_address}/.well-known/jwks.json", audience="billing").verify(
             headers["x-tahoe-identity"]
         )
