@@ -9,7 +9,7 @@ from tahoe_auth.identity import IdentityError, IdentityVerifier
 from tahoe_auth.v1 import auth_pb2
 from tests.e2e import stack as e2e
 from tests.e2e.conftest import add_user, expired_token, suspend, unsigned_token
-from tests.support import bearer
+from tests.support import bearer, wait_until
 
 pytestmark = [pytest.mark.envoy, pytest.mark.postgres, pytest.mark.redis]
 
@@ -22,6 +22,12 @@ def denied_before_upstream(live: e2e.Stack, status: int, method: str, path: str,
     assert set(response.body) == {"error", "message"}
     assert live.journal.since(mark) == [], "the upstream was reached"
     return response
+
+
+def eventually(live: e2e.Stack, status: int, method: str, path: str, token: str, limit: float = 1.0) -> float:
+    """Seconds until Envoy answers `status` (changes reach every instance's caches
+    through Redis pub/sub, within a second)."""
+    return wait_until(lambda: live.call(method, path, token=token).status == status, limit=limit)
 
 
 def test_no_credential_is_401_with_a_bearer_challenge(live: e2e.Stack) -> None:
@@ -58,6 +64,7 @@ def test_revoked_session_is_401(live: e2e.Stack) -> None:
     token = live.auth.login(tenant).tokens.access_token
     assert live.call("GET", "/v1/jobs", token=token).status == 200  # warm every cache
     live.auth.auth.Logout(auth_pb2.LogoutRequest(), metadata=bearer(token))
+    eventually(live, 401, "GET", "/v1/jobs", token)
     denied_before_upstream(live, 401, "GET", "/v1/jobs", token=token)
 
 
@@ -77,6 +84,7 @@ def test_suspended_tenant_is_403(live: e2e.Stack) -> None:
     token = live.auth.login(tenant).tokens.access_token
     assert live.call("GET", "/v1/jobs", token=token).status == 200
     suspend(live.auth, tenant)
+    eventually(live, 403, "GET", "/v1/jobs", token)
     response = denied_before_upstream(live, 403, "GET", "/v1/jobs", token=token)
     assert response.body["error"] == "tenant_suspended"
 
