@@ -36,6 +36,12 @@ def module_env(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFac
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("envoy is not installed (make install provides it)")
         pytest.skip("envoy is not installed")
+    # A clean database and Redis for the module (its master key is new); the tests
+    # then share them, each with its own tenants.
+    support.truncate_all(pg_url)
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
     return {
         "TAHOE_DATABASE_URL": pg_url,
         "TAHOE_REDIS_URL": redis_url,

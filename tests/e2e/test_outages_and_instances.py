@@ -21,6 +21,7 @@ from tests.e2e import stack as e2e
 from tests.e2e.conftest import suspend
 from tests.support import OWNER_PASSWORD, RunningServer, bearer, running_server, wait_until
 
+CLI = [sys.executable, "-m", "tahoe_auth"]
 pytestmark = [pytest.mark.envoy, pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 
@@ -28,7 +29,7 @@ pytestmark = [pytest.mark.envoy, pytest.mark.postgres, pytest.mark.redis, pytest
 def auth_process(env: dict[str, str], tmp: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, str]]:
     grpc_port, http_port = harness.free_port(), harness.free_port()
     env = {**env, "TAHOE_GRPC_ADDR": f"127.0.0.1:{grpc_port}", "TAHOE_HTTP_ADDR": f"127.0.0.1:{http_port}"}
-    argv = [sys.executable, "-m", "tahoe_auth", "serve"]
+    argv = [*CLI, "serve"]
     with harness.managed_process(argv, tmp / "auth.log", ready_port=grpc_port, env=env) as proc:
         yield proc, grpc_port, f"127.0.0.1:{http_port}"
 
@@ -36,8 +37,7 @@ def auth_process(env: dict[str, str], tmp: Path) -> Iterator[tuple[subprocess.Po
 def test_a_dead_auth_server_lets_nothing_through(module_env: dict[str, str], tmp_path: Path) -> None:
     slug = f"kill{int(time.time() * 1000) % 10**9}"
     subprocess.run(
-        [sys.executable, "-m", "tahoe_auth", "bootstrap", "--tenant", slug, "--owner-email", f"o@{slug}.test"]
-        + ["--password-stdin"],
+        [*CLI, "bootstrap", "--tenant", slug, "--owner-email", f"o@{slug}.test", "--password-stdin"],
         env={**os.environ, **module_env},
         input=OWNER_PASSWORD + "\n",
         text=True,
