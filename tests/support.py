@@ -229,3 +229,12 @@ def wait_until(predicate: Any, limit: float = 3.0, step: float = 0.01) -> float:
         assert time.monotonic() - started < limit, "condition not reached in time"
         time.sleep(step)
     return time.monotonic() - started
+
+
+def call_error(fn: Any, *args: Any, **kwargs: Any) -> grpc.RpcError:
+    """The RpcError that `fn(*args, **kwargs)` raises (fails the test if it succeeds)."""
+    try:
+        fn(*args, **kwargs)
+    except grpc.RpcError as error:
+        return error
+    raise AssertionError(f"{fn} succeeded; expected an error")

@@ -18,7 +18,7 @@ import pytest
 from bench import harness
 from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
 from tests.e2e import stack as e2e
-from tests.e2e.conftest import suspend
+from tests.scenarios import suspend
 from tests.support import OWNER_PASSWORD, RunningServer, bearer, running_server, wait_until
 
 CLI = [sys.executable, "-m", "tahoe_auth"]

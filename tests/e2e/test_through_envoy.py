@@ -8,7 +8,7 @@ import pytest
 from tahoe_auth.identity import IdentityError, IdentityVerifier
 from tahoe_auth.v1 import auth_pb2
 from tests.e2e import stack as e2e
-from tests.e2e.conftest import add_user, expired_token, suspend, unsigned_token
+from tests.scenarios import expired_token, suspend, unsigned_token, user_with_role
 from tests.support import bearer, wait_until
 
 pytestmark = [pytest.mark.envoy, pytest.mark.postgres, pytest.mark.redis]
@@ -70,7 +70,7 @@ def test_revoked_session_is_401(live: e2e.Stack) -> None:
 
 def test_missing_permission_is_403(live: e2e.Stack) -> None:
     tenant = live.auth.create_tenant()
-    viewer = add_user(live.auth, tenant, "viewer")
+    viewer = user_with_role(live.auth, tenant, "viewer")
     assert live.call("GET", "/v1/jobs", token=viewer).status == 200
     response = denied_before_upstream(
         live, 403, "POST", "/v1/jobs", token=viewer, body={"audio_url": "s3://a.wav", "audio_seconds": 3}
@@ -165,7 +165,7 @@ def test_jobs_are_scoped_by_tenant(live: e2e.Stack) -> None:
 
 def test_a_route_without_a_permission_needs_only_a_valid_credential(live: e2e.Stack) -> None:
     tenant = live.auth.create_tenant()
-    viewer = add_user(live.auth, tenant, "viewer")
+    viewer = user_with_role(live.auth, tenant, "viewer")
     response = live.call("GET", "/v1/whoami", token=viewer)
     assert response.status == 200
     assert set(response.body["identity"]["permissions"]) == {
