@@ -205,7 +205,7 @@ def envoy_config(
         filters.append(_jwt_authn_filter(jwt_provider))
     if ext_authz_ports:
         filters.append(_ext_authz_filter(timeout_ms))
-        clusters.append(_ext_authz_cluster(ext_authz_ports))
+        clusters.append(_cluster(EXT_AUTHZ_CLUSTER, ext_authz_ports, http2=True))
     if upstream_port is not None:
         clusters.append(_cluster(UPSTREAM_CLUSTER, [upstream_port]))
     filters.append(_typed("envoy.filters.http.router", "extensions.filters.http.router.v3.Router"))
@@ -319,10 +319,6 @@ def _cluster(name: str, ports: Sequence[int], http2: bool = False) -> dict[str, 
     return cluster
 
 
-def _ext_authz_cluster(ports: Sequence[int]) -> dict[str, Any]:
-    return _cluster(EXT_AUTHZ_CLUSTER, ports, http2=True)
-
-
 # --- running Envoy ----------------------------------------------------------------
 
 
@@ -351,12 +347,12 @@ def run_envoy(
     log_level: str = "warn",
 ) -> Iterator[Envoy]:
     """Write ``config`` into ``directory`` and run Envoy until the block exits."""
-    config_path = directory / f"envoy-{id(config)}.yaml"
-    config_path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
-    log_path = config_path.with_suffix(".log")
     admin_port = config["admin"]["address"]["socket_address"]["port_value"]
     listener = config["static_resources"]["listeners"][0]
     listener_port = listener["address"]["socket_address"]["port_value"]
+    config_path = directory / f"envoy-{listener_port}.yaml"
+    config_path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
+    log_path = config_path.with_suffix(".log")
     argv = [
         find_binary("envoy"),
         *("-c", str(config_path)),

@@ -1,0 +1,1 @@
+"""Webhook delivery: endpoints, the outbox worker and an SSRF-safe HTTP sender."""
