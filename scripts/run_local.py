@@ -96,7 +96,7 @@ Tenants 'demo' ({TENANTS["demo"]} / {demo["demo"]["owner_password"]}) and 'acme'
 
 Try it (copy-paste):
   # No credential: Envoy answers 401 and the upstream never sees the request
-  curl -i {envoy}/v1/jobs
+  curl -si {envoy}/v1/jobs
 
   # Log in to 'demo' (gRPC) and keep the access token
   TOKEN=$({grpcurl} -plaintext -d '{logins["demo"]}' {grpc_addr} tahoe_auth.v1.AuthService/Login | {token_of})
@@ -110,7 +110,7 @@ Try it (copy-paste):
   # Another tenant sees only its own jobs; naming a tenant that is not yours is 404
   ACME=$({grpcurl} -plaintext -d '{logins["acme"]}' {grpc_addr} tahoe_auth.v1.AuthService/Login | {token_of})
   curl -s -H "authorization: Bearer $ACME" {envoy}/v1/jobs
-  curl -i -H "authorization: Bearer $ACME" {envoy}/v1/tenants/{demo["demo"]["tenant_id"]}/jobs
+  curl -si -H "authorization: Bearer $ACME" {envoy}/v1/tenants/{demo["demo"]["tenant_id"]}/jobs
 
   # Why was a request allowed or denied? (the decision Envoy's Check makes)
   {grpcurl} -plaintext -H "authorization: Bearer $TOKEN" \\
@@ -119,7 +119,7 @@ Try it (copy-paste):
 
   # Log out: the same token is refused through Envoy at once
   {grpcurl} -plaintext -H "authorization: Bearer $TOKEN" {grpc_addr} tahoe_auth.v1.AuthService/Logout
-  curl -i -H "authorization: Bearer $TOKEN" {envoy}/v1/jobs
+  curl -si -H "authorization: Bearer $TOKEN" {envoy}/v1/jobs
 
 Ctrl-C stops everything.
 """
