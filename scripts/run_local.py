@@ -84,7 +84,7 @@ def walkthrough(demo: dict[str, dict[str, str]], grpc_addr: str, http_addr: str)
         slug: json.dumps({"tenant": slug, "email": TENANTS[slug], "password": demo[slug]["owner_password"]})
         for slug in TENANTS
     }
-    token_of = 'python3 -c \'import json,sys; print(json.load(sys.stdin)["tokens"]["accessToken"])\''
+    token_of = 'python3 -c \'import json,sys; print(json.load(sys.stdin)["tokens"]["access_token"])\''
     return f"""
 Tahoe Auth is running (embedded defaults: SQLite in ./var, in-process store).
   Envoy          {envoy}   ext_authz -> Tahoe Auth, then the demo transcription service
