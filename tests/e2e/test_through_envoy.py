@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tahoe_auth.authz.check import CheckContext, CheckOutcome
 from tahoe_auth.identity import IdentityError, IdentityVerifier
 from tahoe_auth.v1 import auth_pb2
 from tests.e2e import stack as e2e
@@ -175,3 +176,27 @@ def test_a_route_without_a_permission_needs_only_a_valid_credential(live: e2e.St
         "roles:read",
         "tenant:read",
     }
+
+
+def test_the_request_id_is_kept_or_made_and_reaches_check_and_the_upstream(live: e2e.Stack) -> None:
+    tenant = live.auth.create_tenant()
+    token = live.auth.login(tenant).tokens.access_token
+    seen: list[str] = []
+
+    def record(context: CheckContext, outcome: CheckOutcome) -> CheckOutcome:
+        seen.append(context.request_id)
+        return outcome
+
+    live.auth.app.gatekeeper.hooks.append(record)
+    try:
+        mark = live.journal.mark()
+        kept = live.call("GET", "/v1/jobs", token=token, headers={"x-request-id": "caller-chosen-1"})
+        made = live.call("GET", "/v1/jobs", token=token)
+        denied = live.call("GET", "/v1/jobs")
+    finally:
+        live.auth.app.gatekeeper.hooks.remove(record)
+    assert kept.headers["x-request-id"] == "caller-chosen-1"
+    generated = made.headers["x-request-id"]
+    assert generated and generated != "caller-chosen-1"
+    assert seen == ["caller-chosen-1", generated, denied.headers["x-request-id"]]
+    assert [e["headers"]["x-request-id"] for e in live.journal.since(mark)] == ["caller-chosen-1", generated]

@@ -14,9 +14,12 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2 as ext_authz
 from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_authz_grpc
 from google.rpc import code_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy import event
 
 from tahoe_auth import migrate
+from tahoe_auth.api import ext_authz as api
 from tahoe_auth.authz.check import CheckContext, CheckOutcome
 from tahoe_auth.domain import decision
 from tahoe_auth.identity import IdentityVerifier
@@ -300,3 +303,14 @@ def test_redis_down_caches_are_bypassed_not_trusted(clean_pg: str, tmp_path: Pat
                 uow.tenants.get(tenant.id).status = "suspended"
                 uow.commit()
             assert denial(check(server, check_request(f"Bearer {token}")))[2]["error"] == "tenant_suspended"
+
+
+def test_check_is_reported_to_health_checks_and_listed_by_reflection(server: RunningServer) -> None:
+    health = health_pb2_grpc.HealthStub(server.channel)
+    for service in (api.SERVICE_NAME, "tahoe_auth.v1.DecisionService"):
+        status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+    stub = reflection_pb2_grpc.ServerReflectionStub(server.channel)
+    responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = {s.name for r in responses for s in r.list_services_response.service}
+    assert {api.SERVICE_NAME, "tahoe_auth.v1.DecisionService"} <= names
