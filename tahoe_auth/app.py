@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from tahoe_auth.authz.authenticator import Authenticator
 from tahoe_auth.authz.directory import Directory
+from tahoe_auth.authz.ratelimit import RateLimiter
+from tahoe_auth.authz.tenant_config import TenantConfigCache, database_loader
 from tahoe_auth.clock import Clock
 from tahoe_auth.config import Settings
 from tahoe_auth.domain import apikeys, passwords
@@ -19,6 +21,7 @@ from tahoe_auth.services.tenants import TenantAdmin
 from tahoe_auth.services.throttle import LoginThrottle
 from tahoe_auth.store.db import Database
 from tahoe_auth.store.kv import KeyValueStore, MemoryStore
+from tahoe_auth.store.limiter_backends import MemoryLimiterBackend, RedisLimiterBackend
 from tahoe_auth.store.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,8 @@ class App:
     sessions: SessionService
     tenants: TenantAdmin
     platform: PlatformCredentials
+    tenant_config: TenantConfigCache
+    limiter: RateLimiter
 
     def close(self) -> None:
         self.hasher.shutdown()
@@ -51,6 +56,19 @@ def build_store(settings: Settings) -> KeyValueStore:
         return RedisStore(settings.redis_url)
     log.info("TAHOE_REDIS_URL is unset: using the in-process store (single instance only)")
     return MemoryStore()
+
+
+def build_limiter(settings: Settings, store: KeyValueStore, tenant_config: TenantConfigCache) -> RateLimiter:
+    """Redis-backed with a per-instance fallback, or in-process only without Redis."""
+    if isinstance(store, RedisStore):
+        return RateLimiter(
+            RedisLimiterBackend(store.client),
+            tenant_config,
+            fallback=MemoryLimiterBackend(),
+            instance_count=settings.instance_count,
+            enabled=settings.rate_limit_enabled,
+        )
+    return RateLimiter(MemoryLimiterBackend(), tenant_config, enabled=settings.rate_limit_enabled)
 
 
 def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValueStore | None = None) -> App:
@@ -70,6 +88,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     platform = PlatformCredentials(db, settings.master_key)
     authenticator.register_secret(apikeys.PLATFORM_KEY, platform.resolve)
     sessions = SessionService(db, keys, hasher, LoginThrottle(store), notifier, settings, clock)
+    tenant_config = TenantConfigCache(database_loader(db), store, settings.rate_limits)
     return App(
         settings=settings,
         clock=clock,
@@ -82,4 +101,6 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         sessions=sessions,
         tenants=TenantAdmin(db, hasher, clock),
         platform=platform,
+        tenant_config=tenant_config,
+        limiter=build_limiter(settings, store, tenant_config),
     )

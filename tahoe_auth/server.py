@@ -18,7 +18,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tahoe_auth.api.auth_servicer import AuthServicer
-from tahoe_auth.api.interceptors import AccessLog, Authenticate, Authorize, Chain, MethodPolicy, RequestId
+from tahoe_auth.api.interceptors import AccessLog, Authenticate, Authorize, Chain, MethodPolicy, RequestId, Step
+from tahoe_auth.api.rate_limit import RateLimit
 from tahoe_auth.app import App
 from tahoe_auth.http_side import SideServer
 from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
@@ -81,7 +82,8 @@ class HealthReporter:
 
 def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthReporter]:
     """Build the server with every service; bind `address` (port 0 picks one)."""
-    chain = Chain([RequestId(), AccessLog(), Authenticate(app.authenticator), Authorize()], POLICIES, DEFAULT_POLICY)
+    steps: list[Step] = [RequestId(), AccessLog(), RateLimit(app.limiter), Authenticate(app.authenticator), Authorize()]
+    chain = Chain(steps, POLICIES, DEFAULT_POLICY)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=app.settings.grpc_workers, thread_name_prefix="grpc"),
         interceptors=[chain],

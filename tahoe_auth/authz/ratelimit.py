@@ -87,15 +87,16 @@ class RateLimiter:
         """Explicit checks (the gRPC API's own limits use this)."""
         if not self.enabled or not checks:
             return UNLIMITED
-        outcomes, degraded = self._evaluate(checks, cost)
+        checks, outcomes, degraded = self._evaluate(checks, cost)
         decision = decide(checks, outcomes, degraded=degraded)
         self._count(decision)
         return decision
 
-    def _evaluate(self, checks: Sequence[PolicyCheck], cost: int) -> tuple[list[Outcome], bool]:
+    def _evaluate(self, checks: Sequence[PolicyCheck], cost: int) -> tuple[Sequence[PolicyCheck], list[Outcome], bool]:
+        """(the checks as evaluated, their outcomes, whether the fallback decided)."""
         now_us = None if self._clock is None else int(self._clock() * US)
         if self._fallback is None:
-            return self._primary.evaluate(checks, now_us, cost), False
+            return checks, self._primary.evaluate(checks, now_us, cost), False
         degraded = self._degraded
         probing = degraded and self._may_probe()
         if not degraded or probing:
@@ -106,13 +107,13 @@ class RateLimiter:
             else:
                 if probing:
                     self._on_recovery()
-                return outcomes, False
+                return checks, outcomes, False
             finally:
                 if probing:
                     self._probe_lock.release()
         RATELIMIT_FALLBACK_DECISIONS.inc()
         shares = [PolicyCheck(c.key, c.policy.divided(self._instances)) for c in checks]
-        return self._fallback.evaluate(shares, now_us, cost), True
+        return shares, self._fallback.evaluate(shares, now_us, cost), True
 
     def _may_probe(self) -> bool:
         if time.monotonic() < self._next_probe:

@@ -116,9 +116,11 @@ def _fixed_window(policy: Policy, state: State | None, now: int, cost: int) -> t
     window = now // period
     count = state[1] if state and len(state) >= 2 and state[0] == window else 0
     reset = (window + 1) * period - now
+    # States carry their window (or tat), so keeping a key longer than it matters is
+    # harmless: keys live at least a period, which also keeps fake-clock tests honest.
     if count + cost <= limit:
-        return Outcome(True, limit - count - cost, reset, 0), (window, count + cost), reset
-    return Outcome(False, max(0, limit - count), reset, reset), (window, count), reset
+        return Outcome(True, limit - count - cost, reset, 0), (window, count + cost), period
+    return Outcome(False, max(0, limit - count), reset, reset), (window, count), period
 
 
 def _sliding_window(policy: Policy, state: State | None, now: int, cost: int) -> tuple[Outcome, State, int]:
@@ -164,8 +166,8 @@ def _gcra(policy: Policy, state: State | None, now: int, cost: int) -> tuple[Out
     allow_at = new_tat - tolerance
     if now >= allow_at:
         remaining = (now - allow_at) // emission
-        return Outcome(True, remaining, new_tat - now, 0), (new_tat,), new_tat - now
-    return Outcome(False, 0, tat - now, allow_at - now), (tat,), max(1, tat - now)
+        return Outcome(True, remaining, new_tat - now, 0), (new_tat,), max(new_tat - now, tolerance)
+    return Outcome(False, 0, tat - now, allow_at - now), (tat,), max(tat - now, tolerance)
 
 
 # --- decisions ------------------------------------------------------------------------
@@ -326,7 +328,9 @@ def policy_checks(subject: RateLimitSubject, limits: LimitSet) -> list[PolicyChe
 _POLICY_FIELDS = {"limit", "period", "strategy", "burst", "shadow", "enabled"}
 
 
-def parse_limits(raw: Mapping[str, Any] | None, base: LimitSet = DEFAULT_LIMITS, field: str = "rate_limits") -> LimitSet:
+def parse_limits(
+    raw: Mapping[str, Any] | None, base: LimitSet = DEFAULT_LIMITS, field: str = "rate_limits"
+) -> LimitSet:
     """Validate a `rate_limits` settings dict and lay it over `base`.
 
     Schema (every key optional; see docs/usage.md)::

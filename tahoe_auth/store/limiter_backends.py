@@ -112,7 +112,7 @@ for i = 1, #KEYS do
     local count = 0
     if s1 == window and s2 then count = s2 end
     reset = (window + 1) * period - now
-    ttl = reset
+    ttl = period
     if count + cost <= limit then
       ok, remaining, retry, n1, n2 = 1, limit - count - cost, 0, window, count + cost
     else
@@ -158,10 +158,10 @@ for i = 1, #KEYS do
     local allow_at = new_tat - tolerance
     if now >= allow_at then
       ok, remaining, reset, retry = 1, math.floor((now - allow_at) / period), new_tat - now, 0
-      ttl, n1 = new_tat - now, new_tat
+      ttl, n1 = math.max(new_tat - now, tolerance), new_tat
     else
       ok, remaining, reset, retry = 0, 0, tat - now, allow_at - now
-      ttl = math.max(1, tat - now)
+      ttl = math.max(tat - now, tolerance)
     end
   end
   if ok == 0 and shadow == 0 then out[1] = 0 end
