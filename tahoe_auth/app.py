@@ -16,12 +16,19 @@ from tahoe_auth.domain import apikeys, passwords
 from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.keys import KeyManager
 from tahoe_auth.services.platform import PlatformCredentials
+from tahoe_auth.services.quotas import Quotas
 from tahoe_auth.services.sessions import SessionService
 from tahoe_auth.services.tenants import TenantAdmin
 from tahoe_auth.services.throttle import LoginThrottle
+from tahoe_auth.services.usage import UsageService
+from tahoe_auth.services.usage_ledger import UsageLedger, UsageTotals
+from tahoe_auth.services.usage_pipeline import UsagePipeline
+from tahoe_auth.services.usage_recorder import UsageRecorder
+from tahoe_auth.services.usage_watch import UsageWatch
 from tahoe_auth.store.db import Database
 from tahoe_auth.store.kv import KeyValueStore, MemoryStore
 from tahoe_auth.store.limiter_backends import MemoryLimiterBackend, RedisLimiterBackend
+from tahoe_auth.store.live_counters import LiveCounters, MemoryLiveCounters, RedisLiveCounters
 from tahoe_auth.store.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -44,8 +51,22 @@ class App:
     platform: PlatformCredentials
     tenant_config: TenantConfigCache
     limiter: RateLimiter
+    usage: UsageService
+    usage_ledger: UsageLedger
+    usage_pipeline: UsagePipeline
+    usage_recorder: UsageRecorder
+    usage_watch: UsageWatch
+    quotas: Quotas
+
+    def start_background(self) -> None:
+        """Threads a serving instance runs (the recorder and quotas start on first use)."""
+        self.usage_pipeline.start()
 
     def close(self) -> None:
+        self.usage_watch.stop()
+        self.usage_recorder.stop()
+        self.usage_pipeline.stop()
+        self.quotas.stop()
         self.hasher.shutdown()
         self.store.close()
         self.db.dispose()
@@ -71,6 +92,10 @@ def build_limiter(settings: Settings, store: KeyValueStore, tenant_config: Tenan
     return RateLimiter(MemoryLimiterBackend(), tenant_config, enabled=settings.rate_limit_enabled)
 
 
+def build_live_counters(store: KeyValueStore) -> LiveCounters:
+    return RedisLiveCounters(store.client) if isinstance(store, RedisStore) else MemoryLiveCounters()
+
+
 def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValueStore | None = None) -> App:
     clock = clock or Clock()
     db = Database(settings.database_url, settings.database_role)
@@ -89,6 +114,10 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     authenticator.register_secret(apikeys.PLATFORM_KEY, platform.resolve)
     sessions = SessionService(db, keys, hasher, LoginThrottle(store), notifier, settings, clock)
     tenant_config = TenantConfigCache(database_loader(db), store, settings.rate_limits)
+    live = build_live_counters(store)
+    ledger = UsageLedger(db, live, clock)
+    totals = UsageTotals(db, live, clock)
+    watch = UsageWatch(totals, clock, max_streams=max(1, settings.grpc_workers // 2))
     return App(
         settings=settings,
         clock=clock,
@@ -103,4 +132,10 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         platform=platform,
         tenant_config=tenant_config,
         limiter=build_limiter(settings, store, tenant_config),
+        usage=UsageService(db, ledger, watch, notifier, store, clock),
+        usage_ledger=ledger,
+        usage_pipeline=UsagePipeline(db, ledger, totals, clock),
+        usage_recorder=UsageRecorder(ledger),
+        usage_watch=watch,
+        quotas=Quotas(db, tenant_config, totals, store, clock),
     )
