@@ -53,6 +53,7 @@ class App:
     limiter: RateLimiter
     usage: UsageService
     usage_ledger: UsageLedger
+    usage_totals: UsageTotals
     usage_pipeline: UsagePipeline
     usage_recorder: UsageRecorder
     usage_watch: UsageWatch
@@ -134,6 +135,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         limiter=build_limiter(settings, store, tenant_config),
         usage=UsageService(db, ledger, watch, notifier, store, clock),
         usage_ledger=ledger,
+        usage_totals=totals,
         usage_pipeline=UsagePipeline(db, ledger, totals, clock),
         usage_recorder=UsageRecorder(ledger),
         usage_watch=watch,
