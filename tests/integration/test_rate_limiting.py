@@ -178,7 +178,7 @@ def test_login_is_rate_limited_per_account_across_two_instances(pg_env: dict[str
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert support.error_reason(error) == "RATE_LIMITED"
         retry, subject = login_error_details(error)
-        assert subject == "login_per_account" and retry == 6  # 60 s / 10 logins
+        assert subject == "login_per_account" and 1 <= retry <= 6  # one 60 s / 10 interval, minus time spent
         # Another account from the same address is not affected.
         other = b.create_tenant()
         assert b.login(other).tokens.access_token
