@@ -84,8 +84,8 @@ class UsageLedger:
 
     def _count_live(self, inserted: Iterable[tuple[str, str, float, Any]]) -> None:
         increments: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        for tenant_id, metric, quantity, occurred_at in inserted:
-            increments[(tenant_id, period_of(occurred_at).name)][metric] += quantity
+        for tenant_id, metric, quantity, at in inserted:
+            increments[(tenant_id, f"{at.year:04d}-{at.month:02d}")][metric] += quantity  # period_of(at).name
         try:
             self._live.add(increments)
         except StoreUnavailable as exc:

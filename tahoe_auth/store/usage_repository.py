@@ -9,11 +9,14 @@ committing concurrently can never count an event twice or not at all (one snapsh
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import psycopg
 from sqlalchemy import ColumnElement, Table, func, not_, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session as OrmSession
 
 from tahoe_auth.domain.usage import Granularity
@@ -23,6 +26,19 @@ EVENTS: Table = m.UsageEvent.__table__  # type: ignore[assignment]
 ROLLUPS: Table = m.UsageRollup.__table__  # type: ignore[assignment]
 TOTALS: Table = m.UsagePeriodTotal.__table__  # type: ignore[assignment]
 MARKS: Table = m.UsageThresholdMark.__table__  # type: ignore[assignment]
+
+_INGEST_COLUMNS = "tenant_id, metric, quantity, occurred_at, dimensions, idempotency_key, recorded_at"
+_INGEST_TABLE = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS usage_ingest (tenant_id varchar(36), metric varchar(100), "
+    "quantity double precision, occurred_at timestamptz, dimensions json, idempotency_key varchar(200), "
+    "recorded_at timestamptz)"
+)
+_INGEST_INSERT = (
+    f"INSERT INTO usage_events ({_INGEST_COLUMNS}, rolled_up) "
+    f"SELECT {_INGEST_COLUMNS}, false FROM usage_ingest "
+    "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING "
+    "RETURNING tenant_id, metric, quantity, occurred_at"
+)
 
 _SQLITE_TRUNC = {
     Granularity.MINUTE: "%Y-%m-%d %H:%M:00",
@@ -47,12 +63,45 @@ class UsageRepository:
         (tenant_id, metric, quantity, occurred_at) per new row."""
         if not rows:
             return []
+        if self.postgres:
+            return self._copy_events(rows)
         statement = (
             self._insert(EVENTS)
             .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
             .returning(EVENTS.c.tenant_id, EVENTS.c.metric, EVENTS.c.quantity, EVENTS.c.occurred_at)
         )
         return [tuple(row) for row in self.session.execute(statement, list(rows))]
+
+    def _copy_events(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, float, dt.datetime]]:
+        """PostgreSQL: COPY into a per-connection temporary table, then one INSERT ...
+        SELECT ... ON CONFLICT DO NOTHING. Several times faster than a multi-row INSERT,
+        whose long SQL text the driver must parse on every batch."""
+        connection = self.session.connection()
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        try:
+            with raw.cursor() as cursor:
+                # Created if missing in every transaction: a rolled-back one takes it away.
+                cursor.execute(_INGEST_TABLE)
+                with cursor.copy(f"COPY usage_ingest ({_INGEST_COLUMNS}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(
+                            (
+                                row["tenant_id"],
+                                row["metric"],
+                                row["quantity"],
+                                row["occurred_at"],
+                                json.dumps(row["dimensions"]),
+                                row["idempotency_key"],
+                                row["recorded_at"],
+                            )
+                        )
+                cursor.execute(_INGEST_INSERT)
+                inserted = cursor.fetchall()
+                cursor.execute("TRUNCATE usage_ingest")
+        except psycopg.Error as exc:  # the same exceptions as the SQLAlchemy paths raise
+            raise DBAPIError.instance(_INGEST_INSERT, None, exc, psycopg.Error) from exc
+        return [(tenant, metric, float(quantity), at.astimezone(dt.UTC)) for tenant, metric, quantity, at in inserted]
 
     # -- rollups --------------------------------------------------------------------------
 
