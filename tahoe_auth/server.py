@@ -14,10 +14,12 @@ from concurrent import futures
 from types import FrameType
 
 import grpc
+from envoy.service.ratelimit.v3 import rls_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tahoe_auth.api.auth_servicer import AuthServicer
+from tahoe_auth.api.envoy_ratelimit import EnvoyRateLimitServicer
 from tahoe_auth.api.interceptors import AccessLog, Authenticate, Authorize, Chain, MethodPolicy, RequestId, Step
 from tahoe_auth.api.rate_limit import RateLimit
 from tahoe_auth.api.usage_servicer import UsageServicer
@@ -43,6 +45,8 @@ POLICIES: dict[str, MethodPolicy] = {
     "/grpc.health.v1.Health/Watch": MethodPolicy(public=True, log_calls=False),
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": PUBLIC,
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": PUBLIC,
+    # Envoy's rate-limit filter calls this for every request (like ext_authz Check).
+    "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit": MethodPolicy(public=True, log_calls=False),
     USAGE + "RecordUsage": USAGE_WRITE,
     USAGE + "RecordUsageBatch": USAGE_WRITE,
     USAGE + "GetUsage": USAGE_READ,
@@ -109,6 +113,7 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
     )
     auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(app.sessions, app.authenticator, app.clock), server)
     usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(app.usage, app.clock), server)
+    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(EnvoyRateLimitServicer(app.limiter), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if app.settings.grpc_reflection:

@@ -81,7 +81,11 @@ class RateLimiter:
         only if all enforced ones allow. Never raises for a store outage."""
         if not self.enabled:
             return UNLIMITED
-        return self.check_policies(policy_checks(subject, self._limits(subject.tenant_id)), subject.cost)
+        return self.check_policies(self.checks_for(subject), subject.cost)
+
+    def checks_for(self, subject: RateLimitSubject) -> list[PolicyCheck]:
+        """The policy checks `check` would evaluate (to combine with others in one call)."""
+        return policy_checks(subject, self._limits(subject.tenant_id))
 
     def check_policies(self, checks: Sequence[PolicyCheck], cost: int = 1) -> RateLimitDecision:
         """Explicit checks (the gRPC API's own limits use this)."""

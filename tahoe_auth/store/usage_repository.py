@@ -34,9 +34,9 @@ _INGEST_TABLE = (
     "recorded_at timestamptz)"
 )
 _INGEST_INSERT = (
-    f"INSERT INTO usage_events ({_INGEST_COLUMNS}, rolled_up) "
-    f"SELECT {_INGEST_COLUMNS}, false FROM usage_ingest "
-    "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING "
+    "INSERT INTO usage_events (tenant_id, metric, quantity, occurred_at, dimensions, idempotency_key, recorded_at, "
+    "rolled_up) SELECT tenant_id, metric, quantity, occurred_at, dimensions, idempotency_key, recorded_at, false "
+    "FROM usage_ingest ON CONFLICT (tenant_id, idempotency_key) DO NOTHING "
     "RETURNING tenant_id, metric, quantity, occurred_at"
 )
 
