@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from tahoe_auth.authz.admission import AdmissionControl
 from tahoe_auth.authz.authenticator import Authenticator
 from tahoe_auth.authz.directory import Directory
 from tahoe_auth.authz.ratelimit import RateLimiter
@@ -58,6 +59,7 @@ class App:
     usage_recorder: UsageRecorder
     usage_watch: UsageWatch
     quotas: Quotas
+    admission: AdmissionControl
 
     def start_background(self) -> None:
         """Threads a serving instance runs (the recorder and quotas start on first use)."""
@@ -119,6 +121,9 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     ledger = UsageLedger(db, live, clock)
     totals = UsageTotals(db, live, clock)
     watch = UsageWatch(totals, clock, max_streams=max(1, settings.grpc_workers // 2))
+    limiter = build_limiter(settings, store, tenant_config)
+    quotas = Quotas(db, tenant_config, totals, store, clock)
+    recorder = UsageRecorder(ledger)
     return App(
         settings=settings,
         clock=clock,
@@ -132,12 +137,13 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         tenants=TenantAdmin(db, hasher, clock),
         platform=platform,
         tenant_config=tenant_config,
-        limiter=build_limiter(settings, store, tenant_config),
+        limiter=limiter,
         usage=UsageService(db, ledger, watch, notifier, store, clock),
         usage_ledger=ledger,
         usage_totals=totals,
         usage_pipeline=UsagePipeline(db, ledger, totals, clock),
-        usage_recorder=UsageRecorder(ledger),
+        usage_recorder=recorder,
         usage_watch=watch,
-        quotas=Quotas(db, tenant_config, totals, store, clock),
+        quotas=quotas,
+        admission=AdmissionControl(limiter, quotas, recorder),
     )

@@ -10,6 +10,7 @@ the caller rebuilds it. Every method raises StoreUnavailable on a Redis error.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -78,12 +79,17 @@ class RedisLiveCounters:
         if not totals:
             return
         try:
-            pipe = self._client.pipeline(transaction=True)
+            # Built aside and renamed over: each tenant's hash changes atomically, and the
+            # two keys share the tenant's hash tag (one slot on a cluster too).
+            pipe = self._client.pipeline(transaction=False)
+            suffix = secrets.token_hex(4)
             for tenant, metrics in totals.items():
                 key = live_key(tenant, period)
-                pipe.delete(key)
-                pipe.hset(key, mapping={**{m: repr(float(v)) for m, v in metrics.items()}, SYNCED: str(time.time())})
-                pipe.expire(key, TTL_SECONDS)
+                scratch = f"{key}:rebuild:{suffix}"
+                fields = {m: repr(float(v)) for m, v in metrics.items()}
+                pipe.hset(scratch, mapping={**fields, SYNCED: str(time.time())})
+                pipe.expire(scratch, TTL_SECONDS)
+                pipe.rename(scratch, key)
             pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
