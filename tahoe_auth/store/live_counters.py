@@ -86,8 +86,9 @@ class RedisLiveCounters:
             for tenant, metrics in totals.items():
                 key = live_key(tenant, period)
                 scratch = f"{key}:rebuild:{suffix}"
-                fields = {m: repr(float(v)) for m, v in metrics.items()}
-                pipe.hset(scratch, mapping={**fields, SYNCED: str(time.time())})
+                fields: dict[str | bytes, str | bytes] = {m: repr(float(v)) for m, v in metrics.items()}
+                fields[SYNCED] = str(time.time())
+                pipe.hset(scratch, mapping=fields)  # type: ignore[arg-type]
                 pipe.expire(scratch, TTL_SECONDS)
                 pipe.rename(scratch, key)
             pipe.execute()
