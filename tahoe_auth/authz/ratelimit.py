@@ -151,4 +151,4 @@ class RateLimiter:
             RATELIMIT_DECISIONS.labels("limited", decision.policy).inc()
         for name in decision.shadow_hits:
             RATELIMIT_DECISIONS.labels("shadow_limited", name).inc()
-            log.info("rate limit %s would have limited this request (shadow mode)", name)
+            log.debug("rate limit %s would have limited this request (shadow mode)", name)

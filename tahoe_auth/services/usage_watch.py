@@ -88,10 +88,18 @@ class UsageWatch:
                     quota="watch_usage_streams",
                 )
             self._subscriptions.append(subscription)
-            self._last.pop(tenant_id, None)  # the new subscriber gets a first snapshot
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="usage-watch", daemon=True)
                 self._thread.start()
+        # The first snapshot, read here; the poller then sends changes from it on.
+        try:
+            totals = self._totals.current([tenant_id]).get(tenant_id, {})
+        except Exception:
+            subscription.close()
+            raise
+        with self._lock:
+            self._last.setdefault(tenant_id, totals)
+        subscription.offer(Snapshot(tenant_id, period_of(self._clock.now()).name, totals, self._clock.now()))
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
