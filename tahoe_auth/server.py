@@ -15,16 +15,20 @@ from types import FrameType
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
+from envoy.service.ratelimit.v3 import rls_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tahoe_auth.api import ext_authz
 from tahoe_auth.api.auth_servicer import AuthServicer
 from tahoe_auth.api.decision_servicer import DecisionServicer
-from tahoe_auth.api.interceptors import AccessLog, Authenticate, Authorize, Chain, MethodPolicy, RequestId
+from tahoe_auth.api.envoy_ratelimit import EnvoyRateLimitServicer
+from tahoe_auth.api.interceptors import AccessLog, Authenticate, Authorize, Chain, MethodPolicy, RequestId, Step
+from tahoe_auth.api.rate_limit import RateLimit
+from tahoe_auth.api.usage_servicer import UsageServicer
 from tahoe_auth.app import App
 from tahoe_auth.http_side import SideServer
-from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc, decision_pb2, decision_pb2_grpc
+from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc, decision_pb2, decision_pb2_grpc, usage_pb2, usage_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,10 @@ GRACE_SECONDS = 10.0
 
 AUTH = "/tahoe_auth.v1.AuthService/"
 DECISION = "/tahoe_auth.v1.DecisionService/"
+USAGE = "/tahoe_auth.v1.UsageService/"
 PUBLIC = MethodPolicy(public=True)
+USAGE_WRITE = MethodPolicy(permission="usage:write")
+USAGE_READ = MethodPolicy(permission="usage:read")
 POLICIES: dict[str, MethodPolicy] = {
     # Envoy's call carries no bearer metadata (the credential is inside the request),
     # and Check is the hot path: no chain, no access log line; it handles its own errors.
@@ -46,6 +53,19 @@ POLICIES: dict[str, MethodPolicy] = {
     "/grpc.health.v1.Health/Watch": MethodPolicy(public=True, log_calls=False),
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": PUBLIC,
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": PUBLIC,
+    # Envoy's rate-limit filter calls this for every request (like ext_authz Check).
+    "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit": MethodPolicy(public=True, log_calls=False),
+    USAGE + "RecordUsage": USAGE_WRITE,
+    USAGE + "RecordUsageBatch": USAGE_WRITE,
+    USAGE + "GetUsage": USAGE_READ,
+    USAGE + "GetUsageSummary": USAGE_READ,
+    USAGE + "WatchUsage": USAGE_READ,
+    USAGE + "ExportUsage": USAGE_READ,
+    USAGE + "GetQuotaStatus": USAGE_READ,
+    USAGE + "ListPlans": USAGE_READ,
+    # Platform administrators only (checked by the use case); no tenant role suffices.
+    USAGE + "UpsertPlan": MethodPolicy(permission="plans:manage"),
+    USAGE + "AssignPlan": MethodPolicy(permission="plans:manage"),
 }
 DEFAULT_POLICY = MethodPolicy()
 
@@ -53,6 +73,7 @@ SERVICE_NAMES = [
     auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
     decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name,
     ext_authz.SERVICE_NAME,
+    usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
 ]
 
 
@@ -93,7 +114,8 @@ class HealthReporter:
 
 def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthReporter]:
     """Build the server with every service; bind `address` (port 0 picks one)."""
-    chain = Chain([RequestId(), AccessLog(), Authenticate(app.authenticator), Authorize()], POLICIES, DEFAULT_POLICY)
+    steps: list[Step] = [RequestId(), AccessLog(), RateLimit(app.limiter), Authenticate(app.authenticator), Authorize()]
+    chain = Chain(steps, POLICIES, DEFAULT_POLICY)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=app.settings.grpc_workers, thread_name_prefix="grpc"),
         interceptors=[chain],
@@ -102,6 +124,8 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
     auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(app.sessions, app.authenticator, app.clock), server)
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(app.explainer), server)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(ext_authz.AuthorizationServicer(app.gatekeeper), server)
+    usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(app.usage, app.clock), server)
+    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(EnvoyRateLimitServicer(app.limiter), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if app.settings.grpc_reflection:
@@ -114,6 +138,7 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
 
 def serve(app: App) -> None:
     app.keys.ensure_active_key()
+    app.start_background()
     server, port, health_reporter = create_server(app, app.settings.grpc_addr)
     side = SideServer(app, health_reporter, app.settings.http_addr)
     server.start()

@@ -1,6 +1,6 @@
 """One ordered interceptor chain for every RPC:
 
-    RequestId -> AccessLog -> Authenticate -> Authorize -> (servicer)
+    RequestId -> AccessLog -> RateLimit -> Authenticate -> Authorize -> (servicer)
 
 with exceptions turned into statuses in one place (api/errors.py) at the outer edge.
 Each step is a small callable `step(call, proceed)`; the chain runs inside a single
@@ -58,6 +58,8 @@ class Call:
     request_id: str = ""
     principal: Principal | None = None
     extras: dict[str, str] = field(default_factory=dict)
+    # The request message (for steps that limit by its fields, such as Login's account).
+    request: Any = None
 
     def as_context(self) -> CallContext:
         return CallContext(
@@ -205,7 +207,7 @@ class Chain(grpc.ServerInterceptor):  # type: ignore[misc]
         self, method: str, policy: MethodPolicy, behavior: Callable[[Any, grpc.ServicerContext], Any]
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-            call = Call(method, context, dict(context.invocation_metadata()), policy)
+            call = Call(method, context, dict(context.invocation_metadata()), policy, request=request)
             try:
                 return self._run(call, lambda: behavior(request, context))
             except Exception as exc:
@@ -217,7 +219,7 @@ class Chain(grpc.ServerInterceptor):  # type: ignore[misc]
         self, method: str, policy: MethodPolicy, behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]]
     ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            call = Call(method, context, dict(context.invocation_metadata()), policy)
+            call = Call(method, context, dict(context.invocation_metadata()), policy, request=request)
             try:
                 stream = self._run(call, lambda: behavior(request, context))
                 yield from stream

@@ -23,6 +23,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from tahoe_auth.domain.errors import Unavailable
 from tahoe_auth.store import repositories as r
 from tahoe_auth.store.models import TenantScoped
+from tahoe_auth.store.usage_repository import UsageRepository
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ class UnitOfWork:
         self.refresh_tokens = r.RefreshTokenRepository(session)
         self.signing_keys = r.SigningKeyRepository(session)
         self.platform_credentials = r.PlatformCredentialRepository(session)
+        self.usage = UsageRepository(session)
 
     def commit(self) -> None:
         self.session.commit()
