@@ -23,6 +23,7 @@ Only a failure to answer at all (server down, timeout) is left to Envoy, whose
 What a route requires comes from its `context_extensions`:
     required_permission   e.g. transcription:write; absent = any valid credential
     upstream              the upstream's name = the identity token's audience
+    route                 a stable name for the route (limits and usage by route)
     tenant_path_prefix    e.g. /v1/tenants/: the path segment after it names the
                           tenant the resource belongs to (another tenant's -> 404)
 """
@@ -65,16 +66,19 @@ def context_of(request: ext_authz.CheckRequest) -> CheckContext:
     http = attributes.request.http
     headers = http.headers
     extensions = attributes.context_extensions
+    audience = extensions.get("upstream", "") or upstream.DEFAULT_AUDIENCE
     return CheckContext(
         access=AccessRequest(
             credential=bearer_credential(headers.get("authorization", "")),
             required_permission=extensions.get("required_permission", ""),
             resource_tenant=resource_tenant(http.path, extensions.get("tenant_path_prefix", "")),
-            upstream=extensions.get("upstream", "") or upstream.DEFAULT_AUDIENCE,
+            upstream=audience,
         ),
         request_id=headers.get("x-request-id", ""),
         method=http.method,
         path=http.path,
+        route=extensions.get("route", "") or audience,
+        client_address=attributes.source.address.socket_address.address,
         client_tahoe_headers=tuple(name for name in headers if name.startswith(upstream.PREFIX)),
     )
 

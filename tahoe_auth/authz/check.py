@@ -30,6 +30,11 @@ class CheckContext:
     request_id: str = ""
     method: str = ""
     path: str = ""
+    # The route's stable name (context extension `route`; default: the upstream's name),
+    # for limits and usage by route without the cardinality of raw paths.
+    route: str = ""
+    # The downstream peer as Envoy saw it (for per-address limits).
+    client_address: str = ""
     # Names of x-tahoe-* headers the client sent (removed before the upstream).
     client_tahoe_headers: tuple[str, ...] = ()
 

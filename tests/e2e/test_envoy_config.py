@@ -86,7 +86,7 @@ def test_every_route_says_what_it_needs(path: Path) -> None:
             assert route["match"] in ({"path": "/healthz"}, {"prefix": "/"})
             continue
         extensions = per_route["check_settings"]["context_extensions"]
-        assert extensions["upstream"] == "transcription"
+        assert extensions["upstream"] == "transcription" and extensions["route"]
         if "required_permission" in extensions:
             permissions.parse(extensions["required_permission"])
             permissions_seen.add(extensions["required_permission"])

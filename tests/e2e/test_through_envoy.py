@@ -182,9 +182,11 @@ def test_the_request_id_is_kept_or_made_and_reaches_check_and_the_upstream(live:
     tenant = live.auth.create_tenant()
     token = live.auth.login(tenant).tokens.access_token
     seen: list[str] = []
+    contexts: list[CheckContext] = []
 
     def record(context: CheckContext, outcome: CheckOutcome) -> CheckOutcome:
         seen.append(context.request_id)
+        contexts.append(context)
         return outcome
 
     live.auth.app.gatekeeper.hooks.append(record)
@@ -200,3 +202,4 @@ def test_the_request_id_is_kept_or_made_and_reaches_check_and_the_upstream(live:
     assert generated and generated != "caller-chosen-1"
     assert seen == ["caller-chosen-1", generated, denied.headers["x-request-id"]]
     assert [e["headers"]["x-request-id"] for e in live.journal.since(mark)] == ["caller-chosen-1", generated]
+    assert {(c.route, c.client_address) for c in contexts} == {("jobs.read", "127.0.0.1")}
