@@ -1,6 +1,6 @@
 """Envoy + ext_authz figures for this machine, in one run.
 
-    .venv/bin/python bench/ext_authz_bench.py [--duration 10] [--connections 8 32] [--sqlite]
+    .venv/bin/python bench/ext_authz_bench.py [--rounds 3] [--duration 6] [--connections 8 32] [--sqlite]
 
 wrk drives Envoy (``--concurrency 1``) on 127.0.0.1; every route ends in a 200
 ``direct_response`` so that no upstream is the bottleneck. Rows:
@@ -18,7 +18,8 @@ connections and < 40 ms at 32; no non-2xx for valid credentials. The auth server
 on PostgreSQL + Redis as in production (``--sqlite`` for the embedded default); its
 warm Check touches neither. Envoy, wrk and Python share the machine's cores, and other
 work on the machine shows up in the load average printed first: compare rows within
-one run.
+one run. Cases are interleaved round by round and reported as medians, so that a
+burst of load elsewhere on the machine does not land on one case only.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import base64
 import contextlib
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -127,22 +129,22 @@ def create_api_key(stub: object, token: str) -> str | None:
     return str(response.secret)
 
 
-def measure(
-    case: str,
-    envoy: harness.Envoy,
-    pids: Sequence[int],
-    conns: int,
-    duration: int,
-    headers: Mapping[str, str] | None,
-) -> Row:
-    harness.run_wrk(envoy.url(), conns, 2, headers)  # warm up caches and connections
-    before = harness.cpu_seconds(pids), harness.cpu_seconds([envoy.pid])
-    result = harness.run_wrk(envoy.url(), conns, duration, headers)
-    after = harness.cpu_seconds(pids), harness.cpu_seconds([envoy.pid])
+@dataclass(frozen=True)
+class Case:
+    key: str
+    label: str
+    envoy: harness.Envoy
+    pids: tuple[int, ...]
+    headers: Mapping[str, str] | None
+
+
+def measure(case: Case, conns: int, duration: int, warmup: int) -> Row:
+    harness.run_wrk(case.envoy.url(), conns, warmup, case.headers)  # warm caches and connections
+    before = harness.cpu_seconds(case.pids), harness.cpu_seconds([case.envoy.pid])
+    result = harness.run_wrk(case.envoy.url(), conns, duration, case.headers)
+    after = harness.cpu_seconds(case.pids), harness.cpu_seconds([case.envoy.pid])
     server, envoy_cpu = (100 * (a - b) / result.duration_s for a, b in zip(after, before, strict=True))
-    row = Row(case, conns, result, server, envoy_cpu)
-    print(format_row(row), flush=True)
-    return row
+    return Row(f"{case.key} {case.label}", conns, result, server, envoy_cpu)
 
 
 @contextlib.contextmanager
@@ -162,48 +164,67 @@ def format_row(row: Row) -> str:
     )
 
 
+def median_row(rows: Sequence[Row]) -> Row:
+    """Median req/s, latencies and CPU over rounds; non-2xx summed."""
+    results = [r.result for r in rows]
+
+    def med(values: Sequence[float]) -> float:
+        return statistics.median(values)
+
+    duration = med([r.duration_s for r in results])
+    merged = harness.WrkResult(
+        requests=int(med([r.rps for r in results]) * duration),
+        duration_s=duration,
+        non_2xx=sum(r.non_2xx for r in results),
+        socket_errors=sum(r.socket_errors for r in results),
+        p50_ms=med([r.p50_ms for r in results]),
+        p90_ms=med([r.p90_ms for r in results]),
+        p99_ms=med([r.p99_ms for r in results]),
+        max_ms=max(r.max_ms for r in results),
+    )
+    return Row(rows[0].case, rows[0].conns, merged, med([r.server_cpu for r in rows]), med([r.envoy_cpu for r in rows]))
+
+
 def run(args: argparse.Namespace) -> list[Row]:
-    rows: list[Row] = []
-    conns_list: list[int] = args.connections
-    with harness.workdir() as tmp:
+    """Every case runs in every round, interleaved, so that drift in the machine's
+    load hits all of them alike; the table reports medians over the rounds."""
+    with harness.workdir() as tmp, contextlib.ExitStack() as stack:
         env = auth_env(tmp, args)
         target, http_addr = env["TAHOE_GRPC_ADDR"], env["TAHOE_HTTP_ADDR"]
         auth_port = int(target.rsplit(":", 1)[1])
         argv = [sys.executable, "-m", "tahoe_auth", "serve"]
-        with harness.managed_process(argv, tmp / "auth.log", ready_port=auth_port, env=env) as auth:
-            creds = credentials(target, http_addr)
-            bearer = {"authorization": f"Bearer {creds.access_token}"}
-            print(HEADER, flush=True)
-            with envoy_for(tmp) as envoy:
-                rows += [measure("(a) Envoy direct, no auth", envoy, [], c, args.duration, None) for c in conns_list]
-            provider = harness.JwtProvider(creds.issuer, creds.jwks_json, audiences=(creds.audience,))
-            with envoy_for(tmp, jwt_provider=provider) as envoy:
-                rows += [measure("(b) Envoy jwt_authn ES256", envoy, [], c, args.duration, bearer) for c in conns_list]
-            floor_port = harness.free_port()
-            floor_argv = [sys.executable, str(ROOT / "bench" / "server_model.py"), "--serve", "sync"]
-            floor_argv += ["--port", str(floor_port), "--threads", str(THREADS)]
-            with (
-                harness.managed_process(floor_argv, tmp / "floor.log", ready_port=floor_port) as floor,
-                envoy_for(tmp, ext_authz_ports=[floor_port], context_extensions=ROUTE) as envoy,
-            ):
-                rows += [
-                    measure("(c) ext_authz -> do-nothing Python", envoy, [floor.pid], c, args.duration, bearer)
-                    for c in conns_list
-                ]
-            with envoy_for(tmp, ext_authz_ports=[auth_port], context_extensions=ROUTE) as envoy:
-                rows += [
-                    measure("(d) ext_authz -> Tahoe Check, user token", envoy, [auth.pid], c, args.duration, bearer)
-                    for c in conns_list
-                ]
-                if creds.api_key is None:
-                    print("(e) ext_authz -> Tahoe Check, API key: skipped (no API keys in this build: issue 3)")
-                else:
-                    key = {"authorization": f"Bearer {creds.api_key}"}
-                    rows += [
-                        measure("(e) ext_authz -> Tahoe Check, API key", envoy, [auth.pid], c, args.duration, key)
-                        for c in conns_list
-                    ]
-    return rows
+        auth = stack.enter_context(harness.managed_process(argv, tmp / "auth.log", ready_port=auth_port, env=env))
+        creds = credentials(target, http_addr)
+        bearer = {"authorization": f"Bearer {creds.access_token}"}
+        floor_port = harness.free_port()
+        floor_argv = [sys.executable, str(ROOT / "bench" / "server_model.py"), "--serve", "sync"]
+        floor_argv += ["--port", str(floor_port), "--threads", str(THREADS)]
+        floor = stack.enter_context(harness.managed_process(floor_argv, tmp / "floor.log", ready_port=floor_port))
+        provider = harness.JwtProvider(creds.issuer, creds.jwks_json, audiences=(creds.audience,))
+        direct = stack.enter_context(envoy_for(tmp))
+        jwt_authn = stack.enter_context(envoy_for(tmp, jwt_provider=provider))
+        to_floor = stack.enter_context(envoy_for(tmp, ext_authz_ports=[floor_port], context_extensions=ROUTE))
+        to_tahoe = stack.enter_context(envoy_for(tmp, ext_authz_ports=[auth_port], context_extensions=ROUTE))
+        cases = [
+            Case("(a)", "Envoy direct, no auth", direct, (), None),
+            Case("(b)", "Envoy jwt_authn ES256", jwt_authn, (), bearer),
+            Case("(c)", "ext_authz -> do-nothing Python", to_floor, (floor.pid,), bearer),
+            Case("(d)", "ext_authz -> Tahoe Check, user token", to_tahoe, (auth.pid,), bearer),
+        ]
+        if creds.api_key is None:
+            print("(e) ext_authz -> Tahoe Check, API key: skipped (no API keys in this build: issue 3)")
+        else:
+            key = {"authorization": f"Bearer {creds.api_key}"}
+            cases.append(Case("(e)", "ext_authz -> Tahoe Check, API key", to_tahoe, (auth.pid,), key))
+        measured: dict[tuple[str, int], list[Row]] = {}
+        print(HEADER, flush=True)
+        for conns in args.connections:
+            for round_no in range(1, args.rounds + 1):
+                for case in cases:
+                    row = measure(case, conns, args.duration, args.warmup)
+                    measured.setdefault((case.key, conns), []).append(row)
+                    print(f"{format_row(row)}   round {round_no}", flush=True)
+        return [median_row(rows) for rows in measured.values()]
 
 
 def summary(rows: list[Row], conns_list: Sequence[int]) -> list[str]:
@@ -234,7 +255,9 @@ def summary(rows: list[Row], conns_list: Sequence[int]) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (after 2 s of warm-up)")
+    parser.add_argument("--duration", type=int, default=6, help="seconds per measured wrk run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk before each measured run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table shows medians")
     parser.add_argument("--connections", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--sqlite", action="store_true", help="embedded default instead of PostgreSQL + Redis")
     parser.add_argument(
@@ -248,9 +271,13 @@ def main() -> int:
     load = os.getloadavg()
     print(
         f"ext_authz benchmark: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
-        f"wrk 1 thread, {args.duration} s per row; Envoy --concurrency 1; Python: sync grpc.server, {THREADS} threads"
+        f"wrk 1 thread, {args.rounds} x {args.duration} s per row; Envoy --concurrency 1; "
+        f"Python: sync grpc.server, {THREADS} threads"
     )
     rows = run(args)
+    print(f"\nmedians of {args.rounds} interleaved rounds (non-2xx summed)\n{HEADER}")
+    for row in rows:
+        print(format_row(row))
     print()
     for line in summary(rows, args.connections):
         print(line)
