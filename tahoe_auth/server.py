@@ -7,6 +7,7 @@ bench/server_model.py and the README). Slow work (argon2) runs on its own bounde
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -136,11 +137,21 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
     return server, port, HealthReporter(app, health_servicer)
 
 
+def freeze_startup_heap() -> None:
+    """Move everything allocated so far (modules, SQLAlchemy and protobuf metadata,
+    caches' structures) out of the garbage collector's view. Measured under ext_authz
+    load: full collections over that heap paused the server for 60-90 ms, which was
+    the whole p99; frozen, they scan only what serving allocates."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(app: App) -> None:
     app.keys.ensure_active_key()
     app.start_background()
     server, port, health_reporter = create_server(app, app.settings.grpc_addr)
     side = SideServer(app, health_reporter, app.settings.http_addr)
+    freeze_startup_heap()
     server.start()
     health_reporter.start()
     side.start()
