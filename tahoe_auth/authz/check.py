@@ -11,18 +11,21 @@ They see the CheckContext (credential, route requirements, request id, path).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from tahoe_auth import logs
 from tahoe_auth.authz import upstream
 from tahoe_auth.authz.access import AccessEvaluator, AccessRequest
+from tahoe_auth.authz.cache import TTLCache
 from tahoe_auth.domain import decision
+from tahoe_auth.store.kv import KeyValueStore
 
 log = logging.getLogger("tahoe_auth.ext_authz")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CheckContext:
     """The request as Envoy describes it, in the terms our decision uses."""
 
@@ -65,36 +68,71 @@ def resource_tenant(path: str, prefix: str) -> str:
     return path[len(prefix) :].split("/", 1)[0].split("?", 1)[0]
 
 
+DECISION_TTL = 0.5
+"""How long an allowed decision (with its upstream headers) is reused for the same
+credential and route. Any change notification clears them all at once; this bound
+only covers a Check racing with a notification, and keeps every revocation well
+within the one second the contract allows."""
+
+
+@dataclass(frozen=True)
+class _Allowed:
+    decision: decision.Decision
+    upstream_headers: dict[str, str]
+    remove_headers: tuple[str, ...]
+
+
 class Gatekeeper:
     def __init__(
         self,
         evaluator: AccessEvaluator,
         identity: upstream.IdentityTokens,
+        store: KeyValueStore,
         hooks: Sequence[PostDecisionHook] = (),
+        max_entries: int = 100_000,
     ) -> None:
         self._evaluator = evaluator
         self._identity = identity
+        self._store = store
         self.hooks: list[PostDecisionHook] = list(hooks)
         self._denials = logs.SampledLog(log)
+        self._allowed: TTLCache[tuple[AccessRequest, tuple[str, ...]], _Allowed] = TTLCache(max_entries)
+        store.subscribe(lambda channel, message: self._allowed.clear())
 
     @property
     def identity_ttl(self) -> int:
         return self._identity.ttl
 
     def check(self, context: CheckContext) -> CheckOutcome:
-        access = context.access
-        outcome = self._evaluator.evaluate(access)
-        result = CheckOutcome(outcome, outcome.http_status)
+        result = self._decide(context)
         for hook in self.hooks:
             result = hook(context, result)
         if not result.allowed:
             self._log_denial(context, result)
+        return result
+
+    def _decide(self, context: CheckContext) -> CheckOutcome:
+        key = (context.access, context.client_tahoe_headers)
+        # While notifications might be missed, nothing cached is trusted (as in the Authenticator).
+        trusted = self._store.notifications_live()
+        cached = self._allowed.get(key) if trusted else None
+        if cached is not None:
+            return CheckOutcome(cached.decision, 200, {}, dict(cached.upstream_headers), cached.remove_headers)
+        outcome = self._evaluator.evaluate(context.access)
+        result = CheckOutcome(outcome, outcome.http_status)
+        if not outcome.allowed:
             return result
-        facts = upstream.facts_for(result.decision, access.resource_tenant)
+        access = context.access
+        facts = upstream.facts_for(outcome, access.resource_tenant)
         headers = facts.headers()
         headers[upstream.IDENTITY] = self._identity.token_for(facts, access.upstream or upstream.DEFAULT_AUDIENCE)
         result.upstream_headers = headers
         result.remove_headers = tuple(name for name in context.client_tahoe_headers if name not in headers)
+        if trusted:
+            expires = time.time() + DECISION_TTL
+            if outcome.principal is not None and outcome.principal.expires_at is not None:
+                expires = min(expires, outcome.principal.expires_at)
+            self._allowed.put(key, _Allowed(outcome, dict(headers), result.remove_headers), expires)
         return result
 
     def _log_denial(self, context: CheckContext, result: CheckOutcome) -> None:
