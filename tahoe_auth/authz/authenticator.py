@@ -103,6 +103,8 @@ class Authenticator:
         if claims.session_id and not self._session_active(claims.tenant_id, claims.session_id):
             raise InvalidCredential(f"session {claims.session_id} is revoked or expired")
         facts = self.subject_facts(claims.tenant_id, claims.subject_type, claims.subject)
+        if claims.issued_at < facts.not_before:
+            raise InvalidCredential(f"token {claims.token_id} was issued before its credentials were revoked")
         return Principal(
             tenant_id=claims.tenant_id,
             subject=claims.subject,
@@ -148,6 +150,9 @@ class Authenticator:
         elif channel == changes.USER_CHANGED:
             tenant_id, _, user_id = message.partition(":")
             self.subjects.pop((tenant_id, USER, user_id))
+        elif channel == changes.SERVICE_CHANGED:
+            tenant_id, _, account_id = message.partition(":")
+            self.subjects.pop((tenant_id, SERVICE, account_id))
         elif channel == changes.TENANT_CHANGED:
             self.subjects.drop_where(lambda key: key[0] == message)
         elif channel == changes.KEYS_CHANGED:

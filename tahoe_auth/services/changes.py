@@ -18,6 +18,7 @@ USER_CHANGED = "user.changed"
 TENANT_CHANGED = "tenant.changed"
 KEYS_CHANGED = "keys.changed"
 CREDENTIAL_REVOKED = "credential.revoked"
+SERVICE_CHANGED = "service.changed"
 
 
 class ChangeNotifier:
@@ -45,3 +46,7 @@ class ChangeNotifier:
 
     def credential_revoked(self, tenant_id: str, credential_id: str) -> None:
         self._publish(CREDENTIAL_REVOKED, f"{tenant_id}:{credential_id}")
+
+    def service_changed(self, tenant_id: str, account_id: str) -> None:
+        """A service account's permissions or secrets changed (tenant "" for platform-wide)."""
+        self._publish(SERVICE_CHANGED, f"{tenant_id}:{account_id}")
