@@ -142,6 +142,8 @@ def b_values(b: TenantB) -> dict[str, Any]:
 
 IDS_BY_MESSAGE = {"Tenant": "tenant", "User": "member", "ServiceAccount": "service_account"}
 SECRETS = {"password", "current_password", "new_password", "client_secret"}
+ROLE_MESSAGES = {"Role", "GetRoleRequest", "DeleteRoleRequest"}
+FREE_TEXT = {"display_name", "description", "reason", "plan"}
 
 
 def fill(msg: message.Message, b: TenantB) -> None:
