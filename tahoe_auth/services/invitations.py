@@ -188,12 +188,13 @@ class Invitations:
     def _new_password_hash(self, existing: m.User | None, password: str) -> str | None:
         """A new user sets a password. An existing one proves the account is theirs with
         it (else the inviter, who holds the token, could log in as them)."""
+        if existing is not None and existing.status != "active":
+            raise InvalidCredentials()
         if existing is None or existing.password_hash is None:
             passwords.check_policy(password)
             return self._hasher.hash(password)
         too_long = len(password) > passwords.MAX_LENGTH
-        verified = self._hasher.verify(None if too_long else existing.password_hash, password).ok
-        if not verified or existing.status != "active":
+        if not self._hasher.verify(None if too_long else existing.password_hash, password).ok:
             raise InvalidCredentials()
         return None
 

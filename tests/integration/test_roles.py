@@ -3,7 +3,9 @@ changes reaching access tokens already issued, on every instance, within a secon
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -122,6 +124,32 @@ def test_the_last_owner_cannot_be_removed_disabled_or_deleted(server: RunningSer
         metadata=bearer(second),
     )
     assert error_reason(error) == "LAST_OWNER"
+
+
+def test_two_owners_demoting_each_other_at_once_leave_one(server: RunningServer) -> None:
+    tenant = server.create_tenant()
+    second_id, second = server.add_user(tenant, ["owner"])
+    first = server.owner_token(tenant)
+    barrier = threading.Barrier(2)
+
+    def demote(token: str, user_id: str) -> str:
+        barrier.wait()
+        try:
+            server.tenants.RemoveRole(
+                tenant_pb2.RemoveRoleRequest(user_id=user_id, role="owner"), metadata=bearer(token), timeout=30
+            )
+            return "ok"
+        except grpc.RpcError as error:
+            return error_reason(error)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = sorted(pool.map(demote, [first, second], [second_id, tenant.owner_id]))
+    # The tenant row lock serialises them: the second sees one owner left (or, if it
+    # started after the first's change reached the caches, is no longer an owner).
+    assert outcomes[1] == "ok", outcomes
+    assert outcomes[0] in ("LAST_OWNER", "PRIVILEGE_ESCALATION", "PERMISSION_DENIED"), outcomes
+    with server.app.db.unit_of_work(tenant.id) as uow:
+        assert len(uow.role_bindings.active_holders("owner")) == 1
 
 
 def test_a_disabled_owner_does_not_count(server: RunningServer) -> None:
