@@ -92,6 +92,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         db, crypto.derive_key(settings.master_key, API_KEY_HMAC_PURPOSE), authenticator, store, last_used
     )
     authenticator.register_secret(apikeys.API_KEY, api_key_resolver.resolve)
+    notifier.apply_locally(authenticator.apply_change)
+    notifier.apply_locally(api_key_resolver.apply_change)
     sessions = SessionService(db, keys, hasher, LoginThrottle(store), notifier, settings, clock)
     invitations = Invitations(db, hasher, sessions, notifier, clock)
     return App(

@@ -70,7 +70,7 @@ class ApiKeyResolver:
         self._store = store
         self._last_used = last_used
         self.keys: TTLCache[str, KeyFacts] = TTLCache(max_entries)
-        store.subscribe(self._on_change)
+        store.subscribe(self.apply_change)
 
     def digest(self, secret: str) -> str:
         return crypto.hmac_sha256_hex(self._hmac_key, secret)
@@ -106,7 +106,7 @@ class ApiKeyResolver:
             self.keys.put(digest, facts, time.time() + FACTS_MAX_AGE)
         return facts
 
-    def _on_change(self, channel: str, message: str) -> None:
+    def apply_change(self, channel: str, message: str) -> None:
         if channel == changes.CREDENTIAL_REVOKED:
             tenant_id, _, key_id = message.partition(":")
             self.keys.drop_items_where(lambda _, facts: facts.key_id == key_id and facts.tenant_id == tenant_id)

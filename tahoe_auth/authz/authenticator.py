@@ -61,7 +61,7 @@ class Authenticator:
         self.subjects: TTLCache[tuple[str, str, str], SubjectFacts] = TTLCache(max_entries)
         self._secret_resolvers: dict[str, SecretResolver] = {}
         self._subject_loaders: dict[str, Callable[[str, str], SubjectFacts]] = {USER: directory.user_facts}
-        store.subscribe(self._on_change)
+        store.subscribe(self.apply_change)
 
     def register_secret(self, kind: str, resolver: SecretResolver) -> None:
         self._secret_resolvers[kind] = resolver
@@ -143,7 +143,8 @@ class Authenticator:
                 self.subjects.put(key, facts, time.time() + FACTS_MAX_AGE)
         return facts
 
-    def _on_change(self, channel: str, message: str) -> None:
+    def apply_change(self, channel: str, message: str) -> None:
+        """A change notification, published by any instance (or applied by this one)."""
         if channel == changes.SESSION_REVOKED:
             tenant_id, _, session_id = message.partition(":")
             self.sessions.put((tenant_id, session_id), SessionFacts(False, time.time()), time.time() + 3600)

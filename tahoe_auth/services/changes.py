@@ -3,13 +3,15 @@
 Published after the change commits. A failed publish is logged, never raised: the
 change itself is durable, and instances that miss a notification while their own
 subscription is down bypass their caches until it returns (see store/redis_store.py).
+The instance that made the change applies it to its own caches first, synchronously,
+so that its very next request already sees it (the published copy arrives later).
 """
 
 from __future__ import annotations
 
 import logging
 
-from tahoe_auth.store.kv import KeyValueStore, StoreUnavailable
+from tahoe_auth.store.kv import KeyValueStore, Listener, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +26,18 @@ SERVICE_CHANGED = "service.changed"
 class ChangeNotifier:
     def __init__(self, store: KeyValueStore) -> None:
         self._store = store
+        self._local: list[Listener] = []
+
+    def apply_locally(self, listener: Listener) -> None:
+        """Also hand every change to `listener` in this process, before publishing it."""
+        self._local.append(listener)
 
     def _publish(self, channel: str, message: str) -> None:
+        for listener in self._local:
+            try:
+                listener(channel, message)
+            except Exception:  # the change is committed; the published copy still follows
+                log.exception("applying %s locally failed", channel)
         try:
             self._store.publish(channel, message)
         except StoreUnavailable as exc:
