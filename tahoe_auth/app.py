@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from tahoe_auth.authz.admission import AdmissionControl
 from tahoe_auth.authz.apikeys import HMAC_PURPOSE as API_KEY_HMAC_PURPOSE
 from tahoe_auth.authz.apikeys import ApiKeyResolver
 from tahoe_auth.authz.authenticator import Authenticator
 from tahoe_auth.authz.directory import Directory
 from tahoe_auth.authz.last_used import LastUsedRecorder
+from tahoe_auth.authz.ratelimit import RateLimiter
+from tahoe_auth.authz.tenant_config import TenantConfigCache, database_loader
 from tahoe_auth.clock import Clock
 from tahoe_auth.config import Settings
 from tahoe_auth.domain import apikeys, crypto, passwords
@@ -20,14 +23,22 @@ from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.invitations import Invitations
 from tahoe_auth.services.keys import KeyManager
 from tahoe_auth.services.platform import PlatformCredentials
+from tahoe_auth.services.quotas import Quotas
 from tahoe_auth.services.roles import Roles
 from tahoe_auth.services.service_accounts import ServiceAccounts
 from tahoe_auth.services.sessions import SessionService
 from tahoe_auth.services.tenants import TenantAdmin
 from tahoe_auth.services.throttle import LoginThrottle
+from tahoe_auth.services.usage import UsageService
+from tahoe_auth.services.usage_ledger import UsageLedger, UsageTotals
+from tahoe_auth.services.usage_pipeline import UsagePipeline
+from tahoe_auth.services.usage_recorder import UsageRecorder
+from tahoe_auth.services.usage_watch import UsageWatch
 from tahoe_auth.services.users import Users
 from tahoe_auth.store.db import Database
 from tahoe_auth.store.kv import KeyValueStore, MemoryStore
+from tahoe_auth.store.limiter_backends import MemoryLimiterBackend, RedisLimiterBackend
+from tahoe_auth.store.live_counters import LiveCounters, MemoryLiveCounters, RedisLiveCounters
 from tahoe_auth.store.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -54,8 +65,26 @@ class App:
     api_keys: ApiKeys
     service_accounts: ServiceAccounts
     last_used: LastUsedRecorder
+    tenant_config: TenantConfigCache
+    limiter: RateLimiter
+    usage: UsageService
+    usage_ledger: UsageLedger
+    usage_totals: UsageTotals
+    usage_pipeline: UsagePipeline
+    usage_recorder: UsageRecorder
+    usage_watch: UsageWatch
+    quotas: Quotas
+    admission: AdmissionControl
+
+    def start_background(self) -> None:
+        """Threads a serving instance runs (the recorder and quotas start on first use)."""
+        self.usage_pipeline.start()
 
     def close(self) -> None:
+        self.usage_watch.stop()
+        self.usage_recorder.stop()
+        self.usage_pipeline.stop()
+        self.quotas.stop()
         self.hasher.shutdown()
         self.last_used.close()
         self.store.close()
@@ -67,6 +96,23 @@ def build_store(settings: Settings) -> KeyValueStore:
         return RedisStore(settings.redis_url)
     log.info("TAHOE_REDIS_URL is unset: using the in-process store (single instance only)")
     return MemoryStore()
+
+
+def build_limiter(settings: Settings, store: KeyValueStore, tenant_config: TenantConfigCache) -> RateLimiter:
+    """Redis-backed with a per-instance fallback, or in-process only without Redis."""
+    if isinstance(store, RedisStore):
+        return RateLimiter(
+            RedisLimiterBackend(store.client),
+            tenant_config,
+            fallback=MemoryLimiterBackend(),
+            instance_count=settings.instance_count,
+            enabled=settings.rate_limit_enabled,
+        )
+    return RateLimiter(MemoryLimiterBackend(), tenant_config, enabled=settings.rate_limit_enabled)
+
+
+def build_live_counters(store: KeyValueStore) -> LiveCounters:
+    return RedisLiveCounters(store.client) if isinstance(store, RedisStore) else MemoryLiveCounters()
 
 
 def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValueStore | None = None) -> App:
@@ -96,6 +142,14 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     notifier.apply_locally(api_key_resolver.apply_change)
     sessions = SessionService(db, keys, hasher, LoginThrottle(store), notifier, settings, clock)
     invitations = Invitations(db, hasher, sessions, notifier, clock)
+    tenant_config = TenantConfigCache(database_loader(db), store, settings.rate_limits)
+    live = build_live_counters(store)
+    ledger = UsageLedger(db, live, clock)
+    totals = UsageTotals(db, live, clock)
+    watch = UsageWatch(totals, clock, max_streams=max(1, settings.grpc_workers // 2))
+    limiter = build_limiter(settings, store, tenant_config)
+    quotas = Quotas(db, tenant_config, totals, store, clock)
+    recorder = UsageRecorder(ledger)
     return App(
         settings=settings,
         clock=clock,
@@ -114,4 +168,14 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         api_keys=ApiKeys(db, api_key_resolver, last_used, notifier, clock),
         service_accounts=ServiceAccounts(db, keys, notifier, settings, clock),
         last_used=last_used,
+        tenant_config=tenant_config,
+        limiter=limiter,
+        usage=UsageService(db, ledger, watch, notifier, store, clock),
+        usage_ledger=ledger,
+        usage_totals=totals,
+        usage_pipeline=UsagePipeline(db, ledger, totals, clock),
+        usage_recorder=recorder,
+        usage_watch=watch,
+        quotas=quotas,
+        admission=AdmissionControl(limiter, quotas, recorder),
     )

@@ -121,6 +121,35 @@ def cmd_service_account_create(args: argparse.Namespace, settings: Settings) -> 
         app.close()
 
 
+def cmd_usage_export(args: argparse.Namespace, settings: Settings) -> int:
+    from tahoe_auth.app import build_app
+
+    app = build_app(settings)
+    try:
+        export = app.usage.export(None, args.tenant or "", args.period or "", args.format)
+    finally:
+        app.close()
+    if args.output == "-":
+        sys.stdout.write(export.content.decode())
+    else:
+        path = args.output or export.filename
+        with open(path, "wb") as handle:
+            handle.write(export.content)
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_usage_rollup(args: argparse.Namespace, settings: Settings) -> int:
+    from tahoe_auth.app import build_app
+
+    app = build_app(settings)
+    try:
+        print(json.dumps({"rolled_up_events": app.usage_pipeline.run_once()}))
+    finally:
+        app.close()
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="tahoe-auth", description="Tahoe Auth: authentication and authorization service"
@@ -157,6 +186,17 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--description", default="")
     create.add_argument("--tenant", default="", help="tenant slug or id (default: platform-wide)")
     create.set_defaults(run=cmd_service_account_create)
+
+    usage = sub.add_parser("usage", help="usage metering: invoice exports, rollups")
+    usage_sub = usage.add_subparsers(dest="usage_command", required=True)
+    export = usage_sub.add_parser("export", help="invoice-ready usage of a billing period (JSON or CSV)")
+    export.add_argument("--period", help="billing period YYYY-MM (default: the current one)")
+    export.add_argument("--tenant", help="tenant id (default: every tenant)")
+    export.add_argument("--format", choices=("json", "csv"), default="json")
+    export.add_argument("--output", "-o", help="file, or - for stdout (default: usage-<period>-<scope>.<format>)")
+    export.set_defaults(run=cmd_usage_export)
+    rollup = usage_sub.add_parser("rollup", help="roll up pending raw usage events now (serve does it every 2 s)")
+    rollup.set_defaults(run=cmd_usage_rollup)
     return root
 
 

@@ -7,11 +7,15 @@ Bad configuration raises ConfigError with one line that names the variable, so t
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tahoe_auth.domain.errors import InvalidArgument
+from tahoe_auth.domain.ratelimit import DEFAULT_LIMITS, LimitSet, parse_limits
 
 
 class ConfigError(Exception):
@@ -47,6 +51,11 @@ class Settings:
     password: PasswordParams = PasswordParams()
     hash_concurrency: int = 2
     hash_queue: int = 4
+    # Rate limits: deployment defaults (same schema as a tenant's settings.rate_limits),
+    # and how many instances share them (the in-memory fallback's divisor).
+    rate_limit_enabled: bool = True
+    rate_limits: LimitSet = DEFAULT_LIMITS
+    instance_count: int = 1
 
     @property
     def is_sqlite(self) -> bool:
@@ -90,6 +99,9 @@ class Settings:
             ),
             hash_concurrency=reader.integer("TAHOE_HASH_CONCURRENCY", cpus, 1, 256),
             hash_queue=reader.integer("TAHOE_HASH_QUEUE", 2 * cpus, 0, 4096),
+            rate_limit_enabled=reader.boolean("TAHOE_RATE_LIMIT_ENABLED", True),
+            rate_limits=_rate_limits(env.get("TAHOE_RATE_LIMITS")),
+            instance_count=reader.integer("TAHOE_INSTANCE_COUNT", 1, 1, 10_000),
         )
         if settings.session_absolute_ttl < settings.session_idle_ttl:
             raise ConfigError("TAHOE_SESSION_ABSOLUTE_TTL must not be shorter than TAHOE_SESSION_IDLE_TTL")
@@ -147,6 +159,18 @@ def _redis_url(value: str | None) -> str | None:
     if not value.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("TAHOE_REDIS_URL must start with redis://, rediss:// or unix://")
     return value
+
+
+def _rate_limits(value: str | None) -> LimitSet:
+    if not value or not value.strip():
+        return DEFAULT_LIMITS
+    try:
+        parsed = parse_limits(json.loads(value), DEFAULT_LIMITS, "TAHOE_RATE_LIMITS")
+        return LimitSet(parsed.policies, parsed.shadow)  # deployment-wide: nothing is tenant-scoped
+    except json.JSONDecodeError:
+        raise ConfigError("TAHOE_RATE_LIMITS is not JSON (schema: docs/usage.md)") from None
+    except InvalidArgument as exc:
+        raise ConfigError(exc.message) from None
 
 
 def _master_key(value: str | None, database_url: str, var_dir: Path) -> bytes:

@@ -14,16 +14,20 @@ from concurrent import futures
 from types import FrameType
 
 import grpc
+from envoy.service.ratelimit.v3 import rls_pb2_grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tahoe_auth.api.auth_servicer import AuthServicer
-from tahoe_auth.api.interceptors import AccessLog, Authenticate, Authorize, Chain, MethodPolicy, RequestId
+from tahoe_auth.api.envoy_ratelimit import EnvoyRateLimitServicer
+from tahoe_auth.api.interceptors import AccessLog, Authenticate, Authorize, Chain, MethodPolicy, RequestId, Step
+from tahoe_auth.api.rate_limit import RateLimit
 from tahoe_auth.api.tenant_servicer import TenantServicer, TenantUseCases
+from tahoe_auth.api.usage_servicer import UsageServicer
 from tahoe_auth.app import App
 from tahoe_auth.http_side import SideServer
-from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc, tenant_pb2, tenant_pb2_grpc
+from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc, tenant_pb2, tenant_pb2_grpc, usage_pb2, usage_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +36,14 @@ GRACE_SECONDS = 10.0
 
 AUTH = "/tahoe_auth.v1.AuthService/"
 TENANT = "/tahoe_auth.v1.TenantService/"
+USAGE = "/tahoe_auth.v1.UsageService/"
 PUBLIC = MethodPolicy(public=True)
 # A valid credential; the method acts on the caller itself, and the use case requires
 # the permission named in the comment when the caller acts on someone else.
 SELF_SERVICE = MethodPolicy()
 PLATFORM_ONLY = MethodPolicy(platform_only=True)
+USAGE_WRITE = MethodPolicy(permission="usage:write")
+USAGE_READ = MethodPolicy(permission="usage:read")
 
 
 def needs(permission: str) -> MethodPolicy:
@@ -99,12 +106,26 @@ POLICIES: dict[str, MethodPolicy] = {
     "/grpc.health.v1.Health/Watch": MethodPolicy(public=True, log_calls=False),
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": PUBLIC,
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": PUBLIC,
+    # Envoy's rate-limit filter calls this for every request (like ext_authz Check).
+    "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit": MethodPolicy(public=True, log_calls=False),
+    USAGE + "RecordUsage": USAGE_WRITE,
+    USAGE + "RecordUsageBatch": USAGE_WRITE,
+    USAGE + "GetUsage": USAGE_READ,
+    USAGE + "GetUsageSummary": USAGE_READ,
+    USAGE + "WatchUsage": USAGE_READ,
+    USAGE + "ExportUsage": USAGE_READ,
+    USAGE + "GetQuotaStatus": USAGE_READ,
+    USAGE + "ListPlans": USAGE_READ,
+    # Platform administrators only; no tenant role suffices (the use case checks too).
+    USAGE + "UpsertPlan": MethodPolicy(permission="plans:manage", platform_only=True),
+    USAGE + "AssignPlan": MethodPolicy(permission="plans:manage", platform_only=True),
 }
 DEFAULT_POLICY = MethodPolicy()
 
 GOVERNED_SERVICES = [
     auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
     tenant_pb2.DESCRIPTOR.services_by_name["TenantService"],
+    usage_pb2.DESCRIPTOR.services_by_name["UsageService"],
 ]
 SERVICE_NAMES = [service.full_name for service in GOVERNED_SERVICES]
 
@@ -158,7 +179,8 @@ class HealthReporter:
 def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthReporter]:
     """Build the server with every service; bind `address` (port 0 picks one)."""
     check_policies()
-    chain = Chain([RequestId(), AccessLog(), Authenticate(app.authenticator), Authorize()], POLICIES, DEFAULT_POLICY)
+    steps: list[Step] = [RequestId(), AccessLog(), RateLimit(app.limiter), Authenticate(app.authenticator), Authorize()]
+    chain = Chain(steps, POLICIES, DEFAULT_POLICY)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=app.settings.grpc_workers, thread_name_prefix="grpc"),
         interceptors=[chain],
@@ -171,6 +193,8 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
         app.tenants, app.users, app.roles, app.invitations, app.service_accounts, app.clock
     )
     tenant_pb2_grpc.add_TenantServiceServicer_to_server(TenantServicer(tenant_use_cases), server)
+    usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(app.usage, app.clock), server)
+    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(EnvoyRateLimitServicer(app.limiter), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if app.settings.grpc_reflection:
@@ -183,6 +207,7 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
 
 def serve(app: App) -> None:
     app.keys.ensure_active_key()
+    app.start_background()
     server, port, health_reporter = create_server(app, app.settings.grpc_addr)
     side = SideServer(app, health_reporter, app.settings.http_addr)
     server.start()

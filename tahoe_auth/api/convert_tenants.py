@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import duration_pb2, field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2, json_format
 
 from tahoe_auth.api.convert import SUBJECT_TYPES, timestamp
 from tahoe_auth.domain.errors import InvalidArgument
@@ -29,10 +29,6 @@ INVITATION_STATES: dict[str, tenant_pb2.InvitationState.ValueType] = {
     "accepted": tenant_pb2.INVITATION_STATE_ACCEPTED,
     "revoked": tenant_pb2.INVITATION_STATE_REVOKED,
     "expired": tenant_pb2.INVITATION_STATE_EXPIRED,
-}
-QUOTA_PERIODS: dict[str, tenant_pb2.QuotaPeriod.ValueType] = {
-    "day": tenant_pb2.QUOTA_PERIOD_DAY,
-    "month": tenant_pb2.QUOTA_PERIOD_MONTH,
 }
 SUBJECT_TYPE_NAMES: dict[int, str] = {int(value): name for name, value in SUBJECT_TYPES.items() if value}
 
@@ -63,15 +59,21 @@ def mask_paths(mask: field_mask_pb2.FieldMask) -> list[str]:
     return list(mask.paths)
 
 
+def plain(value: Any) -> Any:
+    """JSON from a Struct, with whole numbers as ints (Struct keeps every number as a double)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def settings_to_dict(settings: tenant_pb2.TenantSettings) -> dict[str, Any]:
     return {
-        "rate_limits": [
-            {"key": r.key, "requests_per_second": r.requests_per_second, "burst": r.burst} for r in settings.rate_limits
-        ],
-        "quotas": [
-            {"metric": q.metric, "limit": q.limit, "period": state_filter(q.period, QUOTA_PERIODS) or ""}
-            for q in settings.quotas
-        ],
+        "rate_limits": plain(json_format.MessageToDict(settings.rate_limits)),
+        "quotas": plain(json_format.MessageToDict(settings.quotas)),
     }
 
 
@@ -91,34 +93,22 @@ def tenant_changes(tenant: tenant_pb2.Tenant, mask: field_mask_pb2.FieldMask) ->
 
 
 def tenant(row: Any) -> tenant_pb2.Tenant:
-    settings = row.settings or {}
+    stored = row.settings or {}
+    settings = tenant_pb2.TenantSettings()
+    settings.rate_limits.update(stored.get("rate_limits") or {})
+    settings.quotas.update(stored.get("quotas") or {})
     return tenant_pb2.Tenant(
         id=row.id,
         slug=row.slug,
         display_name=row.display_name,
         state=TENANT_STATES.get(row.status, tenant_pb2.TENANT_STATE_UNSPECIFIED),
         plan=row.plan,
-        settings=tenant_pb2.TenantSettings(
-            rate_limits=[tenant_pb2.RateLimit(**r) for r in settings.get("rate_limits", [])],
-            quotas=[
-                tenant_pb2.Quota(
-                    metric=q["metric"],
-                    limit=q["limit"],
-                    period=QUOTA_PERIODS.get(q["period"], tenant_pb2.QUOTA_PERIOD_UNSPECIFIED),
-                )
-                for q in settings.get("quotas", [])
-            ],
-        ),
+        settings=settings,
         create_time=timestamp(row.created_at),
         update_time=timestamp(row.updated_at),
         suspend_time=timestamp(row.suspended_at),
         suspend_reason=row.suspend_reason,
     )
-
-
-def quota(q: Mapping[str, Any]) -> tenant_pb2.Quota:
-    period = QUOTA_PERIODS.get(q["period"], tenant_pb2.QUOTA_PERIOD_UNSPECIFIED)
-    return tenant_pb2.Quota(metric=q["metric"], limit=q["limit"], period=period)
 
 
 def user(view: UserView) -> tenant_pb2.User:

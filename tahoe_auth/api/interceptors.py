@@ -1,6 +1,6 @@
 """One ordered interceptor chain for every RPC:
 
-    RequestId -> AccessLog -> Authenticate -> Authorize -> (servicer)
+    RequestId -> AccessLog -> RateLimit -> Authenticate -> Authorize -> (servicer)
 
 with exceptions turned into statuses in one place (api/errors.py) at the outer edge.
 Each step is a small callable `step(call, proceed)`; the chain runs inside a single
@@ -59,6 +59,7 @@ class Call:
     request_id: str = ""
     principal: Principal | None = None
     extras: dict[str, str] = field(default_factory=dict)
+    # The request message (for steps that limit by its fields, such as Login's account).
     request: Any = None
 
     def as_context(self) -> CallContext:

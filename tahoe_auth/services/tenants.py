@@ -8,37 +8,41 @@ from typing import Any
 
 from tahoe_auth.clock import Clock
 from tahoe_auth.domain import passwords
-from tahoe_auth.domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from tahoe_auth.domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from tahoe_auth.domain.fields import check_display_name, check_email, check_slug
 from tahoe_auth.domain.permissions import OWNER
+from tahoe_auth.domain.ratelimit import parse_limits
+from tahoe_auth.domain.usage import parse_quotas
 from tahoe_auth.services import access
 from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.services.invitations import Invitations
 from tahoe_auth.services.paging import decode_page_token, next_token, page_size_or_default
 from tahoe_auth.store import models as m
-from tahoe_auth.store.db import SYSTEM, Database
+from tahoe_auth.store.db import SYSTEM, Database, UnitOfWork
 
 PLAN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 ACTIVE, SUSPENDED = "active", "suspended"
+DEFAULT_PLAN = "free"
 # Fields a tenant's own administrators may change; the rest (slug, plan, limits)
 # belong to the platform.
 TENANT_EDITABLE = frozenset({"display_name"})
 UPDATABLE = frozenset({"display_name", "slug", "plan", "settings", "settings.rate_limits", "settings.quotas"})
-QUOTA_PERIODS = ("day", "month")
 
 
 def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Per-tenant rate limits and quotas, as the rate-limit and usage issues read them."""
-    limits = [dict(limit) for limit in settings.get("rate_limits", [])]
-    for limit in limits:
-        if not limit.get("key") or limit.get("requests_per_second", 0) <= 0 or limit.get("burst", 0) < 0:
-            raise InvalidArgument("settings.rate_limits", "each rate limit needs a key, a positive rate, burst >= 0")
-    quotas = [dict(quota) for quota in settings.get("quotas", [])]
-    for quota in quotas:
-        if not quota.get("metric") or quota.get("limit", -1) < 0 or quota.get("period") not in QUOTA_PERIODS:
-            raise InvalidArgument("settings.quotas", "each quota needs a metric, a limit >= 0 and a period")
-    return {"rate_limits": limits, "quotas": quotas}
+    """Per-tenant rate limits and quota overrides, in the schemas the rate limiter and
+    usage metering read (docs/usage.md); validated with their own parsers."""
+    rate_limits = dict(settings.get("rate_limits") or {})
+    quotas = dict(settings.get("quotas") or {})
+    parse_limits(rate_limits, field="settings.rate_limits")
+    parse_quotas({m: q for m, q in quotas.items() if q is not None}, "settings.quotas")
+    checked = {key: value for key, value in settings.items() if key not in ("rate_limits", "quotas")}
+    if rate_limits:
+        checked["rate_limits"] = rate_limits
+    if quotas:
+        checked["quotas"] = quotas
+    return checked
 
 
 class TenantAdmin:
@@ -81,10 +85,12 @@ class TenantAdmin:
         """A new tenant; with `owner_email`, an invitation for its first owner (and its token)."""
         principal = ctx.require_principal()
         slug = check_slug(slug.strip().lower())
-        plan = self._check_plan(plan or "free")
+        plan = self._check_plan(plan or DEFAULT_PLAN)
         settings = check_settings(settings)
         email = check_email(owner_email, "owner_email") if owner_email else ""
         with self._db.unit_of_work(SYSTEM) as uow:
+            if plan != DEFAULT_PLAN:
+                self._ensure_plan(uow, plan)
             tenant = uow.tenants.add(
                 m.Tenant(slug=slug, display_name=check_display_name(display_name) or slug, plan=plan, settings=settings)
             )
@@ -116,6 +122,8 @@ class TenantAdmin:
         with self._db.unit_of_work(tenant_id) as uow:
             tenant = uow.tenants.get(tenant_id)
             self._apply(tenant, changes)
+            if "plan" in changes:
+                self._ensure_plan(uow, tenant.plan)
             uow.tenants.flush_unique(tenant)
             uow.commit()
         self._notifier.tenant_changed(tenant_id)
@@ -135,6 +143,12 @@ class TenantAdmin:
             if f"settings.{part}" in changes:
                 settings[part] = changes[f"settings.{part}"]
         tenant.settings = check_settings(settings)
+
+    @staticmethod
+    def _ensure_plan(uow: UnitOfWork, plan: str) -> None:
+        """Plans are defined with UsageService.UpsertPlan; a tenant may only name one."""
+        if uow.usage.plan(plan) is None:
+            raise NotFound("plan", f"no plan {plan!r}: define it with UsageService.UpsertPlan")
 
     @staticmethod
     def _check_plan(plan: str) -> str:

@@ -4,7 +4,7 @@ A unit of work is bound either to one tenant or, explicitly, to the system scope
 ORM query on a tenant-bound session gets `tenant_id = :tenant` added for TenantScoped
 models (one listener, not a filter in each repository), and on PostgreSQL the tenant is
 also set for each transaction (`set_config(..., true)`) for row-level security: the
-second wall (migrations/versions/*0002*), enforced when the app runs as `tahoe_app`.
+second wall (migrations/versions/*0004*), enforced when the app runs as `tahoe_app`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from tahoe_auth.domain.errors import Unavailable
 from tahoe_auth.store import repositories as r
 from tahoe_auth.store.models import PlatformServiceAccount, ServiceAccount, TenantScoped
+from tahoe_auth.store.usage_repository import UsageRepository
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,7 @@ class UnitOfWork:
         self.service_accounts = r.ServiceAccountRepository(session, ServiceAccount)
         self.platform_service_accounts = r.ServiceAccountRepository(session, PlatformServiceAccount)
         self.outbox = r.OutboxRepository(session)
+        self.usage = UsageRepository(session)
 
     def commit(self) -> None:
         self.session.commit()

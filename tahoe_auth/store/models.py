@@ -7,7 +7,21 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -246,14 +260,94 @@ class PlatformServiceAccount(ServiceAccountFields, Base):
     __table_args__ = (UniqueConstraint("name", name="uq_platform_service_accounts_name"),)
 
 
+# --- usage metering (issue 5) --------------------------------------------------------------
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UsageEvent(TenantScoped, Base):
+    """Raw usage, written before anything else knows about it (the write-ahead record).
+
+    A repeated (tenant, idempotency_key) is not inserted again; rows without a key are
+    never deduplicated. `rolled_up` turns true when the event is folded into
+    usage_rollups and usage_period_totals (in the same transaction)."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_usage_events_idempotency"),
+        Index(
+            "ix_usage_events_unrolled",
+            "id",
+            postgresql_where=text("NOT rolled_up"),
+            sqlite_where=text("NOT rolled_up"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # No index of its own: the idempotency constraint leads with tenant_id.
+    tenant_id: Mapped[str] = mapped_column(Id, ForeignKey("tenants.id", ondelete="CASCADE"))
+    metric: Mapped[str] = mapped_column(String(100))
+    quantity: Mapped[float] = mapped_column(Double())
+    occurred_at: Mapped[dt.datetime]
+    dimensions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    recorded_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    rolled_up: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+
+class UsageRollup(TenantScoped, Base):
+    """Per-minute sums of rolled-up events."""
+
+    __tablename__ = "usage_rollups"
+
+    tenant_id: Mapped[str] = mapped_column(Id, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(100), primary_key=True)
+    bucket_start: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    quantity: Mapped[float] = mapped_column(Double())
+
+
+class UsagePeriodTotal(TenantScoped, Base):
+    """Per-billing-period (calendar month, UTC) sums of rolled-up events."""
+
+    __tablename__ = "usage_period_totals"
+
+    tenant_id: Mapped[str] = mapped_column(Id, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(100), primary_key=True)
+    period_start: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    quantity: Mapped[float] = mapped_column(Double())
+
+
+class UsagePlan(Base):
+    """A plan: included units per metric per billing period, hard or soft (domain.usage)."""
+
+    __tablename__ = "usage_plans"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    quotas: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class UsageThresholdMark(TenantScoped, Base):
+    """A threshold already announced for a tenant, metric and period: at most one event each."""
+
+    __tablename__ = "usage_threshold_marks"
+
+    tenant_id: Mapped[str] = mapped_column(Id, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(100), primary_key=True)
+    period_start: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    threshold: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class OutboxEvent(TenantScoped, Base):
-    """Domain events written in the same transaction as the change, for delivery
-    (webhooks) by a later worker."""
+    """Events for other parts of the system (webhooks), written in the transaction that
+    caused them. Minimal on purpose: (id, tenant_id, type, payload, created_at)."""
 
     __tablename__ = "outbox_events"
-    __table_args__ = (Index("ix_outbox_events_created", "tenant_id", "created_at"),)
 
     id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
     type: Mapped[str] = mapped_column(String(100))
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)

@@ -10,6 +10,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -45,23 +46,6 @@ TENANT_STATE_ACTIVE: TenantState.ValueType  # 1
 TENANT_STATE_SUSPENDED: TenantState.ValueType  # 2
 """Every credential of the tenant is refused."""
 Global___TenantState: _TypeAlias = TenantState  # noqa: Y015
-
-class _QuotaPeriod:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _QuotaPeriodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QuotaPeriod.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    QUOTA_PERIOD_UNSPECIFIED: _QuotaPeriod.ValueType  # 0
-    QUOTA_PERIOD_DAY: _QuotaPeriod.ValueType  # 1
-    QUOTA_PERIOD_MONTH: _QuotaPeriod.ValueType  # 2
-
-class QuotaPeriod(_QuotaPeriod, metaclass=_QuotaPeriodEnumTypeWrapper): ...
-
-QUOTA_PERIOD_UNSPECIFIED: QuotaPeriod.ValueType  # 0
-QUOTA_PERIOD_DAY: QuotaPeriod.ValueType  # 1
-QUOTA_PERIOD_MONTH: QuotaPeriod.ValueType  # 2
-Global___QuotaPeriod: _TypeAlias = QuotaPeriod  # noqa: Y015
 
 class _UserState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -104,80 +88,31 @@ INVITATION_STATE_EXPIRED: InvitationState.ValueType  # 4
 Global___InvitationState: _TypeAlias = InvitationState  # noqa: Y015
 
 @_typing.final
-class RateLimit(_message.Message):
-    """A request rate allowed to a tenant (enforced by the rate limiter)."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    KEY_FIELD_NUMBER: _builtins.int
-    REQUESTS_PER_SECOND_FIELD_NUMBER: _builtins.int
-    BURST_FIELD_NUMBER: _builtins.int
-    key: _builtins.str
-    """What is limited: a permission such as `transcription:write`, or `*` for all requests."""
-    requests_per_second: _builtins.float
-    """Sustained requests per second."""
-    burst: _builtins.int
-    """Requests allowed in a burst above the sustained rate."""
-    def __init__(
-        self,
-        *,
-        key: _builtins.str = ...,
-        requests_per_second: _builtins.float = ...,
-        burst: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "key", b"key", "requests_per_second", b"requests_per_second"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___RateLimit: _TypeAlias = RateLimit  # noqa: Y015
-
-@_typing.final
-class Quota(_message.Message):
-    """A usage quota (enforced by usage metering)."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    METRIC_FIELD_NUMBER: _builtins.int
-    LIMIT_FIELD_NUMBER: _builtins.int
-    PERIOD_FIELD_NUMBER: _builtins.int
-    metric: _builtins.str
-    """The metered quantity, e.g. `transcription.seconds`."""
-    limit: _builtins.int
-    period: Global___QuotaPeriod.ValueType
-    def __init__(
-        self,
-        *,
-        metric: _builtins.str = ...,
-        limit: _builtins.int = ...,
-        period: Global___QuotaPeriod.ValueType = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "metric", b"metric", "period", b"period"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___Quota: _TypeAlias = Quota  # noqa: Y015
-
-@_typing.final
 class TenantSettings(_message.Message):
+    """Per-tenant limits, read by the rate limiter and usage metering. JSON objects in
+    the schemas of docs/usage.md, validated on write; each is laid over the deployment
+    defaults (rate limits) or the tenant's plan (quotas).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RATE_LIMITS_FIELD_NUMBER: _builtins.int
     QUOTAS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def rate_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimit]: ...
+    def rate_limits(self) -> _struct_pb2.Struct:
+        """e.g. {"per_tenant": {"limit": 1000, "period": 60, "strategy": "gcra"}}"""
+
     @_builtins.property
-    def quotas(self) -> _containers.RepeatedCompositeFieldContainer[Global___Quota]: ...
+    def quotas(self) -> _struct_pb2.Struct:
+        """e.g. {"api.requests": {"included": 100000, "limit": "hard"}}"""
+
     def __init__(
         self,
         *,
-        rate_limits: _abc.Iterable[Global___RateLimit] | None = ...,
-        quotas: _abc.Iterable[Global___Quota] | None = ...,
+        rate_limits: _struct_pb2.Struct | None = ...,
+        quotas: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["quotas", b"quotas", "rate_limits", b"rate_limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["quotas", b"quotas", "rate_limits", b"rate_limits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
@@ -255,7 +190,9 @@ class CreateTenantRequest(_message.Message):
     """Optional: invite this address as the tenant's first owner."""
     @_builtins.property
     def tenant(self) -> Global___Tenant:
-        """`slug` is required; `display_name` defaults to the slug; `plan` to "free"."""
+        """`slug` is required; `display_name` defaults to the slug; `plan` (a usage plan's
+        name) to "free".
+        """
 
     def __init__(
         self,

@@ -19,7 +19,8 @@ def tables(url: str) -> set[str]:
 
 
 def test_upgrade_check_downgrade_upgrade(pg_url: str) -> None:
-    url = pg_url.rsplit("/", 1)[0] + "/tahoe_migrations_test"
+    # Its own database, named after the suite's, so that parallel runs do not collide.
+    url = pg_url + "_migrations"
     support.create_database(url)
     support.reset_schema(url)  # upgrades to head
     assert {"tenants", "users", "sessions", "refresh_tokens", "signing_keys"} <= tables(url)

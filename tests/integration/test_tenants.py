@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 from google.protobuf import field_mask_pb2
 
+from tahoe_auth.store.db import SYSTEM
 from tahoe_auth.v1 import auth_pb2, tenant_pb2
 from tests.support import RunningServer, bearer, call_error, error_reason, wait_until
 
@@ -14,10 +15,13 @@ def platform(server: RunningServer) -> tuple[tuple[str, str], ...]:
 
 
 def test_platform_admin_creates_lists_and_updates_tenants(server: RunningServer) -> None:
-    settings = tenant_pb2.TenantSettings(
-        rate_limits=[tenant_pb2.RateLimit(key="*", requests_per_second=50, burst=100)],
-        quotas=[tenant_pb2.Quota(metric="transcription.seconds", limit=3600, period=tenant_pb2.QUOTA_PERIOD_MONTH)],
-    )
+    settings = tenant_pb2.TenantSettings()
+    settings.rate_limits.update({"per_tenant": {"limit": 50, "period": 1, "strategy": "gcra", "burst": 100}})
+    settings.quotas.update({"transcription.seconds": {"included": 3600, "limit": "hard"}})
+    with server.app.db.unit_of_work(SYSTEM) as uow:  # plans are defined with UsageService.UpsertPlan
+        uow.usage.save_plan("pro", "Pro", {})
+        uow.usage.save_plan("enterprise", "Enterprise", {})
+        uow.commit()
     created = server.tenants.CreateTenant(
         tenant_pb2.CreateTenantRequest(tenant=tenant_pb2.Tenant(slug="Acme", plan="pro", settings=settings)),
         metadata=platform(server),
@@ -25,6 +29,25 @@ def test_platform_admin_creates_lists_and_updates_tenants(server: RunningServer)
     assert created.slug == "acme" and created.display_name == "acme" and created.plan == "pro"
     assert created.state == tenant_pb2.TENANT_STATE_ACTIVE
     assert created.settings == settings
+    # The rate limiter and quotas read what TenantService stored.
+    config = server.app.tenant_config.get(created.id)
+    assert config.limits.policies["per_tenant"].limit == 50 and config.plan == "pro"
+    assert config.quota_overrides["transcription.seconds"] == {"included": 3600, "limit": "hard"}
+    for bad in ({"per_tenant": {"limit": 0}}, {"per_moon": {}}):
+        invalid = tenant_pb2.TenantSettings()
+        invalid.rate_limits.update(bad)
+        error = call_error(
+            server.tenants.CreateTenant,
+            tenant_pb2.CreateTenantRequest(tenant=tenant_pb2.Tenant(slug="bad", settings=invalid)),
+            metadata=platform(server),
+        )
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+    unknown_plan = call_error(
+        server.tenants.CreateTenant,
+        tenant_pb2.CreateTenantRequest(tenant=tenant_pb2.Tenant(slug="bad", plan="gold")),
+        metadata=platform(server),
+    )
+    assert unknown_plan.code() == grpc.StatusCode.NOT_FOUND
 
     duplicate = call_error(
         server.tenants.CreateTenant,

@@ -23,9 +23,9 @@ def test_every_method_declares_a_policy(method: str) -> None:
         parse(policy.permission)
 
 
-def test_both_services_are_governed() -> None:
+def test_our_services_are_governed() -> None:
     names = {service.full_name for service in server.GOVERNED_SERVICES}
-    assert names == {"tahoe_auth.v1.AuthService", "tahoe_auth.v1.TenantService"}
+    assert {"tahoe_auth.v1.AuthService", "tahoe_auth.v1.TenantService"} <= names
     assert len(GOVERNED) > 40
 
 

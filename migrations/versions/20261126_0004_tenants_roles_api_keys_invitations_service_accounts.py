@@ -1,7 +1,7 @@
-"""tenants: roles, API keys, invitations, service accounts, outbox; row-level security
+"""tenants: roles, API keys, invitations, service accounts; row-level security
 
-Revision ID: 0002_tenants
-Revises: 0001
+Revision ID: 0004_tenants
+Revises: 0003b_outbox
 Create Date: 2026-11-25 23:32:55.291988
 
 On PostgreSQL this also builds the second tenant wall (the first is the unit of
@@ -9,7 +9,8 @@ work's automatic `tenant_id` criteria, store/db.py):
 - a NOLOGIN role `tahoe_app` (created if missing; skipped with a notice when the
   migrating user lacks CREATEROLE) with DML on the tables and nothing else: it owns
   nothing and cannot bypass row-level security;
-- row-level security, enabled and FORCEd, on every tenant table: a row is visible
+- row-level security, enabled and FORCEd, on every tenant table (this revision's and
+  earlier ones'): a row is visible
   only inside a transaction bound to its tenant (`tahoe.tenant_id`) or to the
   explicit system scope (`tahoe.scope = 'system'`); both are set per transaction
   with set_config(..., true), so a pooled connection outside one sees no rows;
@@ -24,8 +25,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_tenants"
-down_revision = "0001"
+revision = "0004_tenants"
+down_revision = "0003b_outbox"
 branch_labels = None
 depends_on = None
 
@@ -51,22 +52,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("previous_secret_hash", name=op.f("uq_platform_service_accounts_previous_secret_hash")),
         sa.UniqueConstraint("secret_hash", name=op.f("uq_platform_service_accounts_secret_hash")),
     )
-    op.create_table(
-        "outbox_events",
-        sa.Column("id", sa.String(length=36), nullable=False),
-        sa.Column("type", sa.String(length=100), nullable=False),
-        sa.Column("payload", sa.JSON(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("tenant_id", sa.String(length=36), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["tenant_id"], ["tenants.id"], name=op.f("fk_outbox_events_tenant_id_tenants"), ondelete="CASCADE"
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox_events")),
-    )
-    with op.batch_alter_table("outbox_events", schema=None) as batch_op:
-        batch_op.create_index("ix_outbox_events_created", ["tenant_id", "created_at"], unique=False)
-        batch_op.create_index(batch_op.f("ix_outbox_events_tenant_id"), ["tenant_id"], unique=False)
-
     op.create_table(
         "roles",
         sa.Column("id", sa.String(length=36), nullable=False),
@@ -199,11 +184,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_roles_tenant_id"))
 
     op.drop_table("roles")
-    with op.batch_alter_table("outbox_events", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_outbox_events_tenant_id"))
-        batch_op.drop_index("ix_outbox_events_created")
-
-    op.drop_table("outbox_events")
     op.drop_table("platform_service_accounts")
 
 
@@ -216,6 +196,11 @@ TENANT_TABLES = (
     "api_keys",
     "invitations",
     "service_accounts",
+    # Tables of earlier revisions (0003_usage, 0003b_outbox):
+    "usage_events",
+    "usage_rollups",
+    "usage_period_totals",
+    "usage_threshold_marks",
     "outbox_events",
 )
 SYSTEM_TABLES = ("signing_keys", "platform_credentials", "platform_service_accounts")
@@ -248,9 +233,12 @@ def enable_row_level_security() -> None:
             EXECUTE format('GRANT USAGE ON SCHEMA %I TO tahoe_app', current_schema());
             EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %I TO tahoe_app',
                            current_schema());
+            EXECUTE format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA %I TO tahoe_app', current_schema());
             EXECUTE format('REVOKE ALL ON alembic_version FROM tahoe_app');
             -- Tables of later revisions get the same grants (they still need their own policies).
             EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO tahoe_app',
+                           current_schema());
+            EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT USAGE, SELECT ON SEQUENCES TO tahoe_app',
                            current_schema());
           END IF;
         END $$;
@@ -275,7 +263,10 @@ def disable_row_level_security() -> None:
           IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tahoe_app') THEN
             EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I REVOKE ALL ON TABLES FROM tahoe_app',
                            current_schema());
+            EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I REVOKE ALL ON SEQUENCES FROM tahoe_app',
+                           current_schema());
             EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA %I FROM tahoe_app', current_schema());
+            EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA %I FROM tahoe_app', current_schema());
             EXECUTE format('REVOKE USAGE ON SCHEMA %I FROM tahoe_app', current_schema());
           END IF;
         END $$;

@@ -1,0 +1,81 @@
+"""The gRPC API's own rate limits: the `RateLimit` step of the interceptor chain.
+
+Runs before authentication, so it needs nothing but the peer address and, for Login,
+the account named in the request. Which methods are limited, and by what, is one table
+(`METHOD_LIMITS`): Login per client address and per account (tenant + email, hashed),
+Refresh per client address. Authenticated methods are not limited here (their callers
+are known; Check limits traffic through Envoy per tenant). All keys sit in `{global}`:
+one Redis call, one hash slot. Over a limit: RESOURCE_EXHAUSTED / RATE_LIMITED with
+RetryInfo and a QuotaFailure naming the policy (api/errors.py). Failed-login throttling
+(services/throttle.py) is separate and still applies.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tahoe_auth.api.interceptors import Call, client_address
+from tahoe_auth.authz.ratelimit import RateLimiter
+from tahoe_auth.domain.crypto import sha256_hex
+from tahoe_auth.domain.errors import RateLimited
+from tahoe_auth.domain.ratelimit import Policy, PolicyCheck, RateLimitDecision, Strategy
+
+AUTH = "/tahoe_auth.v1.AuthService/"
+
+LOGIN_PER_ADDRESS = Policy("login_per_address", 60, 60.0, Strategy.GCRA)
+LOGIN_PER_ACCOUNT = Policy("login_per_account", 10, 60.0, Strategy.GCRA)
+REFRESH_PER_ADDRESS = Policy("refresh_per_address", 600, 60.0, Strategy.GCRA)
+
+# method -> policies; a policy whose name ends in `_per_account` counts per Login account.
+METHOD_LIMITS: Mapping[str, tuple[Policy, ...]] = {
+    AUTH + "Login": (LOGIN_PER_ADDRESS, LOGIN_PER_ACCOUNT),
+    AUTH + "Refresh": (REFRESH_PER_ADDRESS,),
+}
+
+
+class RateLimit:
+    def __init__(self, limiter: RateLimiter, limits: Mapping[str, tuple[Policy, ...]] = METHOD_LIMITS) -> None:
+        self._limiter = limiter
+        self._limits = limits
+
+    def checks(self, call: Call) -> list[PolicyCheck]:
+        policies = self._limits.get(call.method, ())
+        if not policies:
+            return []
+        address = client_address(call.context.peer()).replace("{", "_").replace("}", "_")
+        checks = []
+        for policy in policies:
+            if policy.name.endswith("_per_account"):
+                request = call.request
+                if request is None:
+                    continue
+                account = sha256_hex(f"{request.tenant.strip().lower()}\n{request.email.strip().lower()}")
+                checks.append(PolicyCheck(f"rl:{{global}}:{policy.name}:{account[:32]}", policy))
+            else:
+                checks.append(PolicyCheck(f"rl:{{global}}:{policy.name}:{address}", policy))
+        return checks
+
+    def __call__(self, call: Call, proceed: Callable[[], Any]) -> Any:
+        checks = self.checks(call)
+        if not checks:
+            return proceed()
+        decision = self._limiter.check_policies(checks)
+        if not decision.allowed:
+            seconds = max(1, math.ceil(decision.retry_after))
+            raise RateLimited(
+                f"rate limit {decision.policy} exceeded ({decision.limit} per {_period(decision)}); "
+                f"retry in {seconds} s",
+                decision.retry_after,
+                quota=decision.policy,
+                policy=decision.policy,
+            )
+        return proceed()
+
+
+def _period(decision: RateLimitDecision) -> str:
+    for check, _ in decision.outcomes:
+        if check.policy.name == decision.policy:
+            return f"{check.policy.period:g} s"
+    return "period"

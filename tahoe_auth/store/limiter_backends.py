@@ -1,0 +1,213 @@
+"""Where rate-limit state lives: Redis (shared, one Lua call per request) or this
+process (the embedded default, and the fallback while Redis is unreachable).
+
+Both evaluate every policy of a request atomically and answer exactly what
+`tahoe_auth.domain.ratelimit.step` answers for the same state and time (the contract
+suite in tests/contract/test_limiter_backends.py runs every strategy on both).
+
+State per key (a Redis hash, or a tuple here): fields a, b, c =
+fixed_window (window, count), sliding_window (window, count, previous), gcra (tat).
+
+Redis Cluster: one call touches every key of the request, and a request's keys may sit
+in two hash tags (`{<tenant>}` and `{global}` for the per-address limit). That is fine
+on a single Redis (with or without replicas / Sentinel), which is what this module
+assumes; on a cluster, split the checks by hash tag and pipeline one call per tag
+(atomicity then holds per tag).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import redis
+
+from tahoe_auth.domain.ratelimit import (
+    STRATEGY_CODES,
+    US,
+    Outcome,
+    PolicyCheck,
+    State,
+    Strategy,
+    overall_allowed,
+    step,
+)
+from tahoe_auth.store.kv import StoreUnavailable
+
+
+class LimiterBackend(Protocol):
+    def evaluate(self, checks: Sequence[PolicyCheck], now_us: int | None, cost: int = 1) -> list[Outcome]:
+        """Evaluate all checks at once and count the request if every enforced check
+        allows it. `now_us` None: the backend's own clock (Redis: the server's)."""
+        ...
+
+
+class MemoryLimiterBackend:
+    """Per-process state: exact for this process, shares nothing with others."""
+
+    def __init__(self, clock: Callable[[], float] = time.time, max_keys: int = 200_000) -> None:
+        self._clock = clock
+        self._max_keys = max_keys
+        self._states: OrderedDict[str, tuple[State, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def evaluate(self, checks: Sequence[PolicyCheck], now_us: int | None, cost: int = 1) -> list[Outcome]:
+        now = int(self._clock() * US) if now_us is None else now_us
+        with self._lock:
+            steps = [step(c.policy, self._get(c.key, now), now, cost) for c in checks]
+            outcomes = [s[0] for s in steps]
+            if overall_allowed(checks, outcomes):
+                for check, (outcome, state, ttl) in zip(checks, steps, strict=True):
+                    if outcome.allowed:
+                        self._put(check.key, state, now + ttl)
+        return outcomes
+
+    def _get(self, key: str, now: int) -> State | None:
+        entry = self._states.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= now:
+            del self._states[key]
+            return None
+        return entry[0]
+
+    def _put(self, key: str, state: State, expires_at: int) -> None:
+        self._states[key] = (state, expires_at)
+        self._states.move_to_end(key)
+        while len(self._states) > self._max_keys:
+            self._states.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
+# Mirrors domain.ratelimit.step line by line. ARGV: now (µs, or -1 for the server
+# clock), cost, then per key: strategy code, limit, period µs (gcra: emission interval),
+# gcra tolerance µs (else 0), shadow (0/1). Returns {allowed, then per key: allowed,
+# remaining, reset µs, retry µs}.
+CHECK_SCRIPT = """
+local now = tonumber(ARGV[1])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local cost = tonumber(ARGV[2])
+local out = {1}
+local writes = {}
+for i = 1, #KEYS do
+  local a = 2 + (i - 1) * 5
+  local kind = tonumber(ARGV[a + 1])
+  local limit = tonumber(ARGV[a + 2])
+  local period = tonumber(ARGV[a + 3])
+  local tolerance = tonumber(ARGV[a + 4])
+  local shadow = tonumber(ARGV[a + 5])
+  local f = redis.call('HMGET', KEYS[i], 'a', 'b', 'c')
+  local s1, s2, s3 = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
+  local ok, remaining, reset, retry, ttl, n1, n2, n3
+  if kind == 1 then
+    local window = math.floor(now / period)
+    local count = 0
+    if s1 == window and s2 then count = s2 end
+    reset = (window + 1) * period - now
+    ttl = period
+    if count + cost <= limit then
+      ok, remaining, retry, n1, n2 = 1, limit - count - cost, 0, window, count + cost
+    else
+      ok, remaining, retry = 0, math.max(0, limit - count), reset
+    end
+  elseif kind == 2 then
+    local window = math.floor(now / period)
+    local elapsed = now - window * period
+    local current, previous = 0, 0
+    if s1 and s2 then
+      if s1 == window then
+        current = s2
+        previous = s3 or 0
+      elseif s1 == window - 1 then
+        previous = s2
+      end
+    end
+    local estimate = previous * (period - elapsed) / period + current
+    ttl = 2 * period - elapsed
+    if current > 0 then reset = ttl elseif previous > 0 then reset = period - elapsed else reset = 0 end
+    if estimate + cost <= limit then
+      ok, remaining, retry = 1, math.max(0, math.floor(limit - estimate - cost)), 0
+      n1, n2, n3 = window, current + cost, previous
+    else
+      ok, remaining = 0, math.max(0, math.floor(limit - estimate))
+      if previous > 0 and current + cost <= limit then
+        local at = period * (1 - (limit - current - cost) / previous)
+        retry = math.max(1, math.ceil(at - elapsed))
+      else
+        local later = 0
+        if cost > limit then
+          later = period
+        elseif current + cost > limit then
+          later = period * (1 - (limit - cost) / current)
+        end
+        retry = math.max(1, math.ceil(period - elapsed + later))
+      end
+    end
+  else
+    local tat = now
+    if s1 and s1 > now then tat = s1 end
+    local new_tat = tat + period * cost
+    local allow_at = new_tat - tolerance
+    if now >= allow_at then
+      ok, remaining, reset, retry = 1, math.floor((now - allow_at) / period), new_tat - now, 0
+      ttl, n1 = math.max(new_tat - now, tolerance), new_tat
+    else
+      ok, remaining, reset, retry = 0, 0, tat - now, allow_at - now
+      ttl = math.max(tat - now, tolerance)
+    end
+  end
+  if ok == 0 and shadow == 0 then out[1] = 0 end
+  local o = #out
+  out[o + 1], out[o + 2], out[o + 3], out[o + 4] = ok, remaining, reset, retry
+  if ok == 1 then writes[#writes + 1] = {KEYS[i], ttl, n1, n2, n3} end
+end
+if out[1] == 1 then
+  for _, w in ipairs(writes) do
+    if w[4] == nil then
+      redis.call('HSET', w[1], 'a', string.format('%.0f', w[3]))
+    elseif w[5] == nil then
+      redis.call('HSET', w[1], 'a', string.format('%.0f', w[3]), 'b', string.format('%.0f', w[4]))
+    else
+      redis.call('HSET', w[1], 'a', string.format('%.0f', w[3]), 'b', string.format('%.0f', w[4]),
+        'c', string.format('%.0f', w[5]))
+    end
+    redis.call('PEXPIRE', w[1], math.max(1, math.ceil(w[2] / 1000)))
+  end
+end
+return out
+"""
+
+
+class RedisLimiterBackend:
+    """Shared state in Redis: one EVALSHA per request whatever the number of policies.
+    Raises StoreUnavailable on any Redis error; the RateLimiter decides what then."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._script: Any = client.register_script(CHECK_SCRIPT)
+
+    def evaluate(self, checks: Sequence[PolicyCheck], now_us: int | None, cost: int = 1) -> list[Outcome]:
+        if not checks:
+            return []
+        args: list[int] = [-1 if now_us is None else now_us, cost]
+        for check in checks:
+            policy = check.policy
+            gcra = policy.strategy is Strategy.GCRA
+            interval = policy.emission_us if gcra else policy.period_us
+            tolerance = policy.emission_us * policy.capacity if gcra else 0
+            args += [STRATEGY_CODES[policy.strategy], policy.limit, interval, tolerance, int(policy.shadow)]
+        try:
+            reply = self._script(keys=[c.key for c in checks], args=args)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        return [
+            Outcome(bool(reply[i]), int(reply[i + 1]), int(reply[i + 2]), int(reply[i + 3]))
+            for i in range(1, len(reply), 4)
+        ]
