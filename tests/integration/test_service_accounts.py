@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 from google.protobuf import duration_pb2, field_mask_pb2
 
-from tahoe_auth.v1 import auth_pb2, principal_pb2, tenant_pb2
+from tahoe_auth.v1 import auth_pb2, principal_pb2, tenant_pb2, usage_pb2, usage_pb2_grpc
 from tests.support import RunningServer, bearer, call_error, error_reason, wait_until
 
 
@@ -168,3 +168,22 @@ def test_a_platform_wide_account_acts_across_tenants_within_its_permissions(serv
         tenant_pb2.ListServiceAccountsRequest(), metadata=bearer(server.platform_key)
     ).service_accounts
     assert [s.id for s in listed] == [created.client_id]
+
+
+def test_the_transcription_service_reports_usage_for_any_tenant(server: RunningServer) -> None:
+    a, b = server.create_tenant(), server.create_tenant()
+    created = create_account(server, server.platform_key, "transcription", ["usage:write"])
+    token = bearer(issue(server, created.client_id, created.client_secret).access_token)
+    usage = usage_pb2_grpc.UsageServiceStub(server.channel)
+    event = usage_pb2.UsageEvent(metric="transcription.seconds", quantity=12.5)
+    for tenant in (a, b):
+        usage.RecordUsage(usage_pb2.RecordUsageRequest(tenant_id=tenant.id, event=event), metadata=token)
+    unnamed = call_error(usage.RecordUsage, usage_pb2.RecordUsageRequest(event=event), metadata=token)
+    assert unnamed.code() == grpc.StatusCode.INVALID_ARGUMENT
+    reading = call_error(usage.GetUsageSummary, usage_pb2.GetUsageSummaryRequest(tenant_id=a.id), metadata=token)
+    assert error_reason(reading) == "PERMISSION_DENIED"  # it writes usage, it does not read it
+    server.app.usage_recorder.flush()
+    for tenant in (a, b):
+        owner = bearer(server.owner_token(tenant))
+        summary = usage.GetUsageSummary(usage_pb2.GetUsageSummaryRequest(), metadata=owner)
+        assert [(m.metric, m.quantity) for m in summary.metrics] == [("transcription.seconds", 12.5)]
