@@ -8,20 +8,28 @@ from dataclasses import dataclass
 
 from tahoe_auth.authz.access import AccessEvaluator
 from tahoe_auth.authz.admission import AdmissionControl
+from tahoe_auth.authz.apikeys import HMAC_PURPOSE as API_KEY_HMAC_PURPOSE
+from tahoe_auth.authz.apikeys import ApiKeyResolver
 from tahoe_auth.authz.authenticator import Authenticator
 from tahoe_auth.authz.check import Gatekeeper
 from tahoe_auth.authz.directory import Directory
 from tahoe_auth.authz.explain import DecisionExplainer
+from tahoe_auth.authz.last_used import LastUsedRecorder
 from tahoe_auth.authz.ratelimit import RateLimiter
 from tahoe_auth.authz.tenant_config import TenantConfigCache, database_loader
 from tahoe_auth.authz.upstream import IdentityTokens
 from tahoe_auth.clock import Clock
 from tahoe_auth.config import Settings
-from tahoe_auth.domain import apikeys, passwords
+from tahoe_auth.domain import apikeys, crypto, passwords
+from tahoe_auth.domain.principal import SERVICE
+from tahoe_auth.services.api_keys import ApiKeys
 from tahoe_auth.services.changes import ChangeNotifier
+from tahoe_auth.services.invitations import Invitations
 from tahoe_auth.services.keys import KeyManager
 from tahoe_auth.services.platform import PlatformCredentials
 from tahoe_auth.services.quotas import Quotas
+from tahoe_auth.services.roles import Roles
+from tahoe_auth.services.service_accounts import ServiceAccounts
 from tahoe_auth.services.sessions import SessionService
 from tahoe_auth.services.tenants import TenantAdmin
 from tahoe_auth.services.throttle import LoginThrottle
@@ -30,6 +38,7 @@ from tahoe_auth.services.usage_ledger import UsageLedger, UsageTotals
 from tahoe_auth.services.usage_pipeline import UsagePipeline
 from tahoe_auth.services.usage_recorder import UsageRecorder
 from tahoe_auth.services.usage_watch import UsageWatch
+from tahoe_auth.services.users import Users
 from tahoe_auth.store.db import Database
 from tahoe_auth.store.kv import KeyValueStore, MemoryStore
 from tahoe_auth.store.limiter_backends import MemoryLimiterBackend, RedisLimiterBackend
@@ -54,6 +63,12 @@ class App:
     sessions: SessionService
     tenants: TenantAdmin
     platform: PlatformCredentials
+    users: Users
+    roles: Roles
+    invitations: Invitations
+    api_keys: ApiKeys
+    service_accounts: ServiceAccounts
+    last_used: LastUsedRecorder
     gatekeeper: Gatekeeper
     explainer: DecisionExplainer
     tenant_config: TenantConfigCache
@@ -77,6 +92,7 @@ class App:
         self.usage_pipeline.stop()
         self.quotas.stop()
         self.hasher.shutdown()
+        self.last_used.close()
         self.store.close()
         self.db.dispose()
 
@@ -118,12 +134,24 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         settings.hash_concurrency,
         settings.hash_queue,
     )
-    authenticator = Authenticator(keys, Directory(db), store, clock, issuer=settings.issuer, audience=settings.audience)
+    directory = Directory(db)
+    authenticator = Authenticator(keys, directory, store, clock, issuer=settings.issuer, audience=settings.audience)
+    authenticator.register_subject_type(SERVICE, directory.service_facts)
     platform = PlatformCredentials(db, settings.master_key)
     authenticator.register_secret(apikeys.PLATFORM_KEY, platform.resolve)
+    last_used = LastUsedRecorder(db)
+    api_key_resolver = ApiKeyResolver(
+        db, crypto.derive_key(settings.master_key, API_KEY_HMAC_PURPOSE), authenticator, store, last_used
+    )
+    authenticator.register_secret(apikeys.API_KEY, api_key_resolver.resolve)
+    notifier.apply_locally(authenticator.apply_change)
+    notifier.apply_locally(api_key_resolver.apply_change)
     sessions = SessionService(db, keys, hasher, LoginThrottle(store), notifier, settings, clock)
+    invitations = Invitations(db, hasher, sessions, notifier, clock)
     access = AccessEvaluator(authenticator)
     identity = IdentityTokens(keys, settings.issuer, IDENTITY_TOKEN_TTL)
+    gatekeeper = Gatekeeper(access, identity, store)
+    notifier.apply_locally(gatekeeper.apply_change)
     tenant_config = TenantConfigCache(database_loader(db), store, settings.rate_limits)
     live = build_live_counters(store)
     ledger = UsageLedger(db, live, clock)
@@ -142,9 +170,15 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         hasher=hasher,
         authenticator=authenticator,
         sessions=sessions,
-        tenants=TenantAdmin(db, hasher, clock),
+        tenants=TenantAdmin(db, hasher, clock, notifier, invitations),
         platform=platform,
-        gatekeeper=Gatekeeper(access, identity, store),
+        users=Users(db, hasher, sessions, notifier, clock),
+        roles=Roles(db, notifier),
+        invitations=invitations,
+        api_keys=ApiKeys(db, api_key_resolver, last_used, notifier, clock),
+        service_accounts=ServiceAccounts(db, keys, notifier, settings, clock),
+        last_used=last_used,
+        gatekeeper=gatekeeper,
         explainer=DecisionExplainer(access),
         tenant_config=tenant_config,
         limiter=limiter,

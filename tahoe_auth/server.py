@@ -17,6 +17,7 @@ from types import FrameType
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -26,10 +27,20 @@ from tahoe_auth.api.decision_servicer import DecisionServicer
 from tahoe_auth.api.envoy_ratelimit import EnvoyRateLimitServicer
 from tahoe_auth.api.interceptors import AccessLog, Authenticate, Authorize, Chain, MethodPolicy, RequestId, Step
 from tahoe_auth.api.rate_limit import RateLimit
+from tahoe_auth.api.tenant_servicer import TenantServicer, TenantUseCases
 from tahoe_auth.api.usage_servicer import UsageServicer
 from tahoe_auth.app import App
 from tahoe_auth.http_side import SideServer
-from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc, decision_pb2, decision_pb2_grpc, usage_pb2, usage_pb2_grpc
+from tahoe_auth.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    decision_pb2,
+    decision_pb2_grpc,
+    tenant_pb2,
+    tenant_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +49,24 @@ GRACE_SECONDS = 10.0
 
 AUTH = "/tahoe_auth.v1.AuthService/"
 DECISION = "/tahoe_auth.v1.DecisionService/"
+TENANT = "/tahoe_auth.v1.TenantService/"
 USAGE = "/tahoe_auth.v1.UsageService/"
 PUBLIC = MethodPolicy(public=True)
+# A valid credential; the method acts on the caller itself, and the use case requires
+# the permission named in the comment when the caller acts on someone else.
+SELF_SERVICE = MethodPolicy()
+PLATFORM_ONLY = MethodPolicy(platform_only=True)
 USAGE_WRITE = MethodPolicy(permission="usage:write")
 USAGE_READ = MethodPolicy(permission="usage:read")
+
+
+def needs(permission: str) -> MethodPolicy:
+    return MethodPolicy(permission=permission)
+
+
+# Every method of the governed services declares what it needs, here and only here
+# (`check_policies` refuses to start otherwise). Authorize enforces it with
+# domain.decision.decide, the function ext_authz's Check uses.
 POLICIES: dict[str, MethodPolicy] = {
     # Envoy's call carries no bearer metadata (the credential is inside the request),
     # and Check is the hot path: no chain, no access log line; it handles its own errors.
@@ -50,6 +75,51 @@ POLICIES: dict[str, MethodPolicy] = {
     AUTH + "Login": PUBLIC,
     AUTH + "Refresh": PUBLIC,
     AUTH + "ValidateToken": PUBLIC,
+    AUTH + "IssueServiceToken": PUBLIC,  # the client credentials are in the body
+    AUTH + "Logout": SELF_SERVICE,
+    AUTH + "LogoutAll": SELF_SERVICE,  # others: sessions:revoke
+    AUTH + "ListSessions": SELF_SERVICE,  # others: sessions:read
+    AUTH + "RevokeSession": SELF_SERVICE,  # others: sessions:revoke
+    AUTH + "CreateApiKey": needs("apikeys:create"),  # for another user: apikeys:manage
+    AUTH + "GetApiKey": needs("apikeys:read"),  # another user's: apikeys:manage
+    AUTH + "ListApiKeys": needs("apikeys:read"),  # every user's: apikeys:manage
+    AUTH + "RevokeApiKey": needs("apikeys:revoke"),  # another user's: apikeys:manage
+    AUTH + "RotateApiKey": needs("apikeys:rotate"),  # another user's: apikeys:manage
+    TENANT + "CreateTenant": PLATFORM_ONLY,
+    TENANT + "GetTenant": needs("tenant:read"),
+    TENANT + "ListTenants": PLATFORM_ONLY,
+    TENANT + "UpdateTenant": needs("tenant:write"),  # slug, plan, limits: platform only
+    TENANT + "SuspendTenant": PLATFORM_ONLY,
+    TENANT + "ReactivateTenant": PLATFORM_ONLY,
+    TENANT + "CreateUser": needs("users:create"),
+    TENANT + "GetUser": needs("users:read"),
+    TENANT + "ListUsers": needs("users:read"),
+    TENANT + "UpdateUser": needs("users:update"),
+    TENANT + "DisableUser": needs("users:disable"),
+    TENANT + "EnableUser": needs("users:disable"),
+    TENANT + "DeleteUser": needs("users:delete"),
+    TENANT + "ChangePassword": SELF_SERVICE,
+    TENANT + "ResetPassword": needs("users:reset_password"),
+    TENANT + "ListRoles": needs("roles:read"),
+    TENANT + "GetRole": needs("roles:read"),
+    TENANT + "CreateRole": needs("roles:create"),
+    TENANT + "UpdateRole": needs("roles:update"),
+    TENANT + "DeleteRole": needs("roles:delete"),
+    TENANT + "AssignRole": needs("roles:assign"),
+    TENANT + "RemoveRole": needs("roles:assign"),
+    TENANT + "GetEffectivePermissions": SELF_SERVICE,  # others: roles:read
+    TENANT + "CreateInvitation": needs("invitations:create"),
+    TENANT + "ListInvitations": needs("invitations:read"),
+    TENANT + "ResendInvitation": needs("invitations:create"),
+    TENANT + "RevokeInvitation": needs("invitations:revoke"),
+    TENANT + "AcceptInvitation": PUBLIC,  # the invitation token is in the body
+    TENANT + "CreateServiceAccount": needs("service_accounts:create"),
+    TENANT + "GetServiceAccount": needs("service_accounts:read"),
+    TENANT + "ListServiceAccounts": needs("service_accounts:read"),
+    TENANT + "UpdateServiceAccount": needs("service_accounts:update"),
+    TENANT + "DeleteServiceAccount": needs("service_accounts:delete"),
+    TENANT + "RotateServiceAccountSecret": needs("service_accounts:rotate"),
+    TENANT + "RevokeServiceAccountSecret": needs("service_accounts:revoke"),
     "/grpc.health.v1.Health/Check": MethodPolicy(public=True, log_calls=False),
     "/grpc.health.v1.Health/Watch": MethodPolicy(public=True, log_calls=False),
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": PUBLIC,
@@ -64,18 +134,31 @@ POLICIES: dict[str, MethodPolicy] = {
     USAGE + "ExportUsage": USAGE_READ,
     USAGE + "GetQuotaStatus": USAGE_READ,
     USAGE + "ListPlans": USAGE_READ,
-    # Platform administrators only (checked by the use case); no tenant role suffices.
-    USAGE + "UpsertPlan": MethodPolicy(permission="plans:manage"),
-    USAGE + "AssignPlan": MethodPolicy(permission="plans:manage"),
+    # Platform administrators only; no tenant role suffices (the use case checks too).
+    USAGE + "UpsertPlan": MethodPolicy(permission="plans:manage", platform_only=True),
+    USAGE + "AssignPlan": MethodPolicy(permission="plans:manage", platform_only=True),
 }
 DEFAULT_POLICY = MethodPolicy()
 
-SERVICE_NAMES = [
-    auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
-    decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name,
-    ext_authz.SERVICE_NAME,
-    usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
+GOVERNED_SERVICES = [
+    auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+    tenant_pb2.DESCRIPTOR.services_by_name["TenantService"],
+    usage_pb2.DESCRIPTOR.services_by_name["UsageService"],
+    decision_pb2.DESCRIPTOR.services_by_name["DecisionService"],
 ]
+# Reported to health checks (Envoy checks the ext_authz service by name) and reflection.
+SERVICE_NAMES = [service.full_name for service in GOVERNED_SERVICES] + [ext_authz.SERVICE_NAME]
+
+
+def method_names(services: list[ServiceDescriptor]) -> list[str]:
+    return [f"/{service.full_name}/{method.name}" for service in services for method in service.methods]
+
+
+def check_policies(policies: dict[str, MethodPolicy] = POLICIES) -> None:
+    """Every governed method must declare its policy: fail at start, not in production."""
+    missing = [name for name in method_names(GOVERNED_SERVICES) if name not in policies]
+    if missing:
+        raise RuntimeError(f"methods without a policy in server.POLICIES: {', '.join(missing)}")
 
 
 class HealthReporter:
@@ -115,6 +198,7 @@ class HealthReporter:
 
 def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthReporter]:
     """Build the server with every service; bind `address` (port 0 picks one)."""
+    check_policies()
     steps: list[Step] = [RequestId(), AccessLog(), RateLimit(app.limiter), Authenticate(app.authenticator), Authorize()]
     chain = Chain(steps, POLICIES, DEFAULT_POLICY)
     server = grpc.server(
@@ -122,7 +206,13 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
         interceptors=[chain],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1 << 20)],
     )
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(app.sessions, app.authenticator, app.clock), server)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(
+        AuthServicer(app.sessions, app.authenticator, app.clock, app.api_keys, app.service_accounts), server
+    )
+    tenant_use_cases = TenantUseCases(
+        app.tenants, app.users, app.roles, app.invitations, app.service_accounts, app.clock
+    )
+    tenant_pb2_grpc.add_TenantServiceServicer_to_server(TenantServicer(tenant_use_cases), server)
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(app.explainer), server)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(ext_authz.AuthorizationServicer(app.gatekeeper), server)
     usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(app.usage, app.clock), server)

@@ -97,7 +97,11 @@ class Gatekeeper:
         self.hooks: list[PostDecisionHook] = list(hooks)
         self._denials = logs.SampledLog(log)
         self._allowed: TTLCache[tuple[AccessRequest, tuple[str, ...]], _Allowed] = TTLCache(max_entries)
-        store.subscribe(lambda channel, message: self._allowed.clear())
+        store.subscribe(self.apply_change)
+
+    def apply_change(self, channel: str, message: str) -> None:
+        """Any change to credentials, sessions, users, roles or tenants: decide afresh."""
+        self._allowed.clear()
 
     @property
     def identity_ttl(self) -> int:
