@@ -1,6 +1,6 @@
-"""Scenarios for authorization tests: users with a role, suspended tenants, and tokens
-that must be refused (expired, unsigned). Written through units of work, as the
-tenant-admin use cases would."""
+"""Scenarios for authorization tests: users with a role, API keys, service tokens,
+suspended tenants (through the real APIs), and tokens that must be refused (expired,
+unsigned)."""
 
 from __future__ import annotations
 
@@ -10,31 +10,49 @@ import secrets
 import time
 
 from tahoe_auth.domain import tokens
-from tahoe_auth.store import models as m
-from tahoe_auth.store.db import SYSTEM
-from tahoe_auth.v1 import auth_pb2
+from tahoe_auth.v1 import auth_pb2, tenant_pb2
 from tests import support
 
 
 def user_with_role(auth: support.RunningServer, tenant: support.Tenant, role: str) -> str:
-    """A user of `tenant` holding `role`; returns an access token.
-
-    Written directly through a unit of work, as a tenant-admin use case would."""
-    email = f"{role}-{secrets.token_hex(3)}@{tenant.slug}.test"
-    password_hash = auth.app.hasher.hash(support.OWNER_PASSWORD)
-    with auth.app.db.unit_of_work(tenant.id) as uow:
-        user = uow.users.add(m.User(tenant_id=tenant.id, email=email, password_hash=password_hash))
-        uow.role_bindings.add(tenant.id, user.id, role)
-        uow.commit()
-    login = auth.auth.Login(auth_pb2.LoginRequest(tenant=tenant.slug, email=email, password=support.OWNER_PASSWORD))
-    return login.tokens.access_token
+    """A new user of `tenant` holding `role` (created by the owner); an access token."""
+    return auth.add_user(tenant, [role])[1]
 
 
 def suspend(auth: support.RunningServer, tenant: support.Tenant) -> None:
-    with auth.app.db.unit_of_work(SYSTEM) as uow:
-        uow.tenants.get(tenant.id).status = "suspended"
-        uow.commit()
-    auth.app.notifier.tenant_changed(tenant.id)
+    auth.tenants.SuspendTenant(
+        tenant_pb2.SuspendTenantRequest(tenant_id=tenant.id, reason="test"), metadata=support.bearer(auth.platform_key)
+    )
+
+
+def api_key(auth: support.RunningServer, tenant: support.Tenant, scopes: list[str]) -> tuple[str, str]:
+    """An API key of the tenant's owner with `scopes`: (key id, `tahoe_sk_…` secret)."""
+    created = auth.auth.CreateApiKey(
+        auth_pb2.CreateApiKeyRequest(name=f"k{secrets.token_hex(3)}", scopes=scopes),
+        metadata=support.bearer(auth.owner_token(tenant)),
+    )
+    return created.api_key.id, created.secret
+
+
+def revoke_api_key(auth: support.RunningServer, tenant: support.Tenant, key_id: str) -> None:
+    auth.auth.RevokeApiKey(
+        auth_pb2.RevokeApiKeyRequest(api_key_id=key_id), metadata=support.bearer(auth.owner_token(tenant))
+    )
+
+
+def service_token(auth: support.RunningServer, tenant: support.Tenant, permissions: list[str]) -> tuple[str, str]:
+    """A service account of the tenant with `permissions` and a token it obtained with
+    its client credentials: (account id, access token)."""
+    created = auth.tenants.CreateServiceAccount(
+        tenant_pb2.CreateServiceAccountRequest(
+            service_account=tenant_pb2.ServiceAccount(name=f"svc{secrets.token_hex(3)}", permissions=permissions)
+        ),
+        metadata=support.bearer(auth.owner_token(tenant)),
+    )
+    issued = auth.auth.IssueServiceToken(
+        auth_pb2.IssueServiceTokenRequest(client_id=created.client_id, client_secret=created.client_secret)
+    )
+    return created.service_account.id, issued.access_token
 
 
 def expired_token(auth: support.RunningServer, tenant: support.Tenant, session_id: str) -> str:

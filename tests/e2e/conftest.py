@@ -41,6 +41,7 @@ def module_env(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFac
     redis.Redis.from_url(redis_url).flushdb()
     return {
         "TAHOE_DATABASE_URL": pg_url,
+        "TAHOE_DATABASE_ROLE": "tahoe_app",  # row-level security applies, as in production
         "TAHOE_REDIS_URL": redis_url,
         "TAHOE_MASTER_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "TAHOE_VAR_DIR": str(tmp_path_factory.mktemp("var")),

@@ -19,7 +19,7 @@ from bench import harness
 from tahoe_auth.authz.check import DECISION_TTL
 from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
 from tests.e2e import stack as e2e
-from tests.scenarios import suspend
+from tests.scenarios import api_key, revoke_api_key, suspend
 from tests.support import OWNER_PASSWORD, RunningServer, bearer, running_server, wait_until
 
 CLI = [sys.executable, "-m", "tahoe_auth"]
@@ -110,3 +110,16 @@ def test_a_suspension_on_one_instance_is_enforced_by_the_other_within_a_second(
     assert through_b.call("GET", "/v1/jobs", token=token).status == 200
     suspend(a, tenant)
     assert wait_until(lambda: through_b.call("GET", "/v1/jobs", token=token).status == 403, 1.0) < 1.0
+
+
+def test_an_api_key_revoked_on_one_instance_is_refused_by_the_other_within_a_second(
+    two_instances: tuple[RunningServer, e2e.Stack],
+) -> None:
+    a, through_b = two_instances
+    tenant = a.create_tenant()
+    key_id, secret = api_key(a, tenant, ["transcription:read"])
+    for pause in (0.0, DECISION_TTL + 0.1, 0.0):
+        time.sleep(pause)
+        assert through_b.call("GET", "/v1/jobs", token=secret).status == 200
+    revoke_api_key(a, tenant, key_id)
+    assert wait_until(lambda: through_b.call("GET", "/v1/jobs", token=secret).status == 401, 1.0) < 1.0

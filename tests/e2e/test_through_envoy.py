@@ -9,7 +9,15 @@ from tahoe_auth.authz.check import CheckContext, CheckOutcome
 from tahoe_auth.identity import IdentityError, IdentityVerifier
 from tahoe_auth.v1 import auth_pb2
 from tests.e2e import stack as e2e
-from tests.scenarios import expired_token, suspend, unsigned_token, user_with_role
+from tests.scenarios import (
+    api_key,
+    expired_token,
+    revoke_api_key,
+    service_token,
+    suspend,
+    unsigned_token,
+    user_with_role,
+)
 from tests.support import bearer, wait_until
 
 pytestmark = [pytest.mark.envoy, pytest.mark.postgres, pytest.mark.redis]
@@ -203,3 +211,43 @@ def test_the_request_id_is_kept_or_made_and_reaches_check_and_the_upstream(live:
     assert seen == ["caller-chosen-1", generated, denied.headers["x-request-id"]]
     assert [e["headers"]["x-request-id"] for e in live.journal.since(mark)] == ["caller-chosen-1", generated]
     assert {(c.route, c.client_address) for c in contexts} == {("jobs.read", "127.0.0.1")}
+
+
+def test_an_api_key_reaches_the_upstream_within_its_scopes(live: e2e.Stack) -> None:
+    tenant = live.auth.create_tenant()
+    key_id, secret = api_key(live.auth, tenant, ["transcription:read"])
+    mark = live.journal.mark()
+    response = live.call("GET", "/v1/jobs", token=secret)
+    assert response.status == 200, response.body
+    (seen,) = live.journal.since(mark)
+    headers = seen["headers"]
+    assert (headers["x-tahoe-tenant-id"], headers["x-tahoe-subject"]) == (tenant.id, key_id)
+    assert (headers["x-tahoe-subject-type"], headers["x-tahoe-permissions"]) == ("api_key", "transcription:read")
+    assert seen["authorization"] is False
+    identity = live.call("GET", "/v1/whoami", token=secret).body["identity"]
+    assert (identity["subject_type"], identity["permissions"]) == ("api_key", ["transcription:read"])
+    # Its owner may write; the key may not.
+    denied_before_upstream(live, 403, "POST", "/v1/jobs", token=secret, body={"audio_url": "s3://a.wav"})
+
+
+def test_a_revoked_api_key_is_401(live: e2e.Stack) -> None:
+    tenant = live.auth.create_tenant()
+    key_id, secret = api_key(live.auth, tenant, ["transcription:*"])
+    assert live.call("GET", "/v1/jobs", token=secret).status == 200  # warm every cache
+    revoke_api_key(live.auth, tenant, key_id)
+    eventually(live, 401, "GET", "/v1/jobs", secret)
+    response = denied_before_upstream(live, 401, "GET", "/v1/jobs", token=secret)
+    assert response.body["error"] == "invalid_token"
+
+
+def test_a_service_token_reaches_the_upstream(live: e2e.Stack) -> None:
+    tenant = live.auth.create_tenant()
+    account_id, token = service_token(live.auth, tenant, ["transcription:write", "transcription:read"])
+    mark = live.journal.mark()
+    created = live.call("POST", "/v1/jobs", token=token, body={"audio_url": "s3://svc.wav", "audio_seconds": 5})
+    assert created.status == 201, created.body
+    assert created.body["job"]["created_by"] == f"service:{account_id}"
+    (seen,) = live.journal.since(mark)
+    headers = seen["headers"]
+    assert (headers["x-tahoe-tenant-id"], headers["x-tahoe-subject"]) == (tenant.id, account_id)
+    assert (headers["x-tahoe-subject-type"], headers["x-tahoe-permissions"]) == ("service", "transcription:write")

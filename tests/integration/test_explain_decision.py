@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from tahoe_auth.v1 import auth_pb2, decision_pb2, decision_pb2_grpc
-from tests.scenarios import user_with_role
+from tests.scenarios import api_key, service_token, user_with_role
 from tests.support import RunningServer, bearer, call_error, error_reason
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -77,3 +77,16 @@ def test_needs_a_credential(server: RunningServer) -> None:
     stub = decision_pb2_grpc.DecisionServiceStub(server.channel)
     error = call_error(stub.ExplainDecision, decision_pb2.ExplainDecisionRequest(credential="x"))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_explains_api_keys_and_service_tokens(server: RunningServer) -> None:
+    tenant = server.create_tenant()
+    owner = server.login(tenant).tokens.access_token
+    key_id, secret = api_key(server, tenant, ["transcription:read"])
+    as_key = explain(server, owner, secret, "transcription:write")
+    assert (as_key.allowed, as_key.reason, as_key.principal.subject) == (False, "permission_denied", key_id)
+    assert as_key.credential.startswith("api key tahoe_sk_")
+    account_id, token = service_token(server, tenant, ["transcription:read"])
+    as_service = explain(server, owner, token, "transcription:read", upstream="transcription")
+    assert as_service.allowed and as_service.upstream_headers["x-tahoe-subject-type"] == "service"
+    assert as_service.upstream_headers["x-tahoe-subject"] == account_id

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,12 @@ from sqlalchemy import event
 
 from tahoe_auth import migrate
 from tahoe_auth.api import ext_authz as api
-from tahoe_auth.authz.check import CheckContext, CheckOutcome
+from tahoe_auth.authz.check import DECISION_TTL, CheckContext, CheckOutcome
 from tahoe_auth.domain import decision
 from tahoe_auth.identity import IdentityVerifier
 from tahoe_auth.store.db import SYSTEM, Database
 from tahoe_auth.v1 import auth_pb2, decision_pb2, decision_pb2_grpc
+from tests.scenarios import api_key, service_token
 from tests.support import OwnPostgres, OwnRedis, RunningServer, bearer, running_server, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -105,9 +107,24 @@ def test_a_warm_check_runs_no_sql(server: RunningServer) -> None:
     with counting_sql(server.app.db) as cold:
         upstream_headers(check(server, request))
     assert cold, "the first Check should have loaded the session and the user"
+    time.sleep(DECISION_TTL)  # past the reuse of whole decisions: the caches below them
     with counting_sql(server.app.db) as warm:
         for permission in ("transcription:read", "transcription:write", ""):
             upstream_headers(check(server, check_request(f"Bearer {token}", permission)))
+    assert warm == []
+
+
+def test_warm_checks_with_api_keys_and_service_tokens_run_no_sql(server: RunningServer) -> None:
+    tenant = server.create_tenant()
+    _, secret = api_key(server, tenant, ["transcription:read"])
+    _, token = service_token(server, tenant, ["transcription:read"])
+    for credential in (secret, token):
+        upstream_headers(check(server, check_request(f"Bearer {credential}")))
+    time.sleep(DECISION_TTL)  # past the reuse of whole decisions: the caches below them
+    with counting_sql(server.app.db) as warm:
+        for credential in (secret, token):
+            for permission in ("transcription:read", ""):
+                upstream_headers(check(server, check_request(f"Bearer {credential}", permission)))
     assert warm == []
 
 
