@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
 DEMO_FILE = VAR / "demo.json"
 TENANTS = {"demo": "owner@demo.test", "acme": "owner@acme.test"}
+SERVICE = "transcription_service"
 CLI = [sys.executable, "-m", "tahoe_auth"]
 BIN = Path(sys.executable).parent
 ENVOY_CONFIG = ROOT / "envoy" / "envoy.yaml"
@@ -46,6 +47,18 @@ def bootstrap(env: dict[str, str]) -> dict[str, dict[str, str]]:
         if result.returncode != 0:
             sys.exit(f"bootstrap of {slug} failed: {result.stderr.strip()}")
         saved[slug] = json.loads(result.stdout)
+    if SERVICE not in saved:
+        # The demo reports usage as a platform-wide service account (usage:write).
+        result = subprocess.run(
+            [*CLI, "service-account", "create", "--name", "transcription", "--permission", "usage:write"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            sys.exit(f"creating the transcription service account failed: {result.stderr.strip()}")
+        saved[SERVICE] = json.loads(result.stdout)
     DEMO_FILE.write_text(json.dumps(saved, indent=2))
     DEMO_FILE.chmod(0o600)
     return saved
@@ -112,6 +125,9 @@ Try it (copy-paste):
   curl -s -H "authorization: Bearer $ACME" {envoy}/v1/jobs
   curl -si -H "authorization: Bearer $ACME" {envoy}/v1/tenants/{demo["demo"]["tenant_id"]}/jobs
 
+  # Each job was metered (transcription.seconds) by the demo through the UsageService
+  {grpcurl} -plaintext -H "authorization: Bearer $TOKEN" {grpc_addr} tahoe_auth.v1.UsageService/GetUsageSummary
+
   # Why was a request allowed or denied? (the decision Envoy's Check makes)
   {grpcurl} -plaintext -H "authorization: Bearer $TOKEN" \\
        -d '{{"required_permission": "transcription:write", "upstream": "transcription"}}' \\
@@ -149,6 +165,9 @@ def main() -> int:
             "TRANSCRIPTION_ADDR": DEMO_ADDR,
             "TRANSCRIPTION_DATABASE_URL": f"sqlite:///{VAR / 'transcription.db'}",
             "TAHOE_JWKS_URL": f"http://{http_addr}/.well-known/jwks.json",
+            "TAHOE_GRPC_TARGET": grpc_addr,
+            "TRANSCRIPTION_CLIENT_ID": demo[SERVICE]["client_id"],
+            "TRANSCRIPTION_CLIENT_SECRET": demo[SERVICE]["client_secret"],
         }
         transcription = start([sys.executable, "-m", "transcription_demo"], demo_env)
         processes.append(transcription)

@@ -17,7 +17,8 @@ import yaml
 
 from bench import harness
 from tahoe_auth.http_side import SideServer
-from tests.support import RunningServer, running_server
+from tahoe_auth.v1 import tenant_pb2
+from tests.support import RunningServer, bearer, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY_DIR = ROOT / "envoy"
@@ -177,9 +178,26 @@ def stack(env: Mapping[str, str], tmp: Path) -> Iterator[Stack]:
     with contextlib.ExitStack() as stack:
         auth = stack.enter_context(running_server(env))
         side = stack.enter_context(side_server(auth))
-        demo = stack.enter_context(demo_service(tmp, f"http://{side}/.well-known/jwks.json"))
+        demo_env = usage_credentials(auth)
+        demo = stack.enter_context(demo_service(tmp, f"http://{side}/.well-known/jwks.json", demo_env))
         envoy = stack.enter_context(harness.run_envoy(envoy_config([port_of(auth.address)], demo.port), tmp))
         yield Stack(auth, side, demo, envoy)
+
+
+def usage_credentials(auth: RunningServer) -> dict[str, str]:
+    """The demo reports usage as a platform-wide service account with `usage:write`,
+    registered by a platform administrator (as `tahoe-auth service-account create` does)."""
+    created = auth.tenants.CreateServiceAccount(
+        tenant_pb2.CreateServiceAccountRequest(
+            service_account=tenant_pb2.ServiceAccount(name="transcription", permissions=["usage:write"])
+        ),
+        metadata=bearer(auth.platform_key),
+    )
+    return {
+        "TAHOE_GRPC_TARGET": auth.address,
+        "TRANSCRIPTION_CLIENT_ID": created.client_id,
+        "TRANSCRIPTION_CLIENT_SECRET": created.client_secret,
+    }
 
 
 def port_of(address: str) -> int:

@@ -7,7 +7,7 @@ import pytest
 
 from tahoe_auth.authz.check import CheckContext, CheckOutcome
 from tahoe_auth.identity import IdentityError, IdentityVerifier
-from tahoe_auth.v1 import auth_pb2
+from tahoe_auth.v1 import auth_pb2, usage_pb2, usage_pb2_grpc
 from tests.e2e import stack as e2e
 from tests.scenarios import (
     api_key,
@@ -251,3 +251,19 @@ def test_a_service_token_reaches_the_upstream(live: e2e.Stack) -> None:
     headers = seen["headers"]
     assert (headers["x-tahoe-tenant-id"], headers["x-tahoe-subject"]) == (tenant.id, account_id)
     assert (headers["x-tahoe-subject-type"], headers["x-tahoe-permissions"]) == ("service", "transcription:write")
+
+
+def test_each_job_is_metered_through_the_usage_service(live: e2e.Stack) -> None:
+    tenant = live.auth.create_tenant()
+    token = live.auth.login(tenant).tokens.access_token
+    for seconds in (12, 30):
+        body = {"audio_url": "s3://metered.wav", "audio_seconds": seconds}
+        assert live.call("POST", "/v1/jobs", token=token, body=body).status == 201
+
+    def metered() -> float:
+        summary = usage_pb2_grpc.UsageServiceStub(live.auth.channel).GetUsageSummary(
+            usage_pb2.GetUsageSummaryRequest(tenant_id=tenant.id), metadata=bearer(token)
+        )
+        return sum(m.quantity for m in summary.metrics if m.metric == "transcription.seconds")
+
+    wait_until(lambda: metered() == 42, limit=10)

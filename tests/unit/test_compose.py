@@ -57,6 +57,7 @@ def test_envoy_and_the_demo_are_wired_to_the_auth_server() -> None:
     assert demo["environment"]["TRANSCRIPTION_ADDR"].endswith(":9300")
     assert demo["environment"]["TAHOE_JWKS_URL"] == "http://auth:9201/.well-known/jwks.json"
     assert demo["environment"]["TRANSCRIPTION_AUDIENCE"] == "transcription"
+    assert demo["environment"]["TAHOE_GRPC_TARGET"] == "auth:9200"  # usage reporting
 
 
 def test_the_image_is_built_from_the_locked_requirements() -> None:

@@ -11,6 +11,7 @@ from transcription_demo.app import Service, make_server
 from transcription_demo.config import Config
 from transcription_demo.store import JobStore, make_engine
 from transcription_demo.usage import UsageReporter
+from transcription_demo.usage_grpc import GrpcUsageSender
 
 
 def main(argv: list[str]) -> int:
@@ -24,9 +25,17 @@ def main(argv: list[str]) -> int:
     if argv[1:2] == ["migrate"]:
         return 0
     verifier = IdentityVerifier(config.jwks_url, audience=config.audience, issuer=config.issuer)
-    service = Service(JobStore(make_engine(config.database_url)), verifier, UsageReporter(None))
+    log = logging.getLogger("transcription")
+    if config.client_id and config.client_secret:
+        sender = GrpcUsageSender(config.auth_grpc_target, config.client_id, config.client_secret)
+        usage = UsageReporter(sender)
+        log.info("reporting usage to %s as service account %s", config.auth_grpc_target, config.client_id)
+    else:
+        usage = UsageReporter(None)
+        log.warning("usage is not reported: set TRANSCRIPTION_CLIENT_ID and TRANSCRIPTION_CLIENT_SECRET")
+    service = Service(JobStore(make_engine(config.database_url)), verifier, usage)
     server = make_server(config, service)
-    logging.getLogger("transcription").info("transcription demo listening on %s", config.addr)
+    log.info("transcription demo listening on %s", config.addr)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

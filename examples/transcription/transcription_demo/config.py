@@ -19,6 +19,10 @@ class Config:
     legacy_tenant_id: str = ""
     # Test aid: append one JSON line per request received (never set in production).
     journal: str = ""
+    # Usage reporting to Tahoe Auth's UsageService (off unless client credentials are set).
+    auth_grpc_target: str = "127.0.0.1:9200"
+    client_id: str = ""
+    client_secret: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -31,4 +35,7 @@ class Config:
             audience=env.get("TRANSCRIPTION_AUDIENCE") or cls.audience,
             legacy_tenant_id=env.get("TRANSCRIPTION_LEGACY_TENANT_ID", ""),
             journal=env.get("TRANSCRIPTION_JOURNAL", ""),
+            auth_grpc_target=env.get("TAHOE_GRPC_TARGET") or cls.auth_grpc_target,
+            client_id=env.get("TRANSCRIPTION_CLIENT_ID", ""),
+            client_secret=env.get("TRANSCRIPTION_CLIENT_SECRET", ""),
         )
