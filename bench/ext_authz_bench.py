@@ -1,6 +1,6 @@
 """Envoy + ext_authz figures for this machine, in one run.
 
-    .venv/bin/python bench/ext_authz_bench.py [--rounds 3] [--duration 6] [--connections 8 32] [--sqlite]
+    .venv/bin/python bench/ext_authz_bench.py [--rounds 5] [--duration 5] [--connections 8 32] [--sqlite]
 
 wrk drives Envoy (``--concurrency 1``) on 127.0.0.1; every route ends in a 200
 ``direct_response`` so that no upstream is the bottleneck. Rows:
@@ -255,9 +255,9 @@ def summary(rows: list[Row], conns_list: Sequence[int]) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=6, help="seconds per measured wrk run")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per measured wrk run")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk before each measured run")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table shows medians")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the table shows medians")
     parser.add_argument("--connections", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--sqlite", action="store_true", help="embedded default instead of PostgreSQL + Redis")
     parser.add_argument(
