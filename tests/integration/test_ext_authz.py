@@ -27,7 +27,8 @@ from tahoe_auth.identity import IdentityVerifier
 from tahoe_auth.store.db import SYSTEM, Database
 from tahoe_auth.v1 import auth_pb2, decision_pb2, decision_pb2_grpc
 from tests.scenarios import api_key, service_token
-from tests.support import OwnPostgres, OwnRedis, RunningServer, bearer, running_server, wait_until
+from tests.servers import OwnPostgres, redis_server
+from tests.support import RunningServer, bearer, running_server, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -298,10 +299,10 @@ def test_database_down_warm_credentials_pass_cold_ones_fail_closed(
 
 @pytest.mark.slow
 def test_redis_down_caches_are_bypassed_not_trusted(clean_pg: str, tmp_path: Path) -> None:
-    with OwnRedis() as redis_server:
+    with redis_server(tmp_path) as own_redis:
         env = {
             "TAHOE_DATABASE_URL": clean_pg,
-            "TAHOE_REDIS_URL": redis_server.url,
+            "TAHOE_REDIS_URL": own_redis.url,
             "TAHOE_MASTER_KEY": "C" * 43,
             "TAHOE_VAR_DIR": str(tmp_path),
         }
@@ -310,7 +311,7 @@ def test_redis_down_caches_are_bypassed_not_trusted(clean_pg: str, tmp_path: Pat
             tenant = server.create_tenant()
             token = server.login(tenant).tokens.access_token
             upstream_headers(check(server, check_request(f"Bearer {token}")))
-            redis_server.stop()
+            own_redis.stop()
             wait_until(lambda: not server.app.store.notifications_live(), limit=5)
             # Revocations could be missed now: every Check reads the database instead.
             with counting_sql(server.app.db) as statements:
