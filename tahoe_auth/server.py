@@ -18,14 +18,28 @@ from envoy.service.ratelimit.v3 import rls_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tahoe_auth.api.audit_servicer import AuditServicer
 from tahoe_auth.api.auth_servicer import AuthServicer
 from tahoe_auth.api.envoy_ratelimit import EnvoyRateLimitServicer
 from tahoe_auth.api.interceptors import AccessLog, Authenticate, Authorize, Chain, MethodPolicy, RequestId, Step
+from tahoe_auth.api.key_servicer import KeyServicer
 from tahoe_auth.api.rate_limit import RateLimit
 from tahoe_auth.api.usage_servicer import UsageServicer
+from tahoe_auth.api.webhook_servicer import WebhookServicer
 from tahoe_auth.app import App
 from tahoe_auth.http_side import SideServer
-from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc, usage_pb2, usage_pb2_grpc
+from tahoe_auth.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
+    webhooks_pb2,
+    webhooks_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +48,16 @@ GRACE_SECONDS = 10.0
 
 AUTH = "/tahoe_auth.v1.AuthService/"
 USAGE = "/tahoe_auth.v1.UsageService/"
+AUDIT = "/tahoe_auth.v1.AuditService/"
+WEBHOOKS = "/tahoe_auth.v1.WebhookService/"
+KEYS = "/tahoe_auth.v1.KeyService/"
 PUBLIC = MethodPolicy(public=True)
 USAGE_WRITE = MethodPolicy(permission="usage:write")
 USAGE_READ = MethodPolicy(permission="usage:read")
+AUDIT_READ = MethodPolicy(permission="audit:read")
+WEBHOOKS_READ = MethodPolicy(permission="webhooks:read")
+WEBHOOKS_WRITE = MethodPolicy(permission="webhooks:write")
+PLATFORM_ONLY = MethodPolicy(permission="platform:admin")
 POLICIES: dict[str, MethodPolicy] = {
     AUTH + "Login": PUBLIC,
     AUTH + "Refresh": PUBLIC,
@@ -58,12 +79,30 @@ POLICIES: dict[str, MethodPolicy] = {
     # Platform administrators only (checked by the use case); no tenant role suffices.
     USAGE + "UpsertPlan": MethodPolicy(permission="plans:manage"),
     USAGE + "AssignPlan": MethodPolicy(permission="plans:manage"),
+    AUDIT + "ListAuditEvents": AUDIT_READ,
+    AUDIT + "ExportAuditEvents": AUDIT_READ,
+    WEBHOOKS + "CreateWebhookEndpoint": WEBHOOKS_WRITE,
+    WEBHOOKS + "GetWebhookEndpoint": WEBHOOKS_READ,
+    WEBHOOKS + "ListWebhookEndpoints": WEBHOOKS_READ,
+    WEBHOOKS + "UpdateWebhookEndpoint": WEBHOOKS_WRITE,
+    WEBHOOKS + "DeleteWebhookEndpoint": WEBHOOKS_WRITE,
+    WEBHOOKS + "RotateWebhookSecret": WEBHOOKS_WRITE,
+    WEBHOOKS + "ListWebhookDeliveries": WEBHOOKS_READ,
+    WEBHOOKS + "ReplayWebhookDeliveries": WEBHOOKS_WRITE,
+    WEBHOOKS + "SendTestWebhookEvent": WEBHOOKS_WRITE,
+    WEBHOOKS + "ListWebhookEventTypes": WEBHOOKS_READ,
+    # Platform administrators only (no tenant grant covers platform:admin; checked again by the servicer).
+    KEYS + "RotateSigningKey": PLATFORM_ONLY,
+    KEYS + "ListSigningKeys": PLATFORM_ONLY,
 }
 DEFAULT_POLICY = MethodPolicy()
 
 SERVICE_NAMES = [
     auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
     usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+    webhooks_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
+    keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
 ]
 
 
@@ -113,6 +152,9 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
     )
     auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(app.sessions, app.authenticator, app.clock), server)
     usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(app.usage, app.clock), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(app.audit_reader), server)
+    webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(WebhookServicer(app.webhooks, app.clock), server)
+    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(app.keys, app.clock), server)
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(EnvoyRateLimitServicer(app.limiter), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

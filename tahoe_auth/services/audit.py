@@ -174,7 +174,9 @@ class AuditReader:
             yield from _csv_chunks(rows)
         else:
             for start in range(0, len(rows), 500):
-                yield b"".join(json.dumps(entry_dict(r), sort_keys=True).encode() + b"\n" for r in rows[start : start + 500])
+                yield b"".join(
+                    json.dumps(entry_dict(r), sort_keys=True).encode() + b"\n" for r in rows[start : start + 500]
+                )
 
 
 def entry_dict(row: m.AuditEvent) -> dict[str, Any]:

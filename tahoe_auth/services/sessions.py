@@ -208,7 +208,12 @@ class SessionService:
                 session = self._extend_session(uow, stored.session_id, now)
                 uow.refresh_tokens.add(session.tenant_id, session.id, _hash_refresh_token(new_token))
                 self._audit.record(
-                    uow, ctx, session.tenant_id, "auth.refresh", f"session:{session.id}", actor=Actor(session.user_id, USER)
+                    uow,
+                    ctx,
+                    session.tenant_id,
+                    "auth.refresh",
+                    f"session:{session.id}",
+                    actor=Actor(session.user_id, USER),
                 )
                 uow.commit()
         if not spent:
@@ -260,7 +265,10 @@ class SessionService:
         if not principal.session_id:
             raise InvalidArgument("authorization", "logout needs a user access token")
         self._revoke(
-            principal.tenant_id, [principal.session_id], "logout", (ctx, "auth.logout", f"session:{principal.session_id}")
+            principal.tenant_id,
+            [principal.session_id],
+            "logout",
+            (ctx, "auth.logout", f"session:{principal.session_id}"),
         )
 
     def logout_all(self, ctx: CallContext, tenant_id: str, user_id: str) -> int:
@@ -309,7 +317,9 @@ class SessionService:
     @staticmethod
     def _session_events(uow: UnitOfWork, tenant_id: str, owners: dict[str, str], reason: str) -> None:
         for session_id, user_id in sorted(owners.items()):
-            emit(uow, tenant_id, events.SESSION_REVOKED, {"session_id": session_id, "user_id": user_id, "reason": reason})
+            emit(
+                uow, tenant_id, events.SESSION_REVOKED, {"session_id": session_id, "user_id": user_id, "reason": reason}
+            )
 
     def list_sessions(
         self, ctx: CallContext, tenant_id: str, user_id: str, page_size: int, page_token: str, show_ended: bool

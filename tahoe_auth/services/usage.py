@@ -19,8 +19,8 @@ from tahoe_auth.domain.errors import InvalidArgument, NotFound, PermissionDenied
 from tahoe_auth.domain.principal import Principal
 from tahoe_auth.domain.usage import Granularity, Period, QuotaDecision, QuotaRule, UsageEvent
 from tahoe_auth.metrics import STORE_FAILURES
-from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.audit import AuditLog
+from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.services.events import emit
 from tahoe_auth.services.quotas import PLANS_CHANGED, rules_for
@@ -239,6 +239,6 @@ def target_tenant(principal: Principal, tenant_id: str) -> str:
     return principal.tenant_id
 
 
-def require_platform(principal: Principal) -> None:
+def require_platform(principal: Principal, message: str = "plans are managed by platform administrators") -> None:
     if not principal.platform_admin:
-        raise PermissionDenied("plans are managed by platform administrators", permission="platform:admin")
+        raise PermissionDenied(message, permission="platform:admin")

@@ -134,7 +134,12 @@ class WebhookAdmin:
             endpoint.secrets = [{"sealed": self.box.seal(endpoint.id, secret), "created_at": now.isoformat()}]
             uow.webhooks.add_endpoint(endpoint)
             self._audit.record(
-                uow, ctx, tenant_id, "webhook.endpoint_create", f"webhook_endpoint:{endpoint.id}", details=_view(endpoint)
+                uow,
+                ctx,
+                tenant_id,
+                "webhook.endpoint_create",
+                f"webhook_endpoint:{endpoint.id}",
+                details=_view(endpoint),
             )
             uow.commit()
         return endpoint, secret
@@ -221,7 +226,10 @@ class WebhookAdmin:
                 tenant_id,
                 "webhook.secret_rotate",
                 f"webhook_endpoint:{endpoint.id}",
-                details={"previous_secret_ttl_seconds": int(overlap.total_seconds()), "secrets_in_force": len(kept) + 1},
+                details={
+                    "previous_secret_ttl_seconds": int(overlap.total_seconds()),
+                    "secrets_in_force": len(kept) + 1,
+                },
             )
             uow.commit()
         return endpoint, secret

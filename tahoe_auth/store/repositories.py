@@ -129,9 +129,7 @@ class SessionRepository:
         if not session_ids:
             return {}
         rows = self.session.execute(
-            select(m.Session.id, m.Session.user_id).where(
-                m.Session.id.in_(session_ids), m.Session.revoked_at.is_(None)
-            )
+            select(m.Session.id, m.Session.user_id).where(m.Session.id.in_(session_ids), m.Session.revoked_at.is_(None))
         )
         return {row[0]: row[1] for row in rows}
 

@@ -218,7 +218,5 @@ class WebhookRepository:
 
     def due_count(self, now: dt.datetime) -> int:
         d = m.WebhookDelivery
-        query = (
-            select(func.count()).select_from(d).where(d.status.in_(events.DUE_STATUSES), d.next_attempt_at <= now)
-        )
+        query = select(func.count()).select_from(d).where(d.status.in_(events.DUE_STATUSES), d.next_attempt_at <= now)
         return int(self.session.scalar(query) or 0)

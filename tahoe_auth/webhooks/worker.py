@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tahoe_auth.clock import Clock
@@ -62,7 +62,7 @@ class WorkerConfig:
     lease: float = 60.0
     idle_wait: float = 0.2
     gauge_interval: float = 5.0
-    retry: standard.RetryPolicy = standard.RetryPolicy()
+    retry: standard.RetryPolicy = field(default_factory=standard.RetryPolicy)
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,9 @@ class WebhookWorker:
                 bodies[c.event_id] = events.webhook_body(_event(event))
             if c.endpoint_id not in secrets:
                 secrets[c.endpoint_id] = tuple(self._box.signing_secrets(endpoints[c.endpoint_id], now))
-            jobs.append(Job(c, endpoints[c.endpoint_id].url, secrets[c.endpoint_id], bodies[c.event_id], event.created_at))
+            jobs.append(
+                Job(c, endpoints[c.endpoint_id].url, secrets[c.endpoint_id], bodies[c.event_id], event.created_at)
+            )
         return jobs
 
     def _send(self, job: Job) -> Result:
