@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2
@@ -219,3 +220,12 @@ class OwnPostgres:
         import shutil
 
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def wait_until(predicate: Any, limit: float = 3.0, step: float = 0.01) -> float:
+    """Seconds until `predicate()` is true; fails after `limit`."""
+    started = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - started < limit, "condition not reached in time"
+        time.sleep(step)
+    return time.monotonic() - started
