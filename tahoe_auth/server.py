@@ -18,6 +18,7 @@ from envoy.service.ratelimit.v3 import rls_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tahoe_auth import tracing
 from tahoe_auth.api.audit_servicer import AuditServicer
 from tahoe_auth.api.auth_servicer import AuthServicer
 from tahoe_auth.api.envoy_ratelimit import EnvoyRateLimitServicer
@@ -144,6 +145,9 @@ class HealthReporter:
 def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthReporter]:
     """Build the server with every service; bind `address` (port 0 picks one)."""
     steps: list[Step] = [RequestId(), AccessLog(), RateLimit(app.limiter), Authenticate(app.authenticator), Authorize()]
+    tracer = tracing.configure()
+    if tracer is not None:
+        steps.insert(1, tracing.Trace(tracer))
     chain = Chain(steps, POLICIES, DEFAULT_POLICY)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=app.settings.grpc_workers, thread_name_prefix="grpc"),
