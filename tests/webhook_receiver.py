@@ -58,7 +58,9 @@ class Receiver:
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length)
                 with receiver.arrived:
-                    receiver.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body, time.time()))
+                    receiver.received.append(
+                        Received({k.lower(): v for k, v in self.headers.items()}, body, time.time())
+                    )
                     reply = receiver.script.pop(0) if receiver.script else receiver.default
                     receiver.arrived.notify_all()
                 if reply.hold is not None:

@@ -59,7 +59,7 @@ def stage(pg_env: dict[str, str]) -> Iterator[tuple[RunningServer, Receiver, dic
     with support.running_server(pg_env, **local) as server, receiver() as sink:
         tenant = server.create_tenant()
         logins = [server.login(tenant) for _ in range(4)]
-        with pytest.raises(Exception, match="INVALID_CREDENTIALS|Unauthenticated|invalid"):
+        with pytest.raises(Exception, match=r"INVALID_CREDENTIALS|Unauthenticated|invalid"):
             server.auth.Login(auth_pb2.LoginRequest(tenant=tenant.slug, email=tenant.owner_email, password="nope" * 4))
         for _ in range(7):
             server.app.denials.record(tenant.id, "permission_denied", "transcription-write")

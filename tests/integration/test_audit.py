@@ -20,9 +20,17 @@ from tahoe_auth.domain import audit
 from tahoe_auth.domain.audit import StoredEntry, verify_chain
 from tahoe_auth.store.audit_repository import AuditFilter
 from tahoe_auth.store.db import SYSTEM
-from tahoe_auth.v1 import audit_pb2, audit_pb2_grpc, auth_pb2, keys_pb2, keys_pb2_grpc, usage_pb2, usage_pb2_grpc
+from tahoe_auth.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    auth_pb2,
+    keys_pb2,
+    keys_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
+    webhooks_pb2_grpc,
+)
 from tahoe_auth.v1 import webhooks_pb2 as wh
-from tahoe_auth.v1 import webhooks_pb2_grpc
 from tests.support import RunningServer, Tenant, bearer, error_reason
 
 pytestmark = [pytest.mark.postgres]
@@ -81,7 +89,7 @@ def expect_error(fn: Callable[[], object]) -> None:
 # Each case: (name, setup -> act, chain ("tenant" or "platform"), action, outcome). `setup`
 # runs first (its own entries are not counted); `act` is the audited call.
 def _login_ok(w: World) -> Callable[[], object]:
-    return lambda: w.login()
+    return w.login
 
 
 def _login_bad_password(w: World) -> Callable[[], object]:
@@ -119,9 +127,7 @@ def _logout_all(w: World) -> Callable[[], object]:
 def _revoke_session(w: World) -> Callable[[], object]:
     victim = w.server.login(w.tenant).tokens.session_id
     token = w.token()
-    return lambda: w.server.auth.RevokeSession(
-        auth_pb2.RevokeSessionRequest(session_id=victim), metadata=w.md(token)
-    )
+    return lambda: w.server.auth.RevokeSession(auth_pb2.RevokeSessionRequest(session_id=victim), metadata=w.md(token))
 
 
 def _upsert_plan(w: World) -> Callable[[], object]:
@@ -133,7 +139,9 @@ def _upsert_plan(w: World) -> Callable[[], object]:
 
 def _assign_plan(w: World) -> Callable[[], object]:
     stub = usage_pb2_grpc.UsageServiceStub(w.server.channel)
-    stub.UpsertPlan(usage_pb2.UpsertPlanRequest(plan=usage_pb2.Plan(name="pro")), metadata=bearer(w.server.platform_key))
+    stub.UpsertPlan(
+        usage_pb2.UpsertPlanRequest(plan=usage_pb2.Plan(name="pro")), metadata=bearer(w.server.platform_key)
+    )
     return lambda: stub.AssignPlan(
         usage_pb2.AssignPlanRequest(tenant_id=w.tenant.id, plan="pro"), metadata=w.md(w.server.platform_key)
     )
@@ -325,7 +333,7 @@ def test_the_app_role_cannot_change_or_delete_audit_rows(server: RunningServer, 
             with engine.connect() as conn:
                 conn.execute(text("SET ROLE tahoe_app"))
                 conn.execute(text("SELECT set_config('tahoe.scope', 'system', false)"))
-                with pytest.raises(DBAPIError, match="(?i)permission denied|append-only"):
+                with pytest.raises(DBAPIError, match=r"(?i)permission denied|append-only"):
                     conn.execute(text(statement))
         with engine.connect() as conn:  # it may read and append
             conn.execute(text("SET ROLE tahoe_app"))
@@ -367,7 +375,9 @@ def test_listing_filters_pages_and_tenant_walls(server: RunningServer) -> None:
     mine = stub.ListAuditEvents(audit_pb2.ListAuditEventsRequest(actor=user_id), metadata=bearer(token))
     assert len(mine.events) == 5 and mine.events[0].details["session_id"]
     with pytest.raises(grpc.RpcError) as caught:
-        stub.ListAuditEvents(audit_pb2.ListAuditEventsRequest(tenant_id=world.tenant.id), metadata=bearer(other.token()))
+        stub.ListAuditEvents(
+            audit_pb2.ListAuditEventsRequest(tenant_id=world.tenant.id), metadata=bearer(other.token())
+        )
     assert error_reason(caught.value) == "NOT_FOUND"
     as_platform = stub.ListAuditEvents(
         audit_pb2.ListAuditEventsRequest(tenant_id=world.tenant.id), metadata=bearer(server.platform_key)
