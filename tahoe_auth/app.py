@@ -7,20 +7,28 @@ import logging
 from dataclasses import dataclass
 
 from tahoe_auth.authz.admission import AdmissionControl
+from tahoe_auth.authz.apikeys import HMAC_PURPOSE as API_KEY_HMAC_PURPOSE
+from tahoe_auth.authz.apikeys import ApiKeyResolver
 from tahoe_auth.authz.authenticator import Authenticator
 from tahoe_auth.authz.directory import Directory
+from tahoe_auth.authz.last_used import LastUsedRecorder
 from tahoe_auth.authz.ratelimit import RateLimiter
 from tahoe_auth.authz.tenant_config import TenantConfigCache, database_loader
 from tahoe_auth.clock import Clock
 from tahoe_auth.config import Settings
-from tahoe_auth.domain import apikeys, passwords
+from tahoe_auth.domain import apikeys, crypto, passwords
+from tahoe_auth.domain.principal import SERVICE
 from tahoe_auth.metrics import CACHES
+from tahoe_auth.services.api_keys import ApiKeys
 from tahoe_auth.services.audit import AuditLog, AuditReader, AuditVerifier
 from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.denials import DenialAuditor
+from tahoe_auth.services.invitations import Invitations
 from tahoe_auth.services.keys import KeyManager
 from tahoe_auth.services.platform import PlatformCredentials
 from tahoe_auth.services.quotas import Quotas
+from tahoe_auth.services.roles import Roles
+from tahoe_auth.services.service_accounts import ServiceAccounts
 from tahoe_auth.services.sessions import SessionService
 from tahoe_auth.services.tenants import TenantAdmin
 from tahoe_auth.services.throttle import LoginThrottle
@@ -29,6 +37,7 @@ from tahoe_auth.services.usage_ledger import UsageLedger, UsageTotals
 from tahoe_auth.services.usage_pipeline import UsagePipeline
 from tahoe_auth.services.usage_recorder import UsageRecorder
 from tahoe_auth.services.usage_watch import UsageWatch
+from tahoe_auth.services.users import Users
 from tahoe_auth.services.webhooks import WebhookAdmin
 from tahoe_auth.store.db import Database
 from tahoe_auth.store.kv import KeyValueStore, MemoryStore
@@ -56,6 +65,12 @@ class App:
     sessions: SessionService
     tenants: TenantAdmin
     platform: PlatformCredentials
+    users: Users
+    roles: Roles
+    invitations: Invitations
+    api_keys: ApiKeys
+    service_accounts: ServiceAccounts
+    last_used: LastUsedRecorder
     tenant_config: TenantConfigCache
     limiter: RateLimiter
     usage: UsageService
@@ -87,6 +102,7 @@ class App:
         self.usage_pipeline.stop()
         self.quotas.stop()
         self.hasher.shutdown()
+        self.last_used.close()
         self.store.close()
         self.db.dispose()
 
@@ -129,10 +145,20 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         settings.hash_concurrency,
         settings.hash_queue,
     )
-    authenticator = Authenticator(keys, Directory(db), store, clock, issuer=settings.issuer, audience=settings.audience)
+    directory = Directory(db)
+    authenticator = Authenticator(keys, directory, store, clock, issuer=settings.issuer, audience=settings.audience)
+    authenticator.register_subject_type(SERVICE, directory.service_facts)
     platform = PlatformCredentials(db, settings.master_key)
     authenticator.register_secret(apikeys.PLATFORM_KEY, platform.resolve)
+    last_used = LastUsedRecorder(db)
+    api_key_resolver = ApiKeyResolver(
+        db, crypto.derive_key(settings.master_key, API_KEY_HMAC_PURPOSE), authenticator, store, last_used
+    )
+    authenticator.register_secret(apikeys.API_KEY, api_key_resolver.resolve)
+    notifier.apply_locally(authenticator.apply_change)
+    notifier.apply_locally(api_key_resolver.apply_change)
     sessions = SessionService(db, keys, hasher, LoginThrottle(store), notifier, settings, clock, audit_log)
+    invitations = Invitations(db, hasher, sessions, notifier, clock)
     for name, cache in (
         ("tokens", authenticator.tokens),
         ("sessions", authenticator.sessions),
@@ -160,8 +186,14 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         hasher=hasher,
         authenticator=authenticator,
         sessions=sessions,
-        tenants=TenantAdmin(db, hasher, clock),
+        tenants=TenantAdmin(db, hasher, clock, notifier, invitations),
         platform=platform,
+        users=Users(db, hasher, sessions, notifier, clock),
+        roles=Roles(db, notifier),
+        invitations=invitations,
+        api_keys=ApiKeys(db, api_key_resolver, last_used, notifier, clock),
+        service_accounts=ServiceAccounts(db, keys, notifier, settings, clock),
+        last_used=last_used,
         tenant_config=tenant_config,
         limiter=limiter,
         usage=UsageService(db, ledger, watch, notifier, store, clock, audit_log),

@@ -1,5 +1,5 @@
-"""`tahoe-auth` (also `python -m tahoe_auth`): serve, migrate, bootstrap, keys, usage,
-worker, audit."""
+"""`tahoe-auth` (also `python -m tahoe_auth`): serve, migrate, bootstrap, keys, service-account,
+usage, worker, audit."""
 
 from __future__ import annotations
 
@@ -81,6 +81,42 @@ def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     try:
         kid = app.keys.rotate()
         print(json.dumps({"active_kid": kid, "published_kids": sorted(app.keys.ring().keys)}))
+        return 0
+    finally:
+        app.close()
+
+
+def cmd_service_account_create(args: argparse.Namespace, settings: Settings) -> int:
+    """Register an internal service (e.g. the transcription service) and print its
+    client credentials once; platform-wide unless --tenant is given."""
+    from tahoe_auth.app import build_app
+    from tahoe_auth.domain.errors import NotFound
+    from tahoe_auth.domain.principal import PLATFORM, Principal
+    from tahoe_auth.services.context import CallContext
+    from tahoe_auth.store.db import SYSTEM
+
+    app = build_app(settings)
+    try:
+        tenant_id = ""
+        if args.tenant:
+            with app.db.unit_of_work(SYSTEM) as uow:
+                tenant = uow.tenants.find(args.tenant)
+            if tenant is None:
+                raise NotFound("tenant", f"no tenant {args.tenant!r}")
+            tenant_id = tenant.id
+        operator = Principal("", "cli", PLATFORM, platform_admin=True, credential="tahoe-auth cli")
+        account, secret = app.service_accounts.create(
+            CallContext(principal=operator), tenant_id, args.name, args.description, args.permission
+        )
+        result = {
+            "client_id": account.id,
+            "client_secret": secret,
+            "tenant_id": tenant_id,
+            "name": account.name,
+            "permissions": account.permissions,
+        }
+        print(json.dumps(result, indent=2))
+        print("The client secret is shown once; store it now.", file=sys.stderr)
         return 0
     finally:
         app.close()
@@ -187,6 +223,15 @@ def parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     rotate = keys_sub.add_parser("rotate", help="add a new active signing key (no restart needed)")
     rotate.set_defaults(run=cmd_keys_rotate)
+
+    accounts = sub.add_parser("service-account", help="internal services' client credentials")
+    accounts_sub = accounts.add_subparsers(dest="service_account_command", required=True)
+    create = accounts_sub.add_parser("create", help="register a service; prints its client id and secret")
+    create.add_argument("--name", required=True, help="e.g. transcription")
+    create.add_argument("--permission", action="append", default=[], help="repeat for each permission")
+    create.add_argument("--description", default="")
+    create.add_argument("--tenant", default="", help="tenant slug or id (default: platform-wide)")
+    create.set_defaults(run=cmd_service_account_create)
 
     usage = sub.add_parser("usage", help="usage metering: invoice exports, rollups")
     usage_sub = usage.add_subparsers(dest="usage_command", required=True)

@@ -15,6 +15,7 @@ from types import FrameType
 
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -25,6 +26,7 @@ from tahoe_auth.api.envoy_ratelimit import EnvoyRateLimitServicer
 from tahoe_auth.api.interceptors import AccessLog, Authenticate, Authorize, Chain, MethodPolicy, RequestId, Step
 from tahoe_auth.api.key_servicer import KeyServicer
 from tahoe_auth.api.rate_limit import RateLimit
+from tahoe_auth.api.tenant_servicer import TenantServicer, TenantUseCases
 from tahoe_auth.api.usage_servicer import UsageServicer
 from tahoe_auth.api.webhook_servicer import WebhookServicer
 from tahoe_auth.app import App
@@ -36,6 +38,8 @@ from tahoe_auth.v1 import (
     auth_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
+    tenant_pb2,
+    tenant_pb2_grpc,
     usage_pb2,
     usage_pb2_grpc,
     webhooks_pb2,
@@ -48,21 +52,79 @@ HEALTH_INTERVAL = 2.0
 GRACE_SECONDS = 10.0
 
 AUTH = "/tahoe_auth.v1.AuthService/"
+TENANT = "/tahoe_auth.v1.TenantService/"
 USAGE = "/tahoe_auth.v1.UsageService/"
 AUDIT = "/tahoe_auth.v1.AuditService/"
 WEBHOOKS = "/tahoe_auth.v1.WebhookService/"
 KEYS = "/tahoe_auth.v1.KeyService/"
 PUBLIC = MethodPolicy(public=True)
+# A valid credential; the method acts on the caller itself, and the use case requires
+# the permission named in the comment when the caller acts on someone else.
+SELF_SERVICE = MethodPolicy()
+PLATFORM_ONLY = MethodPolicy(platform_only=True)
 USAGE_WRITE = MethodPolicy(permission="usage:write")
 USAGE_READ = MethodPolicy(permission="usage:read")
 AUDIT_READ = MethodPolicy(permission="audit:read")
 WEBHOOKS_READ = MethodPolicy(permission="webhooks:read")
 WEBHOOKS_WRITE = MethodPolicy(permission="webhooks:write")
-PLATFORM_ONLY = MethodPolicy(permission="platform:admin")
+
+
+def needs(permission: str) -> MethodPolicy:
+    return MethodPolicy(permission=permission)
+
+
+# Every method of the governed services declares what it needs, here and only here
+# (`check_policies` refuses to start otherwise). Authorize enforces it with
+# domain.decision.decide, the function ext_authz's Check uses.
 POLICIES: dict[str, MethodPolicy] = {
     AUTH + "Login": PUBLIC,
     AUTH + "Refresh": PUBLIC,
     AUTH + "ValidateToken": PUBLIC,
+    AUTH + "IssueServiceToken": PUBLIC,  # the client credentials are in the body
+    AUTH + "Logout": SELF_SERVICE,
+    AUTH + "LogoutAll": SELF_SERVICE,  # others: sessions:revoke
+    AUTH + "ListSessions": SELF_SERVICE,  # others: sessions:read
+    AUTH + "RevokeSession": SELF_SERVICE,  # others: sessions:revoke
+    AUTH + "CreateApiKey": needs("apikeys:create"),  # for another user: apikeys:manage
+    AUTH + "GetApiKey": needs("apikeys:read"),  # another user's: apikeys:manage
+    AUTH + "ListApiKeys": needs("apikeys:read"),  # every user's: apikeys:manage
+    AUTH + "RevokeApiKey": needs("apikeys:revoke"),  # another user's: apikeys:manage
+    AUTH + "RotateApiKey": needs("apikeys:rotate"),  # another user's: apikeys:manage
+    TENANT + "CreateTenant": PLATFORM_ONLY,
+    TENANT + "GetTenant": needs("tenant:read"),
+    TENANT + "ListTenants": PLATFORM_ONLY,
+    TENANT + "UpdateTenant": needs("tenant:write"),  # slug, plan, limits: platform only
+    TENANT + "SuspendTenant": PLATFORM_ONLY,
+    TENANT + "ReactivateTenant": PLATFORM_ONLY,
+    TENANT + "CreateUser": needs("users:create"),
+    TENANT + "GetUser": needs("users:read"),
+    TENANT + "ListUsers": needs("users:read"),
+    TENANT + "UpdateUser": needs("users:update"),
+    TENANT + "DisableUser": needs("users:disable"),
+    TENANT + "EnableUser": needs("users:disable"),
+    TENANT + "DeleteUser": needs("users:delete"),
+    TENANT + "ChangePassword": SELF_SERVICE,
+    TENANT + "ResetPassword": needs("users:reset_password"),
+    TENANT + "ListRoles": needs("roles:read"),
+    TENANT + "GetRole": needs("roles:read"),
+    TENANT + "CreateRole": needs("roles:create"),
+    TENANT + "UpdateRole": needs("roles:update"),
+    TENANT + "DeleteRole": needs("roles:delete"),
+    TENANT + "AssignRole": needs("roles:assign"),
+    TENANT + "RemoveRole": needs("roles:assign"),
+    TENANT + "GetEffectivePermissions": SELF_SERVICE,  # others: roles:read
+    TENANT + "CreateInvitation": needs("invitations:create"),
+    TENANT + "ListInvitations": needs("invitations:read"),
+    TENANT + "ResendInvitation": needs("invitations:create"),
+    TENANT + "RevokeInvitation": needs("invitations:revoke"),
+    TENANT + "AcceptInvitation": PUBLIC,  # the invitation token is in the body
+    TENANT + "CreateServiceAccount": needs("service_accounts:create"),
+    TENANT + "GetServiceAccount": needs("service_accounts:read"),
+    TENANT + "ListServiceAccounts": needs("service_accounts:read"),
+    TENANT + "UpdateServiceAccount": needs("service_accounts:update"),
+    TENANT + "DeleteServiceAccount": needs("service_accounts:delete"),
+    TENANT + "RotateServiceAccountSecret": needs("service_accounts:rotate"),
+    TENANT + "RevokeServiceAccountSecret": needs("service_accounts:revoke"),
     "/grpc.health.v1.Health/Check": MethodPolicy(public=True, log_calls=False),
     "/grpc.health.v1.Health/Watch": MethodPolicy(public=True, log_calls=False),
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": PUBLIC,
@@ -77,9 +139,9 @@ POLICIES: dict[str, MethodPolicy] = {
     USAGE + "ExportUsage": USAGE_READ,
     USAGE + "GetQuotaStatus": USAGE_READ,
     USAGE + "ListPlans": USAGE_READ,
-    # Platform administrators only (checked by the use case); no tenant role suffices.
-    USAGE + "UpsertPlan": MethodPolicy(permission="plans:manage"),
-    USAGE + "AssignPlan": MethodPolicy(permission="plans:manage"),
+    # Platform administrators only; no tenant role suffices (the use case checks too).
+    USAGE + "UpsertPlan": MethodPolicy(permission="plans:manage", platform_only=True),
+    USAGE + "AssignPlan": MethodPolicy(permission="plans:manage", platform_only=True),
     AUDIT + "ListAuditEvents": AUDIT_READ,
     AUDIT + "ExportAuditEvents": AUDIT_READ,
     WEBHOOKS + "CreateWebhookEndpoint": WEBHOOKS_WRITE,
@@ -92,19 +154,32 @@ POLICIES: dict[str, MethodPolicy] = {
     WEBHOOKS + "ReplayWebhookDeliveries": WEBHOOKS_WRITE,
     WEBHOOKS + "SendTestWebhookEvent": WEBHOOKS_WRITE,
     WEBHOOKS + "ListWebhookEventTypes": WEBHOOKS_READ,
-    # Platform administrators only (no tenant grant covers platform:admin; checked again by the servicer).
+    # Platform administrators only (the servicer checks too).
     KEYS + "RotateSigningKey": PLATFORM_ONLY,
     KEYS + "ListSigningKeys": PLATFORM_ONLY,
 }
 DEFAULT_POLICY = MethodPolicy()
 
-SERVICE_NAMES = [
-    auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
-    usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
-    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
-    webhooks_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
-    keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
+GOVERNED_SERVICES = [
+    auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+    tenant_pb2.DESCRIPTOR.services_by_name["TenantService"],
+    usage_pb2.DESCRIPTOR.services_by_name["UsageService"],
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
+    webhooks_pb2.DESCRIPTOR.services_by_name["WebhookService"],
+    keys_pb2.DESCRIPTOR.services_by_name["KeyService"],
 ]
+SERVICE_NAMES = [service.full_name for service in GOVERNED_SERVICES]
+
+
+def method_names(services: list[ServiceDescriptor]) -> list[str]:
+    return [f"/{service.full_name}/{method.name}" for service in services for method in service.methods]
+
+
+def check_policies(policies: dict[str, MethodPolicy] = POLICIES) -> None:
+    """Every governed method must declare its policy: fail at start, not in production."""
+    missing = [name for name in method_names(GOVERNED_SERVICES) if name not in policies]
+    if missing:
+        raise RuntimeError(f"methods without a policy in server.POLICIES: {', '.join(missing)}")
 
 
 class HealthReporter:
@@ -144,6 +219,7 @@ class HealthReporter:
 
 def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthReporter]:
     """Build the server with every service; bind `address` (port 0 picks one)."""
+    check_policies()
     steps: list[Step] = [RequestId(), AccessLog(), RateLimit(app.limiter), Authenticate(app.authenticator), Authorize()]
     tracer = tracing.configure()
     if tracer is not None:
@@ -154,7 +230,13 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
         interceptors=[chain],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1 << 20)],
     )
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(app.sessions, app.authenticator, app.clock), server)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(
+        AuthServicer(app.sessions, app.authenticator, app.clock, app.api_keys, app.service_accounts), server
+    )
+    tenant_use_cases = TenantUseCases(
+        app.tenants, app.users, app.roles, app.invitations, app.service_accounts, app.clock
+    )
+    tenant_pb2_grpc.add_TenantServiceServicer_to_server(TenantServicer(tenant_use_cases), server)
     usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(app.usage, app.clock), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(app.audit_reader), server)
     webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(WebhookServicer(app.webhooks, app.clock), server)

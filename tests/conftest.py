@@ -16,6 +16,7 @@ from tests import support
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/tahoe_test"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/11"
+APP_ROLE = "tahoe_app"
 
 
 def _unavailable(what: str, detail: str) -> None:
@@ -78,9 +79,11 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def pg_env(clean_pg: str, clean_redis: str, master_key: bytes, tmp_path: Path) -> dict[str, str]:
-    """Environment for a production-like instance: PostgreSQL + Redis."""
+    """Environment for a production-like instance: PostgreSQL + Redis, the app running
+    as the `tahoe_app` role so that row-level security applies as in production."""
     return {
         "TAHOE_DATABASE_URL": clean_pg,
+        "TAHOE_DATABASE_ROLE": APP_ROLE,
         "TAHOE_REDIS_URL": clean_redis,
         "TAHOE_MASTER_KEY": base64.urlsafe_b64encode(master_key).decode(),
         "TAHOE_VAR_DIR": str(tmp_path / "var"),

@@ -21,7 +21,7 @@ from tahoe_auth.app import App, build_app
 from tahoe_auth.config import Settings
 from tahoe_auth.server import create_server
 from tahoe_auth.store.models import Base
-from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
+from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc, tenant_pb2, tenant_pb2_grpc
 
 OWNER_PASSWORD = "correct horse battery staple"
 
@@ -72,6 +72,25 @@ class RunningServer:
     @property
     def auth(self) -> auth_pb2_grpc.AuthServiceStub:
         return auth_pb2_grpc.AuthServiceStub(self.channel)
+
+    @property
+    def tenants(self) -> tenant_pb2_grpc.TenantServiceStub:
+        return tenant_pb2_grpc.TenantServiceStub(self.channel)
+
+    def owner_token(self, tenant: Tenant) -> str:
+        return self.login(tenant).tokens.access_token
+
+    def add_user(
+        self, tenant: Tenant, roles: list[str], email: str | None = None, password: str = OWNER_PASSWORD
+    ) -> tuple[str, str]:
+        """A user of `tenant` with `roles`, created by its owner: (user id, access token)."""
+        email = email or f"u{secrets.token_hex(4)}@{tenant.slug}.test"
+        user = self.tenants.CreateUser(
+            tenant_pb2.CreateUserRequest(user=tenant_pb2.User(email=email), password=password, roles=roles),
+            metadata=bearer(self.owner_token(tenant)),
+        ).user
+        tokens = self.auth.Login(auth_pb2.LoginRequest(tenant=tenant.slug, email=email, password=password)).tokens
+        return user.id, tokens.access_token
 
     def create_tenant(self, slug: str | None = None, password: str = OWNER_PASSWORD) -> Tenant:
         slug = slug or f"t{secrets.token_hex(4)}"
@@ -220,6 +239,15 @@ class OwnPostgres:
         import shutil
 
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def call_error(fn: Any, *args: Any, **kwargs: Any) -> grpc.RpcError:
+    """The RpcError that `fn(*args, **kwargs)` raises (fails the test if it succeeds)."""
+    try:
+        fn(*args, **kwargs)
+    except grpc.RpcError as error:
+        return error
+    raise AssertionError(f"{fn} succeeded; expected an error")
 
 
 def wait_until(predicate: Any, limit: float = 3.0, step: float = 0.01) -> float:

@@ -1,16 +1,16 @@
 """audit log (hash-chained, append-only) and webhooks (endpoints, deliveries, outbox dispatch)
 
 Revision ID: 0006_audit_webhooks
-Revises: 0003b_outbox
+Revises: 0004_tenants
 Create Date: 2026-11-26 01:00:00
 
 Append-only audit entries, on both backends:
 - a trigger refuses UPDATE and DELETE on audit_events (PostgreSQL and SQLite), and
   one refuses any change to audit_heads other than advancing the chain by one;
-- on PostgreSQL the app role `tahoe_app` (created NOLOGIN if missing, as 0002_tenants
+- on PostgreSQL the app role `tahoe_app` (created NOLOGIN if missing, as 0004_tenants
   does) gets SELECT and INSERT only on audit_events, and no DELETE on audit_heads:
-  explicit REVOKEs, since 0002's default privileges grant full DML on later tables;
-- row-level security on the new tables, as for every tenant table (0002): a tenant's
+  explicit REVOKEs, since 0004's default privileges grant full DML on later tables;
+- row-level security on the new tables, as for every tenant table (0004): a tenant's
   transaction sees its own rows; the platform chain (tenant_id = '') only the system scope.
 """
 
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_audit_webhooks"
-down_revision = "0003b_outbox"
+down_revision = "0004_tenants"
 branch_labels = None
 depends_on = None
 

@@ -53,8 +53,12 @@ def current_call() -> CallContext:
 
 @dataclass(frozen=True)
 class MethodPolicy:
+    """What a method needs: nothing (`public`), a valid credential (the default), a
+    `permission` in the tenant the request names, or a platform administrator."""
+
     public: bool = False
     permission: str = ""
+    platform_only: bool = False
     log_calls: bool = True
 
 
@@ -153,24 +157,30 @@ class Authenticate:
 
 
 class Authorize:
-    """Applies the method's declared permission with the shared decision function."""
+    """Applies the method's declared policy with the shared decision function. A
+    request's `tenant_id` names the tenant it is about: another tenant's id gets
+    NOT_FOUND (no existence oracle) unless the caller is platform-scoped."""
 
     def __call__(self, call: Call, proceed: Callable[[], Any]) -> Any:
         if call.principal is not None:
-            outcome = decisions.decide(call.principal, call.policy.permission)
+            outcome = decisions.decide(
+                call.principal,
+                call.policy.permission,
+                requested_tenant(call.request),
+                platform_only=call.policy.platform_only,
+            )
             if not outcome.allowed:
                 raise denial_error(outcome)
         return proceed()
 
 
+def requested_tenant(request: Any) -> str:
+    tenant_id = getattr(request, "tenant_id", "")
+    return tenant_id if isinstance(tenant_id, str) else ""
+
+
 def denial_error(outcome: decisions.Decision) -> errors.TahoeError:
-    if outcome.reason == decisions.TENANT_SUSPENDED:
-        return errors.TenantSuspended()
-    if outcome.reason == decisions.SUBJECT_DISABLED:
-        return errors.UserDisabled()
-    if outcome.reason == decisions.WRONG_TENANT:
-        return errors.NotFound("resource")
-    return errors.PermissionDenied(outcome.message, permission=outcome.permission)
+    return decisions.denial(outcome)
 
 
 class Chain(grpc.ServerInterceptor):  # type: ignore[misc]

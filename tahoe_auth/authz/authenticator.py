@@ -61,7 +61,7 @@ class Authenticator:
         self.subjects: TTLCache[tuple[str, str, str], SubjectFacts] = TTLCache(max_entries)
         self._secret_resolvers: dict[str, SecretResolver] = {}
         self._subject_loaders: dict[str, Callable[[str, str], SubjectFacts]] = {USER: directory.user_facts}
-        store.subscribe(self._on_change)
+        store.subscribe(self.apply_change)
 
     def register_secret(self, kind: str, resolver: SecretResolver) -> None:
         self._secret_resolvers[kind] = resolver
@@ -103,6 +103,8 @@ class Authenticator:
         if claims.session_id and not self._session_active(claims.tenant_id, claims.session_id):
             raise InvalidCredential(f"session {claims.session_id} is revoked or expired")
         facts = self.subject_facts(claims.tenant_id, claims.subject_type, claims.subject)
+        if claims.issued_at < facts.not_before:
+            raise InvalidCredential(f"token {claims.token_id} was issued before its credentials were revoked")
         return Principal(
             tenant_id=claims.tenant_id,
             subject=claims.subject,
@@ -141,13 +143,17 @@ class Authenticator:
                 self.subjects.put(key, facts, time.time() + FACTS_MAX_AGE)
         return facts
 
-    def _on_change(self, channel: str, message: str) -> None:
+    def apply_change(self, channel: str, message: str) -> None:
+        """A change notification, published by any instance (or applied by this one)."""
         if channel == changes.SESSION_REVOKED:
             tenant_id, _, session_id = message.partition(":")
             self.sessions.put((tenant_id, session_id), SessionFacts(False, time.time()), time.time() + 3600)
         elif channel == changes.USER_CHANGED:
             tenant_id, _, user_id = message.partition(":")
             self.subjects.pop((tenant_id, USER, user_id))
+        elif channel == changes.SERVICE_CHANGED:
+            tenant_id, _, account_id = message.partition(":")
+            self.subjects.pop((tenant_id, SERVICE, account_id))
         elif channel == changes.TENANT_CHANGED:
             self.subjects.drop_where(lambda key: key[0] == message)
         elif channel == changes.KEYS_CHANGED:

@@ -49,6 +49,11 @@ class TTLCache(Generic[K, V]):
             for key in [k for k in self._data if predicate(k)]:
                 del self._data[key]
 
+    def drop_items_where(self, predicate: Callable[[K, V], bool]) -> None:
+        with self._lock:
+            for key in [k for k, (v, _) in self._data.items() if predicate(k, v)]:
+                del self._data[key]
+
     def clear(self) -> None:
         with self._lock:
             self._data.clear()

@@ -7,8 +7,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 from tahoe_auth.domain.errors import NotFound
-from tahoe_auth.domain.permissions import BUILTIN_ROLES, PermissionSet
-from tahoe_auth.store.db import Database
+from tahoe_auth.domain.permissions import BUILTIN_ROLES, PermissionSet, is_builtin
+from tahoe_auth.store import models as m
+from tahoe_auth.store.db import SYSTEM, Database, UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,9 @@ class SubjectFacts:
     permissions: PermissionSet
     subject_active: bool
     tenant_active: bool
+    # Tokens issued (`iat`) before this Unix time are refused: a service account's
+    # secrets were revoked, and with them every token issued so far.
+    not_before: int = 0
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,13 @@ def role_permissions(roles: list[str], custom: dict[str, list[str]] | None = Non
     return PermissionSet.of(grants)
 
 
+def user_permissions(uow: UnitOfWork, user_id: str) -> tuple[list[str], PermissionSet]:
+    """A user's roles and the union of their permissions (built-in and custom roles)."""
+    roles = uow.role_bindings.roles_of(user_id)
+    custom = uow.roles.permissions_of([r for r in roles if not is_builtin(r)])
+    return roles, role_permissions(roles, custom)
+
+
 class Directory:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -46,11 +57,31 @@ class Directory:
                 user = uow.users.get(user_id)
             except NotFound:
                 return MISSING_SUBJECT
-            roles = uow.role_bindings.roles_of(user_id)
+            _, permissions = user_permissions(uow, user_id)
         return SubjectFacts(
-            permissions=role_permissions(roles),
+            permissions=permissions,
             subject_active=user.status == "active",
             tenant_active=tenant.status == "active",
+        )
+
+    def service_facts(self, tenant_id: str, account_id: str) -> SubjectFacts:
+        """Tenant accounts live in their tenant; platform-wide ones (tenant "") in the system scope."""
+        with self._db.unit_of_work(tenant_id or SYSTEM) as uow:
+            if tenant_id:
+                tenant = uow.tenants.find(tenant_id)
+                account: m.ServiceAccountFields | None = uow.service_accounts.find(account_id)
+                tenant_active = tenant is not None and tenant.status == "active"
+            else:
+                account = uow.platform_service_accounts.find(account_id)
+                tenant_active = True
+        if account is None:
+            return MISSING_SUBJECT
+        revoked = account.secret_revoked_at
+        return SubjectFacts(
+            permissions=PermissionSet.of(account.permissions),
+            subject_active=True,
+            tenant_active=tenant_active,
+            not_before=int(revoked.timestamp()) + 1 if revoked is not None else 0,
         )
 
     def session_facts(self, tenant_id: str, session_id: str, now: dt.datetime) -> SessionFacts:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tahoe_auth.domain import errors
 from tahoe_auth.domain.principal import Principal
 
 ALLOW = "allowed"
@@ -37,17 +38,29 @@ class Decision:
         }.get(self.reason, 403)
 
 
-def decide(principal: Principal, required_permission: str = "", resource_tenant: str = "") -> Decision:
+def decide(
+    principal: Principal, required_permission: str = "", resource_tenant: str = "", *, platform_only: bool = False
+) -> Decision:
     """Decide for an authenticated principal. Authentication failures are decided by
-    the caller (`unauthenticated`), since there is no principal to reason about."""
+    the caller (`unauthenticated`), since there is no principal to reason about.
+
+    `resource_tenant` is the tenant the request is about: another tenant's resources
+    are denied as WRONG_TENANT (callers answer NOT_FOUND) unless the principal is not
+    bound to a tenant (platform administrators and platform-wide service accounts,
+    which still need the permission). `platform_only` methods (creating tenants,
+    suspending them) are for platform administrators alone: no tenant role grants them."""
     if not principal.tenant_active:
         return Decision(False, TENANT_SUSPENDED, "tenant is suspended", principal, required_permission)
     if not principal.subject_active:
         return Decision(
             False, SUBJECT_DISABLED, f"{principal.subject_type} is disabled", principal, required_permission
         )
-    if resource_tenant and resource_tenant != principal.tenant_id and not principal.platform_admin:
+    if resource_tenant and resource_tenant != principal.tenant_id and not principal.platform_scoped:
         return Decision(False, WRONG_TENANT, "resource belongs to another tenant", principal, required_permission)
+    if platform_only and not principal.platform_admin:
+        return Decision(
+            False, PERMISSION_DENIED, "platform administrators only", principal, required_permission, "platform_only"
+        )
     if not required_permission:
         return Decision(True, ALLOW, "valid credential; route needs no permission", principal, "", "authenticated")
     if principal.platform_admin:
@@ -67,3 +80,24 @@ def decide(principal: Principal, required_permission: str = "", resource_tenant:
 
 def unauthenticated(reason: str, message: str) -> Decision:
     return Decision(False, reason, message)
+
+
+def require(
+    principal: Principal, required_permission: str = "", resource_tenant: str = "", *, platform_only: bool = False
+) -> Decision:
+    """`decide`, raising the matching domain error when denied (for the gRPC API)."""
+    outcome = decide(principal, required_permission, resource_tenant, platform_only=platform_only)
+    if not outcome.allowed:
+        raise denial(outcome)
+    return outcome
+
+
+def denial(outcome: Decision) -> errors.TahoeError:
+    if outcome.reason == TENANT_SUSPENDED:
+        return errors.TenantSuspended()
+    if outcome.reason == SUBJECT_DISABLED:
+        return errors.UserDisabled()
+    if outcome.reason == WRONG_TENANT:
+        # No existence oracle: another tenant's resources are simply not there.
+        return errors.NotFound("resource")
+    return errors.PermissionDenied(outcome.message, permission=outcome.permission)

@@ -5,7 +5,9 @@ TahoeError
 ├── Unauthenticated            no/bad credential
 │   ├── InvalidCredentials     login failed (one answer for every cause)
 │   ├── RefreshTokenInvalid
-│   └── RefreshTokenReused     the session was revoked as a consequence
+│   ├── RefreshTokenReused     the session was revoked as a consequence
+│   ├── InvitationInvalid      unknown, used, revoked or expired invitation token
+│   └── ClientCredentialsInvalid  a service account's client id or secret
 ├── PermissionDenied           (metadata: permission)
 │   ├── TenantSuspended
 │   ├── UserDisabled
@@ -13,7 +15,8 @@ TahoeError
 ├── NotFound                   (metadata: resource)
 ├── AlreadyExists              (metadata: resource)
 ├── FailedPrecondition
-│   └── LastOwner
+│   ├── LastOwner
+│   └── RoleInUse              (metadata: role, holders)
 ├── Aborted                    concurrent change, retry
 ├── ResourceExhausted          (retry_after seconds)
 │   ├── LoginThrottled
@@ -67,6 +70,20 @@ class RefreshTokenReused(Unauthenticated):
         super().__init__("refresh token was already used; the session has been revoked")
 
 
+class InvitationInvalid(Unauthenticated):
+    reason = "INVITATION_INVALID"
+
+    def __init__(self) -> None:
+        super().__init__("invitation is invalid, already used, revoked or expired")
+
+
+class ClientCredentialsInvalid(Unauthenticated):
+    reason = "CLIENT_CREDENTIALS_INVALID"
+
+    def __init__(self) -> None:
+        super().__init__("invalid client id or client secret")
+
+
 class PermissionDenied(TahoeError):
     reason = "PERMISSION_DENIED"
 
@@ -115,6 +132,17 @@ class LastOwner(FailedPrecondition):
 
     def __init__(self) -> None:
         super().__init__("the tenant's last owner cannot be removed or demoted")
+
+
+class RoleInUse(FailedPrecondition):
+    reason = "ROLE_IN_USE"
+
+    def __init__(self, role: str, holders: int) -> None:
+        super().__init__(
+            f"role {role!r} is held by {holders} user(s); delete with force to remove it from them",
+            role=role,
+            holders=str(holders),
+        )
 
 
 class Aborted(TahoeError):

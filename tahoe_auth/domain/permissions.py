@@ -39,6 +39,24 @@ def covers(grant: str, permission: str) -> bool:
     return grant_resource in (WILDCARD, resource) and grant_action in (WILDCARD, action)
 
 
+def _meet_segment(a: str, b: str) -> str | None:
+    if b in (a, WILDCARD):
+        return a
+    if a == WILDCARD:
+        return b
+    return None
+
+
+def _meet(a: str, b: str) -> str | None:
+    """The widest grant covered by both `a` and `b`, if any."""
+    a_resource, _, a_action = a.partition(":")
+    b_resource, _, b_action = b.partition(":")
+    resource, action = _meet_segment(a_resource, b_resource), _meet_segment(a_action, b_action)
+    if resource is None or action is None:
+        return None
+    return f"{resource}:{action}"
+
+
 @dataclass(frozen=True)
 class PermissionSet:
     """Granted permissions, indexed so that `allows` is a few set lookups."""
@@ -60,6 +78,13 @@ class PermissionSet:
 
     def missing(self, permissions: Iterable[str]) -> list[str]:
         return sorted(p for p in permissions if not any(covers(g, p) for g in self.grants))
+
+    def intersect(self, other: PermissionSet) -> PermissionSet:
+        """What both sets allow: `allows(p)` on the result is `self.allows(p) and
+        other.allows(p)`, wildcards included (an API key's scopes within its owner's
+        permissions)."""
+        met = (_meet(a, b) for a in self.grants for b in other.grants)
+        return PermissionSet.of(m for m in met if m is not None)
 
     def relevant_to(self, permission: str) -> list[str]:
         """The grants that cover `permission` (what upstreams need to see)."""
@@ -96,6 +121,8 @@ BUILTIN_ROLES: dict[str, tuple[str, ...]] = {
         "tenant:read",
         "apikeys:create",
         "apikeys:read",
+        "apikeys:revoke",
+        "apikeys:rotate",
     ),
     # Reads only.
     "viewer": (
@@ -106,3 +133,19 @@ BUILTIN_ROLES: dict[str, tuple[str, ...]] = {
         "tenant:read",
     ),
 }
+
+
+OWNER = "owner"
+_ROLE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+def is_builtin(role: str) -> bool:
+    return role in BUILTIN_ROLES
+
+
+def check_role_name(name: str, field: str = "name") -> str:
+    if not _ROLE_NAME.match(name):
+        raise InvalidArgument(
+            field, "role names are 1-63 lowercase letters, digits, `_` or `-`, starting with a letter"
+        )
+    return name

@@ -25,3 +25,9 @@ class Principal:
     subject_active: bool = True
     # How the caller proved who it is, for logs and ExplainDecision (never the secret).
     credential: str = ""
+
+    @property
+    def platform_scoped(self) -> bool:
+        """Not bound to one tenant: platform administrators and platform-wide service
+        accounts (whose tokens carry an empty tenant). They name the tenant they act on."""
+        return self.platform_admin or not self.tenant_id

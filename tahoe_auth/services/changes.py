@@ -3,13 +3,15 @@
 Published after the change commits. A failed publish is logged, never raised: the
 change itself is durable, and instances that miss a notification while their own
 subscription is down bypass their caches until it returns (see store/redis_store.py).
+The instance that made the change applies it to its own caches first, synchronously,
+so that its very next request already sees it (the published copy arrives later).
 """
 
 from __future__ import annotations
 
 import logging
 
-from tahoe_auth.store.kv import KeyValueStore, StoreUnavailable
+from tahoe_auth.store.kv import KeyValueStore, Listener, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +20,24 @@ USER_CHANGED = "user.changed"
 TENANT_CHANGED = "tenant.changed"
 KEYS_CHANGED = "keys.changed"
 CREDENTIAL_REVOKED = "credential.revoked"
+SERVICE_CHANGED = "service.changed"
 
 
 class ChangeNotifier:
     def __init__(self, store: KeyValueStore) -> None:
         self._store = store
+        self._local: list[Listener] = []
+
+    def apply_locally(self, listener: Listener) -> None:
+        """Also hand every change to `listener` in this process, before publishing it."""
+        self._local.append(listener)
 
     def _publish(self, channel: str, message: str) -> None:
+        for listener in self._local:
+            try:
+                listener(channel, message)
+            except Exception:  # the change is committed; the published copy still follows
+                log.exception("applying %s locally failed", channel)
         try:
             self._store.publish(channel, message)
         except StoreUnavailable as exc:
@@ -45,3 +58,7 @@ class ChangeNotifier:
 
     def credential_revoked(self, tenant_id: str, credential_id: str) -> None:
         self._publish(CREDENTIAL_REVOKED, f"{tenant_id}:{credential_id}")
+
+    def service_changed(self, tenant_id: str, account_id: str) -> None:
+        """A service account's permissions or secrets changed (tenant "" for platform-wide)."""
+        self._publish(SERVICE_CHANGED, f"{tenant_id}:{account_id}")

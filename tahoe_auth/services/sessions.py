@@ -136,6 +136,10 @@ class SessionService:
         with self._db.unit_of_work(tenant_row.id) as uow:
             return tenant_row, uow.users.by_email(email)
 
+    def start_session(self, tenant_id: str, user_id: str, ctx: CallContext) -> IssuedTokens:
+        """A session for a user whom another use case has identified (accepting an invitation)."""
+        return self._start_session(tenant_id, user_id, ctx, None)
+
     def _start_session(self, tenant_id: str, user_id: str, ctx: CallContext, new_hash: str | None) -> IssuedTokens:
         now = self._clock.now()
         refresh_token = REFRESH_TOKEN_PREFIX + crypto.random_token(32)
@@ -288,10 +292,10 @@ class SessionService:
         with self._db.unit_of_work(tenant_id) as uow:
             return uow.sessions.get(session_id)
 
-    def revoke_user_sessions(self, tenant_id: str, user_id: str, reason: str) -> int:
-        """For other use cases (disable, delete, password reset): end every session."""
+    def revoke_user_sessions(self, tenant_id: str, user_id: str, reason: str, keep: str = "") -> int:
+        """For other use cases (disable, delete, password change): end every session but `keep`."""
         with self._db.unit_of_work(tenant_id) as uow:
-            ids = uow.sessions.active_ids_for_user(user_id, self._clock.now())
+            ids = [i for i in uow.sessions.active_ids_for_user(user_id, self._clock.now()) if i != keep]
         return self._revoke(tenant_id, ids, reason)
 
     def _revoke(

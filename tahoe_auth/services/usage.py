@@ -19,6 +19,7 @@ from tahoe_auth.domain.errors import InvalidArgument, NotFound, PermissionDenied
 from tahoe_auth.domain.principal import Principal
 from tahoe_auth.domain.usage import Granularity, Period, QuotaDecision, QuotaRule, UsageEvent
 from tahoe_auth.metrics import STORE_FAILURES
+from tahoe_auth.services import access
 from tahoe_auth.services.audit import AuditLog
 from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
@@ -229,14 +230,10 @@ class UsageService:
 
 
 def target_tenant(principal: Principal, tenant_id: str) -> str:
-    """The tenant a call acts on: the caller's own, or any for platform administrators."""
-    if principal.platform_admin:
-        if not tenant_id:
-            raise InvalidArgument("tenant_id", "tenant_id is required for platform administrators")
-        return tenant_id
-    if tenant_id and tenant_id != principal.tenant_id:
-        raise NotFound("tenant")
-    return principal.tenant_id
+    """The tenant a call acts on: the caller's own, or the one named by a caller not
+    bound to a tenant (platform administrators, platform-wide service accounts such as
+    the transcription service reporting usage). Decided by services/access.py."""
+    return access.target_tenant(principal, tenant_id)
 
 
 def require_platform(principal: Principal, message: str = "plans are managed by platform administrators") -> None:

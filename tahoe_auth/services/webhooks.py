@@ -18,7 +18,8 @@ from typing import Any
 from tahoe_auth.clock import Clock
 from tahoe_auth.domain import crypto, events
 from tahoe_auth.domain import webhooks as standard
-from tahoe_auth.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from tahoe_auth.domain.errors import FailedPrecondition, InvalidArgument
+from tahoe_auth.services import access
 from tahoe_auth.services.audit import AuditLog
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.services.events import emit
@@ -45,15 +46,9 @@ class EndpointSpec:
 
 
 def tenant_of(ctx: CallContext, tenant_id: str) -> str:
-    """The caller's tenant, or any for platform administrators (who must name it)."""
-    principal = ctx.require_principal()
-    if principal.platform_admin:
-        if not tenant_id:
-            raise InvalidArgument("tenant_id", "tenant_id is required for platform administrators")
-        return tenant_id
-    if tenant_id and tenant_id != principal.tenant_id:
-        raise NotFound("tenant")
-    return principal.tenant_id
+    """The caller's tenant, or the one named by a caller not bound to a tenant
+    (platform administrators); another tenant's is NOT_FOUND (services/access.py)."""
+    return access.target_tenant(ctx.require_principal(), tenant_id)
 
 
 class SecretBox:

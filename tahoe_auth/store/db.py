@@ -3,7 +3,8 @@
 A unit of work is bound either to one tenant or, explicitly, to the system scope. Every
 ORM query on a tenant-bound session gets `tenant_id = :tenant` added for TenantScoped
 models (one listener, not a filter in each repository), and on PostgreSQL the tenant is
-also set for the transaction (`set_config(..., true)`) for row-level security.
+also set for each transaction (`set_config(..., true)`) for row-level security: the
+second wall (migrations/versions/*0004*), enforced when the app runs as `tahoe_app`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import ORMExecuteState, sessionmaker, with_loader_criteria
 from sqlalchemy.orm import Session as OrmSession
@@ -24,13 +25,14 @@ from tahoe_auth.domain.errors import Unavailable
 from tahoe_auth.metrics import DATABASE_ERRORS
 from tahoe_auth.store import repositories as r
 from tahoe_auth.store.audit_repository import AuditRepository
-from tahoe_auth.store.models import TenantScoped
+from tahoe_auth.store.models import PlatformServiceAccount, ServiceAccount, TenantScoped
 from tahoe_auth.store.usage_repository import UsageRepository
 from tahoe_auth.store.webhook_repository import OutboxRepository, WebhookRepository
 
 log = logging.getLogger(__name__)
 
 TENANT_KEY = "tenant_id"
+RLS_KEY = "row_level_security"
 SYSTEM = "system"
 
 
@@ -78,6 +80,19 @@ def _tenant_criteria(state: ORMExecuteState) -> None:
         )
 
 
+@event.listens_for(OrmSession, "after_begin")
+def _tenant_setting(session: OrmSession, _: Any, connection: Connection) -> None:
+    """Row-level security reads the tenant from transaction-local settings: set them at
+    the start of every transaction of the session (also after a commit), never for longer."""
+    tenant_id = session.info.get(TENANT_KEY)
+    if tenant_id is None or not session.info.get(RLS_KEY):
+        return
+    connection.execute(
+        text("SELECT set_config('tahoe.tenant_id', :tenant, true), set_config('tahoe.scope', :scope, true)"),
+        {"tenant": "" if tenant_id == SYSTEM else tenant_id, "scope": "system" if tenant_id == SYSTEM else "tenant"},
+    )
+
+
 @event.listens_for(OrmSession, "before_flush")
 def _tenant_guard(session: OrmSession, *_: Any) -> None:
     tenant_id = session.info.get(TENANT_KEY)
@@ -102,17 +117,8 @@ class Database:
             raise ValueError("a unit of work needs a tenant id or SYSTEM")
         session = self._sessions()
         session.info[TENANT_KEY] = tenant_id
+        session.info[RLS_KEY] = self.is_postgres
         try:
-            if self.is_postgres:
-                session.execute(
-                    text(
-                        "SELECT set_config('tahoe.tenant_id', :tenant, true), set_config('tahoe.scope', :scope, true)"
-                    ),
-                    {
-                        "tenant": "" if tenant_id == SYSTEM else tenant_id,
-                        "scope": "system" if tenant_id == SYSTEM else "tenant",
-                    },
-                )
             yield session
         except DBAPIError as exc:
             session.rollback()
@@ -160,6 +166,11 @@ class UnitOfWork:
         self.refresh_tokens = r.RefreshTokenRepository(session)
         self.signing_keys = r.SigningKeyRepository(session)
         self.platform_credentials = r.PlatformCredentialRepository(session)
+        self.roles = r.RoleRepository(session)
+        self.api_keys = r.ApiKeyRepository(session)
+        self.invitations = r.InvitationRepository(session)
+        self.service_accounts = r.ServiceAccountRepository(session, ServiceAccount)
+        self.platform_service_accounts = r.ServiceAccountRepository(session, PlatformServiceAccount)
         self.usage = UsageRepository(session)
         self.audit = AuditRepository(session)
         self.outbox = OutboxRepository(session)

@@ -97,6 +97,8 @@ class Tenant(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    suspended_at: Mapped[dt.datetime | None]
+    suspend_reason: Mapped[str] = mapped_column(String(500), default="")
 
 
 class User(TenantScoped, Base):
@@ -123,6 +125,20 @@ class RoleBinding(TenantScoped, Base):
     user_id: Mapped[str] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"), index=True)
     role: Mapped[str] = mapped_column(String(63))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Role(TenantScoped, Base):
+    """A tenant's own role. Built-in roles are not stored (domain/permissions.py)."""
+
+    __tablename__ = "roles"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_roles_tenant_name"),)
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    permissions: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class Session(TenantScoped, Base):
@@ -177,6 +193,81 @@ class PlatformCredential(Base):
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[dt.datetime | None]
+
+
+class ApiKey(TenantScoped, Base):
+    """A user's API key. Only HMAC-SHA256 digests of secrets are stored; after a
+    rotation the previous digest stays valid until `previous_expires_at`."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_user", "tenant_id", "user_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"))
+    created_by: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(32))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    previous_secret_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    previous_expires_at: Mapped[dt.datetime | None]
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime | None]
+    rotated_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+    last_used_at: Mapped[dt.datetime | None]
+
+
+class Invitation(TenantScoped, Base):
+    """An invitation to join a tenant with a role; the token is stored as SHA-256."""
+
+    __tablename__ = "invitations"
+    __table_args__ = (Index("ix_invitations_created", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(63))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    accepted_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+    user_id: Mapped[str | None] = mapped_column(Id, ForeignKey("users.id", ondelete="SET NULL"))
+
+
+class ServiceAccountFields:
+    """Columns shared by tenant and platform-wide service accounts. The client secret
+    is stored as an HMAC-SHA256 digest; after a rotation the previous digest stays
+    valid until `previous_expires_at`. Tokens issued before `secret_revoked_at` are refused."""
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    permissions: Mapped[list[str]] = mapped_column(JSON, default=list)
+    secret_prefix: Mapped[str] = mapped_column(String(32), default="")
+    secret_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    previous_secret_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    previous_expires_at: Mapped[dt.datetime | None]
+    secret_rotated_at: Mapped[dt.datetime | None]
+    secret_revoked_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ServiceAccount(ServiceAccountFields, TenantScoped, Base):
+    """An internal service acting within one tenant."""
+
+    __tablename__ = "service_accounts"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_service_accounts_tenant_name"),)
+
+
+class PlatformServiceAccount(ServiceAccountFields, Base):
+    """An internal service acting across tenants (e.g. the transcription service
+    reporting usage). Not tenant-scoped: managed by platform administrators only."""
+
+    __tablename__ = "platform_service_accounts"
+    __table_args__ = (UniqueConstraint("name", name="uq_platform_service_accounts_name"),)
 
 
 # --- usage metering (issue 5) --------------------------------------------------------------

@@ -4,14 +4,25 @@ here: the unit of work adds it to every query on TenantScoped models (store/db.p
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
 from tahoe_auth.domain.errors import AlreadyExists, NotFound
 from tahoe_auth.store import models as m
+
+Cursor = tuple[dt.datetime, str]
+
+
+def _page(query: Select[Any], model: Any, after: Cursor | None, limit: int) -> Select[Any]:
+    """Keyset pagination, oldest first, by (created_at, id)."""
+    if after is not None:
+        created, row_id = after
+        query = query.where((model.created_at > created) | ((model.created_at == created) & (model.id > row_id)))
+    return query.order_by(model.created_at, model.id).limit(limit)
 
 
 class TenantRepository:
@@ -37,6 +48,25 @@ class TenantRepository:
             select(m.Tenant).where((m.Tenant.slug == slug_or_id) | (m.Tenant.id == slug_or_id))
         ).first()
 
+    def lock(self, tenant_id: str) -> m.Tenant:
+        """The tenant row, locked until commit: serialises changes to its owners."""
+        tenant = self.session.scalars(select(m.Tenant).where(m.Tenant.id == tenant_id).with_for_update()).first()
+        if tenant is None:
+            raise NotFound("tenant")
+        return tenant
+
+    def page(self, *, status: str | None, after: Cursor | None, limit: int) -> Sequence[m.Tenant]:
+        query = select(m.Tenant)
+        if status is not None:
+            query = query.where(m.Tenant.status == status)
+        return self.session.scalars(_page(query, m.Tenant, after, limit)).all()
+
+    def flush_unique(self, tenant: m.Tenant) -> None:
+        try:
+            self.session.flush()
+        except IntegrityError:
+            raise AlreadyExists("tenant", f"tenant slug {tenant.slug!r} is taken") from None
+
 
 class UserRepository:
     def __init__(self, session: OrmSession) -> None:
@@ -59,6 +89,25 @@ class UserRepository:
     def by_email(self, email: str) -> m.User | None:
         return self.session.scalars(select(m.User).where(m.User.email == email)).first()
 
+    def page(self, *, role: str | None, status: str | None, after: Cursor | None, limit: int) -> Sequence[m.User]:
+        query = select(m.User)
+        if role is not None:
+            holders = select(m.RoleBinding.user_id).where(m.RoleBinding.role == role)
+            query = query.where(m.User.id.in_(holders))
+        if status is not None:
+            query = query.where(m.User.status == status)
+        return self.session.scalars(_page(query, m.User, after, limit)).all()
+
+    def flush_unique(self, user: m.User) -> None:
+        try:
+            self.session.flush()
+        except IntegrityError:
+            raise AlreadyExists("user", f"a user with email {user.email!r} exists in this tenant") from None
+
+    def delete(self, user: m.User) -> None:
+        self.session.delete(user)
+        self.session.flush()
+
 
 class RoleBindingRepository:
     def __init__(self, session: OrmSession) -> None:
@@ -74,6 +123,44 @@ class RoleBindingRepository:
         return list(
             self.session.scalars(
                 select(m.RoleBinding.role).where(m.RoleBinding.user_id == user_id).order_by(m.RoleBinding.role)
+            )
+        )
+
+    def roles_of_many(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {user_id: [] for user_id in user_ids}
+        rows = self.session.execute(
+            select(m.RoleBinding.user_id, m.RoleBinding.role)
+            .where(m.RoleBinding.user_id.in_(user_ids))
+            .order_by(m.RoleBinding.role)
+        )
+        for user_id, role in rows:
+            found[user_id].append(role)
+        return found
+
+    def exists(self, user_id: str, role: str) -> bool:
+        query = select(m.RoleBinding.id).where(m.RoleBinding.user_id == user_id, m.RoleBinding.role == role)
+        return self.session.scalars(query).first() is not None
+
+    def remove(self, user_id: str, role: str) -> bool:
+        result = self.session.execute(
+            delete(m.RoleBinding).where(m.RoleBinding.user_id == user_id, m.RoleBinding.role == role)
+        )
+        return int(result.rowcount) > 0  # type: ignore[attr-defined]
+
+    def holders(self, role: str) -> list[str]:
+        return list(self.session.scalars(select(m.RoleBinding.user_id).where(m.RoleBinding.role == role)))
+
+    def remove_everywhere(self, role: str) -> list[str]:
+        holders = self.holders(role)
+        self.session.execute(delete(m.RoleBinding).where(m.RoleBinding.role == role))
+        return holders
+
+    def active_holders(self, role: str) -> list[str]:
+        return list(
+            self.session.scalars(
+                select(m.RoleBinding.user_id)
+                .join(m.User, m.User.id == m.RoleBinding.user_id)
+                .where(m.RoleBinding.role == role, m.User.status == "active")
             )
         )
 
@@ -203,3 +290,173 @@ class PlatformCredentialRepository:
 
     def count(self) -> int:
         return int(self.session.scalar(select(func.count()).select_from(m.PlatformCredential)) or 0)
+
+
+class RoleRepository:
+    def __init__(self, session: OrmSession) -> None:
+        self.session = session
+
+    def add(self, role: m.Role) -> m.Role:
+        self.session.add(role)
+        try:
+            self.session.flush()
+        except IntegrityError:
+            raise AlreadyExists("role", f"role {role.name!r} exists in this tenant") from None
+        return role
+
+    def find(self, name: str) -> m.Role | None:
+        return self.session.scalars(select(m.Role).where(m.Role.name == name)).first()
+
+    def all(self) -> Sequence[m.Role]:
+        return self.session.scalars(select(m.Role).order_by(m.Role.name)).all()
+
+    def permissions_of(self, names: Sequence[str]) -> dict[str, list[str]]:
+        if not names:
+            return {}
+        rows = self.session.execute(select(m.Role.name, m.Role.permissions).where(m.Role.name.in_(names)))
+        return {name: list(permissions) for name, permissions in rows}
+
+    def delete(self, role: m.Role) -> None:
+        self.session.delete(role)
+        self.session.flush()
+
+
+class ApiKeyRepository:
+    def __init__(self, session: OrmSession) -> None:
+        self.session = session
+
+    def add(self, key: m.ApiKey) -> m.ApiKey:
+        self.session.add(key)
+        self.session.flush()
+        return key
+
+    def get(self, key_id: str) -> m.ApiKey:
+        key = self.session.get(m.ApiKey, key_id)
+        if key is None:
+            raise NotFound("api_key")
+        return key
+
+    def by_hash(self, digest: str) -> m.ApiKey | None:
+        """The key whose current or previous (rotated) secret has this digest."""
+        query = select(m.ApiKey).where((m.ApiKey.secret_hash == digest) | (m.ApiKey.previous_secret_hash == digest))
+        return self.session.scalars(query).first()
+
+    def page(
+        self, *, user_id: str | None, now: dt.datetime, show_ended: bool, after: Cursor | None, limit: int
+    ) -> Sequence[m.ApiKey]:
+        query = select(m.ApiKey)
+        if user_id is not None:
+            query = query.where(m.ApiKey.user_id == user_id)
+        if not show_ended:
+            query = query.where(
+                m.ApiKey.revoked_at.is_(None), m.ApiKey.expires_at.is_(None) | (m.ApiKey.expires_at > now)
+            )
+        return self.session.scalars(_page(query, m.ApiKey, after, limit)).all()
+
+    def ids_of_user(self, user_id: str) -> list[str]:
+        return list(self.session.scalars(select(m.ApiKey.id).where(m.ApiKey.user_id == user_id)))
+
+    def record_last_used(self, used: Mapping[str, dt.datetime]) -> None:
+        """One statement per key, and only forwards: never moves last_used_at back."""
+        for key_id, when in used.items():
+            self.session.execute(
+                update(m.ApiKey)
+                .where(m.ApiKey.id == key_id, m.ApiKey.last_used_at.is_(None) | (m.ApiKey.last_used_at < when))
+                .values(last_used_at=when)
+            )
+
+
+class InvitationRepository:
+    def __init__(self, session: OrmSession) -> None:
+        self.session = session
+
+    def add(self, invitation: m.Invitation) -> m.Invitation:
+        self.session.add(invitation)
+        self.session.flush()
+        return invitation
+
+    def get(self, invitation_id: str) -> m.Invitation:
+        invitation = self.session.get(m.Invitation, invitation_id)
+        if invitation is None:
+            raise NotFound("invitation")
+        return invitation
+
+    def by_token_hash(self, token_hash: str) -> m.Invitation | None:
+        return self.session.scalars(select(m.Invitation).where(m.Invitation.token_hash == token_hash)).first()
+
+    def spend(self, invitation_id: str, token_hash: str, now: dt.datetime) -> bool:
+        """Mark it accepted; True for exactly one caller however many race."""
+        result = self.session.execute(
+            update(m.Invitation)
+            .where(
+                m.Invitation.id == invitation_id,
+                m.Invitation.token_hash == token_hash,
+                m.Invitation.accepted_at.is_(None),
+                m.Invitation.revoked_at.is_(None),
+                m.Invitation.expires_at > now,
+            )
+            .values(accepted_at=now)
+        )
+        return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+    def page(self, *, state: str | None, now: dt.datetime, after: Cursor | None, limit: int) -> Sequence[m.Invitation]:
+        i = m.Invitation
+        open_ = i.accepted_at.is_(None) & i.revoked_at.is_(None)
+        conditions = {
+            "pending": open_ & (i.expires_at > now),
+            "expired": open_ & (i.expires_at <= now),
+            "accepted": i.accepted_at.is_not(None),
+            "revoked": i.revoked_at.is_not(None),
+        }
+        query = select(i)
+        if state is not None:
+            query = query.where(conditions[state])
+        return self.session.scalars(_page(query, i, after, limit)).all()
+
+
+class ServiceAccountRepository:
+    """Tenant service accounts, or (with `model=PlatformServiceAccount`, in the system
+    scope) platform-wide ones: the same queries over either table."""
+
+    def __init__(self, session: OrmSession, model: type[m.ServiceAccount] | type[m.PlatformServiceAccount]) -> None:
+        self.session = session
+        self.model = model
+
+    def add(self, account: m.ServiceAccountFields) -> None:
+        self.session.add(account)
+        try:
+            self.session.flush()
+        except IntegrityError:
+            raise AlreadyExists("service_account", f"service account {account.name!r} exists") from None
+
+    def find(self, account_id: str) -> m.ServiceAccount | m.PlatformServiceAccount | None:
+        return cast(m.ServiceAccount | m.PlatformServiceAccount | None, self.session.get(self.model, account_id))
+
+    def get(self, account_id: str) -> m.ServiceAccount | m.PlatformServiceAccount:
+        account = self.find(account_id)
+        if account is None:
+            raise NotFound("service_account")
+        return account
+
+    def page(self, *, after: Cursor | None, limit: int) -> Sequence[m.ServiceAccount | m.PlatformServiceAccount]:
+        return self.session.scalars(_page(select(self.model), self.model, after, limit)).all()
+
+    def delete(self, account: m.ServiceAccountFields) -> None:
+        self.session.delete(account)
+        self.session.flush()
+
+
+class OutboxRepository:
+    def __init__(self, session: OrmSession) -> None:
+        self.session = session
+
+    def add(self, tenant_id: str, event_type: str, payload: dict[str, Any]) -> m.OutboxEvent:
+        event = m.OutboxEvent(tenant_id=tenant_id, type=event_type, payload=payload)
+        self.session.add(event)
+        self.session.flush()
+        return event
+
+    def of_type(self, event_type: str) -> Sequence[m.OutboxEvent]:
+        return self.session.scalars(
+            select(m.OutboxEvent).where(m.OutboxEvent.type == event_type).order_by(m.OutboxEvent.created_at)
+        ).all()

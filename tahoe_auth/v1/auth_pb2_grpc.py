@@ -28,7 +28,8 @@ if _version_not_supported:
 
 
 class AuthServiceStub:
-    """Authentication: password login, token refresh, sessions and token validation.
+    """Authentication: password login, token refresh, sessions, token validation, API
+    keys and service tokens.
     """
 
     def __init__(self, channel):
@@ -72,10 +73,41 @@ class AuthServiceStub:
                 request_serializer=tahoe__auth_dot_v1_dot_auth__pb2.ValidateTokenRequest.SerializeToString,
                 response_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.ValidateTokenResponse.FromString,
                 _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/tahoe_auth.v1.AuthService/CreateApiKey',
+                request_serializer=tahoe__auth_dot_v1_dot_auth__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.GetApiKey = channel.unary_unary(
+                '/tahoe_auth.v1.AuthService/GetApiKey',
+                request_serializer=tahoe__auth_dot_v1_dot_auth__pb2.GetApiKeyRequest.SerializeToString,
+                response_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.GetApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/tahoe_auth.v1.AuthService/ListApiKeys',
+                request_serializer=tahoe__auth_dot_v1_dot_auth__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/tahoe_auth.v1.AuthService/RevokeApiKey',
+                request_serializer=tahoe__auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
+        self.RotateApiKey = channel.unary_unary(
+                '/tahoe_auth.v1.AuthService/RotateApiKey',
+                request_serializer=tahoe__auth_dot_v1_dot_auth__pb2.RotateApiKeyRequest.SerializeToString,
+                response_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.RotateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.IssueServiceToken = channel.unary_unary(
+                '/tahoe_auth.v1.AuthService/IssueServiceToken',
+                request_serializer=tahoe__auth_dot_v1_dot_auth__pb2.IssueServiceTokenRequest.SerializeToString,
+                response_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.IssueServiceTokenResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
-    """Authentication: password login, token refresh, sessions and token validation.
+    """Authentication: password login, token refresh, sessions, token validation, API
+    keys and service tokens.
     """
 
     def Login(self, request, context):
@@ -128,6 +160,53 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateApiKey(self, request, context):
+        """Creates an API key for the caller (or, with `apikeys:manage`, for `user_id`).
+        Needs `apikeys:create`; the scopes must be within the caller's permissions and
+        the owner's. The secret is returned once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetApiKey(self, request, context):
+        """Needs `apikeys:read` (`apikeys:manage` for another user's key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Needs `apikeys:read`; lists the caller's keys (every user's with `apikeys:manage`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Needs `apikeys:revoke` (`apikeys:manage` for another user's key). The key is
+        refused everywhere within a second.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateApiKey(self, request, context):
+        """Needs `apikeys:rotate` (`apikeys:manage` for another user's key). Returns a new
+        secret for the same key; the old secret keeps working for `grace_period`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueServiceToken(self, request, context):
+        """Public: exchanges a service account's client credentials for a short-lived
+        access token (`subject_type` service) carrying the account's permissions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +245,36 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     request_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.ValidateTokenRequest.FromString,
                     response_serializer=tahoe__auth_dot_v1_dot_auth__pb2.ValidateTokenResponse.SerializeToString,
             ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=tahoe__auth_dot_v1_dot_auth__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'GetApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetApiKey,
+                    request_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.GetApiKeyRequest.FromString,
+                    response_serializer=tahoe__auth_dot_v1_dot_auth__pb2.GetApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=tahoe__auth_dot_v1_dot_auth__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=tahoe__auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'RotateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateApiKey,
+                    request_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.RotateApiKeyRequest.FromString,
+                    response_serializer=tahoe__auth_dot_v1_dot_auth__pb2.RotateApiKeyResponse.SerializeToString,
+            ),
+            'IssueServiceToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueServiceToken,
+                    request_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.IssueServiceTokenRequest.FromString,
+                    response_serializer=tahoe__auth_dot_v1_dot_auth__pb2.IssueServiceTokenResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'tahoe_auth.v1.AuthService', rpc_method_handlers)
@@ -175,7 +284,8 @@ def add_AuthServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AuthService:
-    """Authentication: password login, token refresh, sessions and token validation.
+    """Authentication: password login, token refresh, sessions, token validation, API
+    keys and service tokens.
     """
 
     @staticmethod
@@ -357,6 +467,168 @@ class AuthService:
             '/tahoe_auth.v1.AuthService/ValidateToken',
             tahoe__auth_dot_v1_dot_auth__pb2.ValidateTokenRequest.SerializeToString,
             tahoe__auth_dot_v1_dot_auth__pb2.ValidateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tahoe_auth.v1.AuthService/CreateApiKey',
+            tahoe__auth_dot_v1_dot_auth__pb2.CreateApiKeyRequest.SerializeToString,
+            tahoe__auth_dot_v1_dot_auth__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tahoe_auth.v1.AuthService/GetApiKey',
+            tahoe__auth_dot_v1_dot_auth__pb2.GetApiKeyRequest.SerializeToString,
+            tahoe__auth_dot_v1_dot_auth__pb2.GetApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tahoe_auth.v1.AuthService/ListApiKeys',
+            tahoe__auth_dot_v1_dot_auth__pb2.ListApiKeysRequest.SerializeToString,
+            tahoe__auth_dot_v1_dot_auth__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tahoe_auth.v1.AuthService/RevokeApiKey',
+            tahoe__auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.SerializeToString,
+            tahoe__auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tahoe_auth.v1.AuthService/RotateApiKey',
+            tahoe__auth_dot_v1_dot_auth__pb2.RotateApiKeyRequest.SerializeToString,
+            tahoe__auth_dot_v1_dot_auth__pb2.RotateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueServiceToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tahoe_auth.v1.AuthService/IssueServiceToken',
+            tahoe__auth_dot_v1_dot_auth__pb2.IssueServiceTokenRequest.SerializeToString,
+            tahoe__auth_dot_v1_dot_auth__pb2.IssueServiceTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

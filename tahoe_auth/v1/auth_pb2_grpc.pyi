@@ -29,7 +29,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AuthServiceStub:
-    """Authentication: password login, token refresh, sessions and token validation."""
+    """Authentication: password login, token refresh, sessions, token validation, API
+    keys and service tokens.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -51,10 +53,33 @@ class AuthServiceStub:
     """Revokes one session; its access tokens stop working everywhere within a second."""
     ValidateToken: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ValidateTokenRequest, _auth_pb2.ValidateTokenResponse]
     """Verifies a credential and returns the principal it speaks for."""
+    CreateApiKey: _grpc.UnaryUnaryMultiCallable[_auth_pb2.CreateApiKeyRequest, _auth_pb2.CreateApiKeyResponse]
+    """Creates an API key for the caller (or, with `apikeys:manage`, for `user_id`).
+    Needs `apikeys:create`; the scopes must be within the caller's permissions and
+    the owner's. The secret is returned once.
+    """
+    GetApiKey: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetApiKeyRequest, _auth_pb2.GetApiKeyResponse]
+    """Needs `apikeys:read` (`apikeys:manage` for another user's key)."""
+    ListApiKeys: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListApiKeysRequest, _auth_pb2.ListApiKeysResponse]
+    """Needs `apikeys:read`; lists the caller's keys (every user's with `apikeys:manage`)."""
+    RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RevokeApiKeyRequest, _auth_pb2.RevokeApiKeyResponse]
+    """Needs `apikeys:revoke` (`apikeys:manage` for another user's key). The key is
+    refused everywhere within a second.
+    """
+    RotateApiKey: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RotateApiKeyRequest, _auth_pb2.RotateApiKeyResponse]
+    """Needs `apikeys:rotate` (`apikeys:manage` for another user's key). Returns a new
+    secret for the same key; the old secret keeps working for `grace_period`.
+    """
+    IssueServiceToken: _grpc.UnaryUnaryMultiCallable[_auth_pb2.IssueServiceTokenRequest, _auth_pb2.IssueServiceTokenResponse]
+    """Public: exchanges a service account's client credentials for a short-lived
+    access token (`subject_type` service) carrying the account's permissions.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
-    """Authentication: password login, token refresh, sessions and token validation."""
+    """Authentication: password login, token refresh, sessions, token validation, API
+    keys and service tokens.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Login: _aio.UnaryUnaryMultiCallable[_auth_pb2.LoginRequest, _auth_pb2.LoginResponse]  # type: ignore[assignment]
@@ -73,9 +98,32 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Revokes one session; its access tokens stop working everywhere within a second."""
     ValidateToken: _aio.UnaryUnaryMultiCallable[_auth_pb2.ValidateTokenRequest, _auth_pb2.ValidateTokenResponse]  # type: ignore[assignment]
     """Verifies a credential and returns the principal it speaks for."""
+    CreateApiKey: _aio.UnaryUnaryMultiCallable[_auth_pb2.CreateApiKeyRequest, _auth_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
+    """Creates an API key for the caller (or, with `apikeys:manage`, for `user_id`).
+    Needs `apikeys:create`; the scopes must be within the caller's permissions and
+    the owner's. The secret is returned once.
+    """
+    GetApiKey: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetApiKeyRequest, _auth_pb2.GetApiKeyResponse]  # type: ignore[assignment]
+    """Needs `apikeys:read` (`apikeys:manage` for another user's key)."""
+    ListApiKeys: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListApiKeysRequest, _auth_pb2.ListApiKeysResponse]  # type: ignore[assignment]
+    """Needs `apikeys:read`; lists the caller's keys (every user's with `apikeys:manage`)."""
+    RevokeApiKey: _aio.UnaryUnaryMultiCallable[_auth_pb2.RevokeApiKeyRequest, _auth_pb2.RevokeApiKeyResponse]  # type: ignore[assignment]
+    """Needs `apikeys:revoke` (`apikeys:manage` for another user's key). The key is
+    refused everywhere within a second.
+    """
+    RotateApiKey: _aio.UnaryUnaryMultiCallable[_auth_pb2.RotateApiKeyRequest, _auth_pb2.RotateApiKeyResponse]  # type: ignore[assignment]
+    """Needs `apikeys:rotate` (`apikeys:manage` for another user's key). Returns a new
+    secret for the same key; the old secret keeps working for `grace_period`.
+    """
+    IssueServiceToken: _aio.UnaryUnaryMultiCallable[_auth_pb2.IssueServiceTokenRequest, _auth_pb2.IssueServiceTokenResponse]  # type: ignore[assignment]
+    """Public: exchanges a service account's client credentials for a short-lived
+    access token (`subject_type` service) carrying the account's permissions.
+    """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Authentication: password login, token refresh, sessions and token validation."""
+    """Authentication: password login, token refresh, sessions, token validation, API
+    keys and service tokens.
+    """
 
     @_abc_1.abstractmethod
     def Login(
@@ -134,5 +182,62 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.ValidateTokenResponse, _abc.Awaitable[_auth_pb2.ValidateTokenResponse]]:
         """Verifies a credential and returns the principal it speaks for."""
+
+    @_abc_1.abstractmethod
+    def CreateApiKey(
+        self,
+        request: _auth_pb2.CreateApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.CreateApiKeyResponse, _abc.Awaitable[_auth_pb2.CreateApiKeyResponse]]:
+        """Creates an API key for the caller (or, with `apikeys:manage`, for `user_id`).
+        Needs `apikeys:create`; the scopes must be within the caller's permissions and
+        the owner's. The secret is returned once.
+        """
+
+    @_abc_1.abstractmethod
+    def GetApiKey(
+        self,
+        request: _auth_pb2.GetApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.GetApiKeyResponse, _abc.Awaitable[_auth_pb2.GetApiKeyResponse]]:
+        """Needs `apikeys:read` (`apikeys:manage` for another user's key)."""
+
+    @_abc_1.abstractmethod
+    def ListApiKeys(
+        self,
+        request: _auth_pb2.ListApiKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ListApiKeysResponse, _abc.Awaitable[_auth_pb2.ListApiKeysResponse]]:
+        """Needs `apikeys:read`; lists the caller's keys (every user's with `apikeys:manage`)."""
+
+    @_abc_1.abstractmethod
+    def RevokeApiKey(
+        self,
+        request: _auth_pb2.RevokeApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.RevokeApiKeyResponse, _abc.Awaitable[_auth_pb2.RevokeApiKeyResponse]]:
+        """Needs `apikeys:revoke` (`apikeys:manage` for another user's key). The key is
+        refused everywhere within a second.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateApiKey(
+        self,
+        request: _auth_pb2.RotateApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.RotateApiKeyResponse, _abc.Awaitable[_auth_pb2.RotateApiKeyResponse]]:
+        """Needs `apikeys:rotate` (`apikeys:manage` for another user's key). Returns a new
+        secret for the same key; the old secret keeps working for `grace_period`.
+        """
+
+    @_abc_1.abstractmethod
+    def IssueServiceToken(
+        self,
+        request: _auth_pb2.IssueServiceTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.IssueServiceTokenResponse, _abc.Awaitable[_auth_pb2.IssueServiceTokenResponse]]:
+        """Public: exchanges a service account's client credentials for a short-lived
+        access token (`subject_type` service) carrying the account's permissions.
+        """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -69,6 +69,15 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The server is shedding load (for example, too many password hashes queued).
     Carries RetryInfo.
     """
+    ERROR_REASON_ROLE_IN_USE: _ErrorReason.ValueType  # 30
+    """(30-39: tenants, roles, invitations, service accounts.)
+    The role is still assigned to users; delete with `force` to remove it from them.
+    Metadata: `role`, `holders` (how many users hold it).
+    """
+    ERROR_REASON_INVITATION_INVALID: _ErrorReason.ValueType  # 31
+    """The invitation token is unknown, already used, revoked or expired."""
+    ERROR_REASON_CLIENT_CREDENTIALS_INVALID: _ErrorReason.ValueType  # 32
+    """The service account's client id or secret is wrong, or its secret was revoked."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason values are sent as `google.rpc.ErrorInfo.reason` (without the
@@ -122,4 +131,13 @@ ERROR_REASON_RESOURCE_EXHAUSTED: ErrorReason.ValueType  # 20
 """The server is shedding load (for example, too many password hashes queued).
 Carries RetryInfo.
 """
+ERROR_REASON_ROLE_IN_USE: ErrorReason.ValueType  # 30
+"""(30-39: tenants, roles, invitations, service accounts.)
+The role is still assigned to users; delete with `force` to remove it from them.
+Metadata: `role`, `holders` (how many users hold it).
+"""
+ERROR_REASON_INVITATION_INVALID: ErrorReason.ValueType  # 31
+"""The invitation token is unknown, already used, revoked or expired."""
+ERROR_REASON_CLIENT_CREDENTIALS_INVALID: ErrorReason.ValueType  # 32
+"""The service account's client id or secret is wrong, or its secret was revoked."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

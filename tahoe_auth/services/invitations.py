@@ -1,0 +1,234 @@
+"""Invitations: invite an email address into a tenant with a role.
+
+The token (`iv_` + 256 random bits) is returned to the inviter once (nothing sends
+mail yet) and stored as SHA-256; accepting spends it atomically, so it works once.
+An `invitation.created` event goes to the outbox in the same transaction for the
+webhook issue to deliver; it carries no token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from tahoe_auth.clock import Clock
+from tahoe_auth.domain import crypto, passwords
+from tahoe_auth.domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    InvalidCredentials,
+    InvitationInvalid,
+    NotFound,
+    TenantSuspended,
+)
+from tahoe_auth.domain.fields import check_email
+from tahoe_auth.domain.principal import USER, Principal
+from tahoe_auth.services import access
+from tahoe_auth.services.changes import ChangeNotifier
+from tahoe_auth.services.context import CallContext
+from tahoe_auth.services.paging import decode_page_token, next_token, page_size_or_default
+from tahoe_auth.services.roles import role_grants
+from tahoe_auth.services.sessions import IssuedTokens, SessionService, normalize_email
+from tahoe_auth.store import models as m
+from tahoe_auth.store.db import SYSTEM, Database, UnitOfWork
+
+TOKEN_PREFIX = "iv_"
+DEFAULT_TTL = dt.timedelta(hours=72)
+MAX_TTL = dt.timedelta(days=30)
+CREATED_EVENT = "invitation.created"
+PENDING, ACCEPTED, REVOKED, EXPIRED = "pending", "accepted", "revoked", "expired"
+
+
+def state_of(row: m.Invitation, now: dt.datetime) -> str:
+    if row.accepted_at is not None:
+        return ACCEPTED
+    if row.revoked_at is not None:
+        return REVOKED
+    return PENDING if row.expires_at > now else EXPIRED
+
+
+def actor(principal: Principal) -> str:
+    """Who did it, for records: a user id, or `<type>:<id>` for other callers."""
+    return principal.subject if principal.subject_type == USER else f"{principal.subject_type}:{principal.subject}"
+
+
+def check_ttl(ttl: dt.timedelta | None) -> dt.timedelta:
+    if ttl is None:
+        return DEFAULT_TTL
+    if not dt.timedelta(minutes=1) <= ttl <= MAX_TTL:
+        raise InvalidArgument("ttl", "ttl must be between one minute and 30 days")
+    return ttl
+
+
+class Invitations:
+    def __init__(
+        self,
+        db: Database,
+        hasher: passwords.BoundedHasher,
+        sessions: SessionService,
+        notifier: ChangeNotifier,
+        clock: Clock,
+    ) -> None:
+        self._db = db
+        self._hasher = hasher
+        self._sessions = sessions
+        self._notifier = notifier
+        self._clock = clock
+
+    def add(
+        self, uow: UnitOfWork, tenant_id: str, email: str, role: str, by: Principal, ttl: dt.timedelta | None
+    ) -> tuple[m.Invitation, str]:
+        """Within the caller's transaction (CreateTenant invites the first owner this way)."""
+        token = TOKEN_PREFIX + crypto.random_token(32)
+        now = self._clock.now()
+        row = uow.invitations.add(
+            m.Invitation(
+                tenant_id=tenant_id,
+                email=email,
+                role=role,
+                token_hash=crypto.sha256_hex(token),
+                invited_by=actor(by),
+                created_at=now,
+                expires_at=now + check_ttl(ttl),
+            )
+        )
+        self._record(uow, row, resent=False)
+        return row, token
+
+    def create(
+        self, ctx: CallContext, tenant_id: str, email: str, role: str, ttl: dt.timedelta | None
+    ) -> tuple[m.Invitation, str]:
+        principal = ctx.require_principal()
+        tenant_id = access.target_tenant(principal, tenant_id)
+        email = check_email(email)
+        if not role:
+            raise InvalidArgument("role", "role is required")
+        with self._db.unit_of_work(tenant_id) as uow:
+            access.ensure_can_grant(principal, role_grants(uow, role))
+            row, token = self.add(uow, tenant_id, email, role, principal, ttl)
+            uow.commit()
+        return row, token
+
+    def page(
+        self, ctx: CallContext, tenant_id: str, state: str | None, page_size: int, page_token: str
+    ) -> tuple[list[m.Invitation], str]:
+        tenant_id = access.target_tenant(ctx.require_principal(), tenant_id)
+        limit = page_size_or_default(page_size)
+        with self._db.unit_of_work(tenant_id) as uow:
+            rows = list(
+                uow.invitations.page(
+                    state=state, now=self._clock.now(), after=decode_page_token(page_token), limit=limit + 1
+                )
+            )
+        return rows[:limit], next_token(rows, limit)
+
+    def resend(
+        self, ctx: CallContext, tenant_id: str, invitation_id: str, ttl: dt.timedelta | None
+    ) -> tuple[m.Invitation, str]:
+        """A new token (the old one stops working) and a new expiry."""
+        principal = ctx.require_principal()
+        tenant_id = access.target_tenant(principal, tenant_id)
+        token = TOKEN_PREFIX + crypto.random_token(32)
+        with self._db.unit_of_work(tenant_id) as uow:
+            row = uow.invitations.get(invitation_id)
+            if state_of(row, self._clock.now()) in (ACCEPTED, REVOKED):
+                raise FailedPrecondition("the invitation was already accepted or revoked")
+            access.ensure_can_grant(principal, role_grants(uow, row.role))
+            row.token_hash = crypto.sha256_hex(token)
+            row.expires_at = self._clock.now() + check_ttl(ttl)
+            self._record(uow, row, resent=True)
+            uow.commit()
+        return row, token
+
+    def revoke(self, ctx: CallContext, tenant_id: str, invitation_id: str) -> m.Invitation:
+        tenant_id = access.target_tenant(ctx.require_principal(), tenant_id)
+        with self._db.unit_of_work(tenant_id) as uow:
+            row = uow.invitations.get(invitation_id)
+            if row.accepted_at is not None:
+                raise FailedPrecondition("the invitation was already accepted")
+            row.revoked_at = row.revoked_at or self._clock.now()
+            uow.commit()
+        return row
+
+    def accept(
+        self, token: str, password: str, display_name: str, ctx: CallContext
+    ) -> tuple[IssuedTokens, m.Invitation]:
+        if not token.startswith(TOKEN_PREFIX):
+            raise InvitationInvalid()
+        token_hash = crypto.sha256_hex(token)
+        invitation, tenant = self._find(token_hash)
+        if tenant.status != "active":
+            raise TenantSuspended()
+        with self._db.unit_of_work(tenant.id) as uow:
+            existing = uow.users.by_email(normalize_email(invitation.email))
+        password_hash = self._new_password_hash(existing, password)
+        with self._db.unit_of_work(tenant.id) as uow:
+            if not uow.invitations.spend(invitation.id, token_hash, self._clock.now()):
+                raise InvitationInvalid()  # spent by a concurrent accept, or revoked meanwhile
+            user = self._joining_user(uow, invitation, existing, password_hash, display_name)
+            try:
+                role_grants(uow, invitation.role)
+            except NotFound:
+                raise FailedPrecondition(f"the invited role {invitation.role!r} no longer exists") from None
+            if not uow.role_bindings.exists(user.id, invitation.role):
+                uow.role_bindings.add(tenant.id, user.id, invitation.role)
+            row = uow.invitations.get(invitation.id)
+            row.user_id = user.id
+            uow.commit()
+        self._notifier.user_changed(tenant.id, user.id)
+        return self._sessions.start_session(tenant.id, user.id, ctx), row
+
+    def _find(self, token_hash: str) -> tuple[m.Invitation, m.Tenant]:
+        with self._db.unit_of_work(SYSTEM) as uow:
+            invitation = uow.invitations.by_token_hash(token_hash)
+            tenant = uow.tenants.find(invitation.tenant_id) if invitation is not None else None
+        if invitation is None or tenant is None or state_of(invitation, self._clock.now()) != PENDING:
+            raise InvitationInvalid()
+        return invitation, tenant
+
+    def _new_password_hash(self, existing: m.User | None, password: str) -> str | None:
+        """A new user sets a password. An existing one proves the account is theirs with
+        it (else the inviter, who holds the token, could log in as them)."""
+        if existing is not None and existing.status != "active":
+            raise InvalidCredentials()
+        if existing is None or existing.password_hash is None:
+            passwords.check_policy(password)
+            return self._hasher.hash(password)
+        too_long = len(password) > passwords.MAX_LENGTH
+        if not self._hasher.verify(None if too_long else existing.password_hash, password).ok:
+            raise InvalidCredentials()
+        return None
+
+    def _joining_user(
+        self,
+        uow: UnitOfWork,
+        invitation: m.Invitation,
+        existing: m.User | None,
+        password_hash: str | None,
+        display_name: str,
+    ) -> m.User:
+        if existing is not None:
+            user = uow.users.get(existing.id)
+            if password_hash is not None:
+                user.password_hash, user.password_changed_at = password_hash, self._clock.now()
+            return user
+        return uow.users.add(
+            m.User(
+                tenant_id=invitation.tenant_id,
+                email=invitation.email,
+                display_name=display_name.strip()[:200],
+                password_hash=password_hash,
+                password_changed_at=self._clock.now(),
+            )
+        )
+
+    @staticmethod
+    def _record(uow: UnitOfWork, row: m.Invitation, *, resent: bool) -> None:
+        payload = {
+            "invitation_id": row.id,
+            "email": row.email,
+            "role": row.role,
+            "invited_by": row.invited_by,
+            "expires_at": row.expires_at.isoformat(),
+            "resent": resent,
+        }
+        uow.outbox.add(row.tenant_id, CREATED_EVENT, payload)
