@@ -158,7 +158,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     notifier.apply_locally(authenticator.apply_change)
     notifier.apply_locally(api_key_resolver.apply_change)
     sessions = SessionService(db, keys, hasher, LoginThrottle(store), notifier, settings, clock, audit_log)
-    invitations = Invitations(db, hasher, sessions, notifier, clock)
+    invitations = Invitations(db, hasher, sessions, notifier, clock, audit_log)
     for name, cache in (
         ("tokens", authenticator.tokens),
         ("sessions", authenticator.sessions),
@@ -186,13 +186,13 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         hasher=hasher,
         authenticator=authenticator,
         sessions=sessions,
-        tenants=TenantAdmin(db, hasher, clock, notifier, invitations),
+        tenants=TenantAdmin(db, hasher, clock, notifier, invitations, audit_log),
         platform=platform,
-        users=Users(db, hasher, sessions, notifier, clock),
-        roles=Roles(db, notifier),
+        users=Users(db, hasher, sessions, notifier, clock, audit_log),
+        roles=Roles(db, notifier, audit_log),
         invitations=invitations,
-        api_keys=ApiKeys(db, api_key_resolver, last_used, notifier, clock),
-        service_accounts=ServiceAccounts(db, keys, notifier, settings, clock),
+        api_keys=ApiKeys(db, api_key_resolver, last_used, notifier, clock, audit_log),
+        service_accounts=ServiceAccounts(db, keys, notifier, settings, clock, audit_log),
         last_used=last_used,
         tenant_config=tenant_config,
         limiter=limiter,

@@ -138,9 +138,12 @@ class SessionService:
 
     def start_session(self, tenant_id: str, user_id: str, ctx: CallContext) -> IssuedTokens:
         """A session for a user whom another use case has identified (accepting an invitation)."""
-        return self._start_session(tenant_id, user_id, ctx, None)
+        return self._start_session(tenant_id, user_id, ctx, None, audited=False)
 
-    def _start_session(self, tenant_id: str, user_id: str, ctx: CallContext, new_hash: str | None) -> IssuedTokens:
+    def _start_session(
+        self, tenant_id: str, user_id: str, ctx: CallContext, new_hash: str | None, audited: bool = True
+    ) -> IssuedTokens:
+        """`audited=False` when the calling use case records its own entry (invitations)."""
         now = self._clock.now()
         refresh_token = REFRESH_TOKEN_PREFIX + crypto.random_token(32)
         with self._db.unit_of_work(tenant_id) as uow:
@@ -159,15 +162,16 @@ class SessionService:
                 )
             )
             uow.refresh_tokens.add(tenant_id, session.id, _hash_refresh_token(refresh_token))
-            self._audit.record(
-                uow,
-                ctx,
-                tenant_id,
-                "auth.login",
-                f"user:{user_id}",
-                details={"session_id": session.id, "rehashed": new_hash is not None},
-                actor=Actor(user_id, USER),
-            )
+            if audited:
+                self._audit.record(
+                    uow,
+                    ctx,
+                    tenant_id,
+                    "auth.login",
+                    f"user:{user_id}",
+                    details={"session_id": session.id, "rehashed": new_hash is not None},
+                    actor=Actor(user_id, USER),
+                )
             uow.commit()
         return self._issue(session, refresh_token)
 

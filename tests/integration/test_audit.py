@@ -262,13 +262,14 @@ def test_entries_name_actor_target_and_count(server: RunningServer) -> None:
     for _ in range(3):
         server.app.denials.record(world.tenant.id, "permission_denied", "r1")
     server.app.denials.flush(everything=True)
-    ok, failed, denied = entries(server, world.tenant.id)
+    created, ok, failed, denied = entries(server, world.tenant.id)
+    assert (created.action, created.actor_type) == ("tenant.create", "system")  # the test's bootstrap
     assert (ok.actor, ok.actor_type, ok.target) == (login.user_id, "user", f"user:{login.user_id}")
     assert ok.details["session_id"] == login.tokens.session_id
     assert (failed.actor, failed.details["reason"]) == (login.user_id, "bad_credentials")
     assert failed.target == f"user:{world.tenant.owner_email}"
     assert denied.details["count"] == 3 and denied.details["reason"] == "permission_denied"
-    assert [e.sequence for e in (ok, failed, denied)] == [1, 2, 3]
+    assert [e.sequence for e in (created, ok, failed, denied)] == [1, 2, 3, 4]
 
 
 def _tamper(url: str, statement: str) -> None:
@@ -293,10 +294,10 @@ def _verify_cli(capsys: pytest.CaptureFixture[str], env: dict[str, str], monkeyp
 @pytest.mark.parametrize(
     ("statement", "problem"),
     [
-        ("UPDATE audit_events SET outcome = 'success' WHERE sequence = 2 AND tenant_id = :t", "entry was modified"),
+        ("UPDATE audit_events SET outcome = 'success' WHERE sequence = 3 AND tenant_id = :t", "entry was modified"),
         ("UPDATE audit_events SET details = '{}' WHERE sequence = 1 AND tenant_id = :t", "entry was modified"),
         ("DELETE FROM audit_events WHERE sequence = 2 AND tenant_id = :t", "entry 2 is missing"),
-        ("DELETE FROM audit_events WHERE sequence = 3 AND tenant_id = :t", "newest entries were removed"),
+        ("DELETE FROM audit_events WHERE sequence = 4 AND tenant_id = :t", "newest entries were removed"),
     ],
 )
 def test_verify_catches_edited_and_deleted_rows(
@@ -307,10 +308,10 @@ def test_verify_catches_edited_and_deleted_rows(
     statement: str,
     problem: str,
 ) -> None:
-    world = World(server, server.create_tenant())
-    world.login()
-    expect_error(lambda: world.login(password="not the password at all"))
-    world.login()
+    world = World(server, server.create_tenant())  # entry 1: the tenant's creation
+    world.login()  # 2
+    expect_error(lambda: world.login(password="not the password at all"))  # 3
+    world.login()  # 4
     assert _verify_cli(capsys, pg_env, monkeypatch)["ok"]
     _tamper(pg_env["TAHOE_DATABASE_URL"], statement.replace(":t", f"'{world.tenant.id}'"))
     report = _verify_cli(capsys, pg_env, monkeypatch)
@@ -338,7 +339,7 @@ def test_the_app_role_cannot_change_or_delete_audit_rows(server: RunningServer, 
         with engine.connect() as conn:  # it may read and append
             conn.execute(text("SET ROLE tahoe_app"))
             conn.execute(text("SELECT set_config('tahoe.tenant_id', :t, false)"), {"t": world.tenant.id})
-            assert conn.execute(text("SELECT count(*) FROM audit_events")).scalar() == 1
+            assert conn.execute(text("SELECT count(*) FROM audit_events")).scalar() == 2  # created, login
         # Even the owner is stopped by the trigger (it must be disabled on purpose).
         with engine.connect() as conn, pytest.raises(DBAPIError, match="append-only"):
             conn.execute(text("UPDATE audit_events SET outcome = 'failure'"))
@@ -356,11 +357,12 @@ def test_listing_filters_pages_and_tenant_walls(server: RunningServer) -> None:
     token = world.token()
     stub = audit_pb2_grpc.AuditServiceStub(server.channel)
     page1 = stub.ListAuditEvents(audit_pb2.ListAuditEventsRequest(page_size=2), metadata=bearer(token))
-    assert [e.sequence for e in page1.events] == [5, 4] and page1.next_page_token
+    # tenant.create (bootstrap), three logins, a failed one, the login for `token`.
+    assert [e.sequence for e in page1.events] == [6, 5] and page1.next_page_token
     page2 = stub.ListAuditEvents(
         audit_pb2.ListAuditEventsRequest(page_size=10, page_token=page1.next_page_token), metadata=bearer(token)
     )
-    assert [e.sequence for e in page2.events] == [3, 2, 1]
+    assert [e.sequence for e in page2.events] == [4, 3, 2, 1]
     failures = stub.ListAuditEvents(
         audit_pb2.ListAuditEventsRequest(outcome=audit_pb2.AUDIT_OUTCOME_FAILURE), metadata=bearer(token)
     )
@@ -371,7 +373,7 @@ def test_listing_filters_pages_and_tenant_walls(server: RunningServer) -> None:
     start.FromDatetime(started + dt.timedelta(hours=1))
     later = stub.ListAuditEvents(audit_pb2.ListAuditEventsRequest(start_time=start), metadata=bearer(token))
     assert list(later.events) == []
-    user_id = page2.events[-1].actor
+    user_id = page2.events[-2].actor
     mine = stub.ListAuditEvents(audit_pb2.ListAuditEventsRequest(actor=user_id), metadata=bearer(token))
     assert len(mine.events) == 5 and mine.events[0].details["session_id"]
     with pytest.raises(grpc.RpcError) as caught:
@@ -382,7 +384,7 @@ def test_listing_filters_pages_and_tenant_walls(server: RunningServer) -> None:
     as_platform = stub.ListAuditEvents(
         audit_pb2.ListAuditEventsRequest(tenant_id=world.tenant.id), metadata=bearer(server.platform_key)
     )
-    assert len(as_platform.events) == 5
+    assert len(as_platform.events) == 6
 
 
 def test_members_without_audit_read_are_refused(server: RunningServer) -> None:
@@ -411,8 +413,9 @@ def test_export_verifies_offline(server: RunningServer) -> None:
     stub = audit_pb2_grpc.AuditServiceStub(server.channel)
     chunks = list(stub.ExportAuditEvents(audit_pb2.ExportAuditEventsRequest(), metadata=bearer(world.token())))
     lines = [json.loads(line) for line in b"".join(c.content for c in chunks).decode().splitlines()]
-    # Three logins, the one for the export's token, and the export itself (recorded first).
-    assert [line["sequence"] for line in lines] == [1, 2, 3, 4, 5]
+    # The tenant's creation, three logins, the one for the export's token, and the export
+    # itself (recorded first).
+    assert [line["sequence"] for line in lines] == [1, 2, 3, 4, 5, 6]
     assert lines[-1]["action"] == "audit.export"
     stored = [
         StoredEntry(
@@ -435,7 +438,7 @@ def test_export_verifies_offline(server: RunningServer) -> None:
         )
         for e in lines
     ]
-    assert verify_chain(world.tenant.id, stored, 5, lines[-1]["hash"]) is None
+    assert verify_chain(world.tenant.id, stored, 6, lines[-1]["hash"]) is None
     csv_chunks = stub.ExportAuditEvents(
         audit_pb2.ExportAuditEventsRequest(format=audit_pb2.AUDIT_EXPORT_FORMAT_CSV), metadata=bearer(world.token())
     )

@@ -29,8 +29,8 @@ def test_embedded_audit_and_webhooks(sqlite_url: str, tmp_path: Path) -> None:
         (message,) = sink.wait_for(1)
         assert message.verify(created.secret)["type"] == "session.revoked"
         checked, problems = server.app.audit_verifier.verify()
-        # The first signing key (platform chain); login, endpoint created, logout (tenant chain).
-        assert problems == [] and checked == 4
+        # The first signing key (platform chain); tenant created, login, endpoint created, logout.
+        assert problems == [] and checked == 5
     engine = create_engine(sqlite_url, poolclass=pool.NullPool)
     try:
         for statement in ["UPDATE audit_events SET outcome = 'x'", "DELETE FROM audit_events"]:
