@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,10 +27,12 @@ from tahoe_auth.v1 import (
     auth_pb2,
     keys_pb2,
     keys_pb2_grpc,
+    tenant_pb2_grpc,
     usage_pb2,
     usage_pb2_grpc,
     webhooks_pb2_grpc,
 )
+from tahoe_auth.v1 import tenant_pb2 as tn
 from tahoe_auth.v1 import webhooks_pb2 as wh
 from tests.support import RunningServer, Tenant, bearer, error_reason
 
@@ -203,6 +206,213 @@ def _authz_denials(w: World) -> Callable[[], object]:
     return act
 
 
+# -- TenantService and API keys (issue 3) ----------------------------------------------------
+
+
+def _tenants(w: World) -> tenant_pb2_grpc.TenantServiceStub:
+    return tenant_pb2_grpc.TenantServiceStub(w.server.channel)
+
+
+def _mask(*paths: str) -> field_mask_pb2.FieldMask:
+    return field_mask_pb2.FieldMask(paths=list(paths))
+
+
+def _create_tenant(w: World) -> Callable[[], object]:
+    request = tn.CreateTenantRequest(tenant=tn.Tenant(slug=f"new{w.tenant.slug}"), owner_email="o@new.test")
+    return lambda: _tenants(w).CreateTenant(request, metadata=w.md(w.server.platform_key))
+
+
+def _update_tenant(w: World) -> Callable[[], object]:
+    token = w.token()
+    request = tn.UpdateTenantRequest(
+        tenant=tn.Tenant(id=w.tenant.id, display_name="Renamed"), update_mask=_mask("display_name")
+    )
+    return lambda: _tenants(w).UpdateTenant(request, metadata=w.md(token))
+
+
+def _suspend_tenant(w: World) -> Callable[[], object]:
+    request = tn.SuspendTenantRequest(tenant_id=w.tenant.id, reason="unpaid")
+    return lambda: _tenants(w).SuspendTenant(request, metadata=w.md(w.server.platform_key))
+
+
+def _reactivate_tenant(w: World) -> Callable[[], object]:
+    key = w.server.platform_key
+    _tenants(w).SuspendTenant(tn.SuspendTenantRequest(tenant_id=w.tenant.id), metadata=bearer(key))
+    return lambda: _tenants(w).ReactivateTenant(tn.ReactivateTenantRequest(tenant_id=w.tenant.id), metadata=w.md(key))
+
+
+def _create_user(w: World) -> Callable[[], object]:
+    token = w.token()
+    request = tn.CreateUserRequest(user=tn.User(email="new@x.test"), password=OWNER, roles=["viewer"])
+    return lambda: _tenants(w).CreateUser(request, metadata=w.md(token))
+
+
+def _with_user(w: World) -> tuple[str, str, str]:
+    """(owner token, user id, the user's token)."""
+    user_id, user_token = w.server.add_user(w.tenant, ["viewer"])
+    return w.token(), user_id, user_token
+
+
+def _update_user(w: World) -> Callable[[], object]:
+    token, user_id, _ = _with_user(w)
+    request = tn.UpdateUserRequest(user=tn.User(id=user_id, display_name="Bea"), update_mask=_mask("display_name"))
+    return lambda: _tenants(w).UpdateUser(request, metadata=w.md(token))
+
+
+def _disable_user(w: World) -> Callable[[], object]:
+    token, user_id, _ = _with_user(w)
+    return lambda: _tenants(w).DisableUser(tn.DisableUserRequest(user_id=user_id), metadata=w.md(token))
+
+
+def _enable_user(w: World) -> Callable[[], object]:
+    token, user_id, _ = _with_user(w)
+    _tenants(w).DisableUser(tn.DisableUserRequest(user_id=user_id), metadata=bearer(token))
+    return lambda: _tenants(w).EnableUser(tn.EnableUserRequest(user_id=user_id), metadata=w.md(token))
+
+
+def _delete_user(w: World) -> Callable[[], object]:
+    token, user_id, _ = _with_user(w)
+    return lambda: _tenants(w).DeleteUser(tn.DeleteUserRequest(user_id=user_id), metadata=w.md(token))
+
+
+def _change_password(w: World) -> Callable[[], object]:
+    _, _, user_token = _with_user(w)
+    request = tn.ChangePasswordRequest(current_password=OWNER, new_password="another long passphrase here")
+    return lambda: _tenants(w).ChangePassword(request, metadata=w.md(user_token))
+
+
+def _reset_password(w: World) -> Callable[[], object]:
+    token, user_id, _ = _with_user(w)
+    request = tn.ResetPasswordRequest(user_id=user_id, new_password="another long passphrase here")
+    return lambda: _tenants(w).ResetPassword(request, metadata=w.md(token))
+
+
+def _role(name: str = "transcriber") -> tn.Role:
+    return tn.Role(name=name, permissions=["transcription:read"])
+
+
+def _create_role(w: World) -> Callable[[], object]:
+    token = w.token()
+    return lambda: _tenants(w).CreateRole(tn.CreateRoleRequest(role=_role()), metadata=w.md(token))
+
+
+def _update_role(w: World) -> Callable[[], object]:
+    token = w.token()
+    _tenants(w).CreateRole(tn.CreateRoleRequest(role=_role()), metadata=bearer(token))
+    changed = tn.Role(name="transcriber", permissions=["transcription:*"])
+    request = tn.UpdateRoleRequest(role=changed, update_mask=_mask("permissions"))
+    return lambda: _tenants(w).UpdateRole(request, metadata=w.md(token))
+
+
+def _delete_role(w: World) -> Callable[[], object]:
+    token = w.token()
+    _tenants(w).CreateRole(tn.CreateRoleRequest(role=_role()), metadata=bearer(token))
+    return lambda: _tenants(w).DeleteRole(tn.DeleteRoleRequest(name="transcriber"), metadata=w.md(token))
+
+
+def _assign_role(w: World) -> Callable[[], object]:
+    token, user_id, _ = _with_user(w)
+    request = tn.AssignRoleRequest(user_id=user_id, role="admin")
+    return lambda: _tenants(w).AssignRole(request, metadata=w.md(token))
+
+
+def _remove_role(w: World) -> Callable[[], object]:
+    token, user_id, _ = _with_user(w)
+    request = tn.RemoveRoleRequest(user_id=user_id, role="viewer")
+    return lambda: _tenants(w).RemoveRole(request, metadata=w.md(token))
+
+
+def _invite(w: World, token: str) -> tn.CreateInvitationResponse:
+    request = tn.CreateInvitationRequest(email="guest@x.test", role="viewer")
+    response: tn.CreateInvitationResponse = _tenants(w).CreateInvitation(request, metadata=bearer(token))
+    return response
+
+
+def _create_invitation(w: World) -> Callable[[], object]:
+    token = w.token()
+    request = tn.CreateInvitationRequest(email="guest@x.test", role="viewer")
+    return lambda: _tenants(w).CreateInvitation(request, metadata=w.md(token))
+
+
+def _resend_invitation(w: World) -> Callable[[], object]:
+    token = w.token()
+    request = tn.ResendInvitationRequest(invitation_id=_invite(w, token).invitation.id)
+    return lambda: _tenants(w).ResendInvitation(request, metadata=w.md(token))
+
+
+def _revoke_invitation(w: World) -> Callable[[], object]:
+    token = w.token()
+    request = tn.RevokeInvitationRequest(invitation_id=_invite(w, token).invitation.id)
+    return lambda: _tenants(w).RevokeInvitation(request, metadata=w.md(token))
+
+
+def _accept_invitation(w: World) -> Callable[[], object]:
+    invitation = _invite(w, w.token())
+    request = tn.AcceptInvitationRequest(token=invitation.token, password=OWNER)
+    return lambda: _tenants(w).AcceptInvitation(request, metadata=w.md())
+
+
+def _account(w: World, token: str) -> str:
+    account = tn.ServiceAccount(name="ingest", permissions=["transcription:write"])
+    request = tn.CreateServiceAccountRequest(service_account=account)
+    return str(_tenants(w).CreateServiceAccount(request, metadata=bearer(token)).service_account.id)
+
+
+def _create_service_account(w: World) -> Callable[[], object]:
+    token = w.token()
+    account = tn.ServiceAccount(name="ingest", permissions=["transcription:write"])
+    request = tn.CreateServiceAccountRequest(service_account=account)
+    return lambda: _tenants(w).CreateServiceAccount(request, metadata=w.md(token))
+
+
+def _update_service_account(w: World) -> Callable[[], object]:
+    token = w.token()
+    account = tn.ServiceAccount(id=_account(w, token), description="nightly")
+    request = tn.UpdateServiceAccountRequest(service_account=account, update_mask=_mask("description"))
+    return lambda: _tenants(w).UpdateServiceAccount(request, metadata=w.md(token))
+
+
+def _rotate_service_account(w: World) -> Callable[[], object]:
+    token = w.token()
+    request = tn.RotateServiceAccountSecretRequest(service_account_id=_account(w, token))
+    return lambda: _tenants(w).RotateServiceAccountSecret(request, metadata=w.md(token))
+
+
+def _revoke_service_account(w: World) -> Callable[[], object]:
+    token = w.token()
+    request = tn.RevokeServiceAccountSecretRequest(service_account_id=_account(w, token))
+    return lambda: _tenants(w).RevokeServiceAccountSecret(request, metadata=w.md(token))
+
+
+def _delete_service_account(w: World) -> Callable[[], object]:
+    token = w.token()
+    request = tn.DeleteServiceAccountRequest(service_account_id=_account(w, token))
+    return lambda: _tenants(w).DeleteServiceAccount(request, metadata=w.md(token))
+
+
+def _key(w: World, token: str) -> str:
+    request = auth_pb2.CreateApiKeyRequest(name="ci", scopes=["transcription:read"])
+    return str(w.server.auth.CreateApiKey(request, metadata=bearer(token)).api_key.id)
+
+
+def _create_api_key(w: World) -> Callable[[], object]:
+    token = w.token()
+    request = auth_pb2.CreateApiKeyRequest(name="ci", scopes=["transcription:read"])
+    return lambda: w.server.auth.CreateApiKey(request, metadata=w.md(token))
+
+
+def _rotate_api_key(w: World) -> Callable[[], object]:
+    token = w.token()
+    request = auth_pb2.RotateApiKeyRequest(api_key_id=_key(w, token))
+    return lambda: w.server.auth.RotateApiKey(request, metadata=w.md(token))
+
+
+def _revoke_api_key(w: World) -> Callable[[], object]:
+    token = w.token()
+    request = auth_pb2.RevokeApiKeyRequest(api_key_id=_key(w, token))
+    return lambda: w.server.auth.RevokeApiKey(request, metadata=w.md(token))
+
+
 CASES = [
     ("login", _login_ok, "tenant", "auth.login", audit.SUCCESS),
     ("login with a wrong password", _login_bad_password, "tenant", "auth.login", audit.FAILURE),
@@ -221,6 +431,46 @@ CASES = [
     ("delete a webhook endpoint", _webhook_delete, "tenant", "webhook.endpoint_delete", audit.SUCCESS),
     ("export the audit log", _audit_export, "tenant", "audit.export", audit.SUCCESS),
     ("ext_authz denials (aggregated)", _authz_denials, "tenant", "authz.denied", audit.DENIED),
+    ("create a tenant", _create_tenant, "created", "tenant.create", audit.SUCCESS),
+    ("update a tenant", _update_tenant, "tenant", "tenant.update", audit.SUCCESS),
+    ("suspend a tenant", _suspend_tenant, "tenant", "tenant.suspend", audit.SUCCESS),
+    ("reactivate a tenant", _reactivate_tenant, "tenant", "tenant.reactivate", audit.SUCCESS),
+    ("create a user", _create_user, "tenant", "user.create", audit.SUCCESS),
+    ("update a user", _update_user, "tenant", "user.update", audit.SUCCESS),
+    ("disable a user", _disable_user, "tenant", "user.disable", audit.SUCCESS),
+    ("enable a user", _enable_user, "tenant", "user.enable", audit.SUCCESS),
+    ("delete a user", _delete_user, "tenant", "user.delete", audit.SUCCESS),
+    ("change one's password", _change_password, "tenant", "password.change", audit.SUCCESS),
+    ("reset a password", _reset_password, "tenant", "password.reset", audit.SUCCESS),
+    ("create a role", _create_role, "tenant", "role.create", audit.SUCCESS),
+    ("change a role's permissions", _update_role, "tenant", "role.update", audit.SUCCESS),
+    ("delete a role", _delete_role, "tenant", "role.delete", audit.SUCCESS),
+    ("assign a role", _assign_role, "tenant", "role.assign", audit.SUCCESS),
+    ("remove a role", _remove_role, "tenant", "role.unassign", audit.SUCCESS),
+    ("invite", _create_invitation, "tenant", "invitation.create", audit.SUCCESS),
+    ("resend an invitation", _resend_invitation, "tenant", "invitation.resend", audit.SUCCESS),
+    ("revoke an invitation", _revoke_invitation, "tenant", "invitation.revoke", audit.SUCCESS),
+    ("accept an invitation", _accept_invitation, "tenant", "invitation.accept", audit.SUCCESS),
+    ("create a service account", _create_service_account, "tenant", "service_account.create", audit.SUCCESS),
+    ("update a service account", _update_service_account, "tenant", "service_account.update", audit.SUCCESS),
+    (
+        "rotate a service account secret",
+        _rotate_service_account,
+        "tenant",
+        "service_account.secret_rotate",
+        audit.SUCCESS,
+    ),
+    (
+        "revoke a service account secret",
+        _revoke_service_account,
+        "tenant",
+        "service_account.secret_revoke",
+        audit.SUCCESS,
+    ),
+    ("delete a service account", _delete_service_account, "tenant", "service_account.delete", audit.SUCCESS),
+    ("create an API key", _create_api_key, "tenant", "apikey.create", audit.SUCCESS),
+    ("rotate an API key", _rotate_api_key, "tenant", "apikey.rotate", audit.SUCCESS),
+    ("revoke an API key", _revoke_api_key, "tenant", "apikey.revoke", audit.SUCCESS),
 ]
 
 
@@ -235,13 +485,14 @@ def test_each_action_writes_exactly_one_entry(
 ) -> None:
     world = World(server, server.create_tenant())
     act = setup(world)
-    chain_id = world.tenant.id if chain == "tenant" else PLATFORM
     before = {c: len(entries(server, c)) for c in (world.tenant.id, PLATFORM)}
-    act()
+    result = act()
+    chain_id = world.tenant.id if chain == "tenant" else PLATFORM if chain == "platform" else result.tenant.id  # type: ignore[attr-defined]
+    before.setdefault(chain_id, 0)  # a tenant the action created
     new = {c: entries(server, c)[before[c] :] for c in before}
     assert len(new[chain_id]) == 1, [e.action for e in new[chain_id]]
-    other = PLATFORM if chain_id == world.tenant.id else world.tenant.id
-    assert new[other] == [], [e.action for e in new[other]]
+    for other in set(new) - {chain_id}:
+        assert new[other] == [], [e.action for e in new[other]]
     (entry,) = new[chain_id]
     assert (entry.action, entry.outcome) == (action, outcome)
     assert entry.occurred_at.tzinfo is not None and entry.target
@@ -249,8 +500,9 @@ def test_each_action_writes_exactly_one_entry(
         assert entry.request_id == f"req-{world.calls}" and entry.traceparent == TRACEPARENT
         assert entry.client_address == "127.0.0.1"
     serialized = json.dumps(entry.details) + entry.target
-    for secret_marker in (OWNER, "whsec_", "rt_", "tahoe_pa_"):
+    for secret_marker in (OWNER, "another long passphrase", "whsec_", "rt_", "tahoe_pa_", "iv_"):
         assert secret_marker not in serialized
+    assert not re.search(r"tahoe_s[ka]_\w{20,}", serialized)  # key prefixes (public ids) only, never a secret
     checked, problems = server.app.audit_verifier.verify()
     assert problems == [] and checked >= 1
 
