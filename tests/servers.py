@@ -1,5 +1,5 @@
-"""Private Redis instances for fault tests: each test that stops or pauses Redis starts
-its own on a free port and never touches the shared one."""
+"""Private Redis and PostgreSQL instances for fault tests: each test that stops or pauses
+one starts its own on a free port and never touches the shared ones."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
 
 
@@ -34,9 +33,7 @@ class RedisProcess:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed")
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             cwd=self.workdir,
@@ -80,3 +77,58 @@ def redis_server(workdir: Path) -> Iterator[RedisProcess]:
         yield server
     finally:
         server.stop()
+
+
+class OwnPostgres:
+    """A private PostgreSQL cluster on a free port, for tests that stop the database."""
+
+    def __init__(self) -> None:
+        import glob
+        import socket
+        import tempfile
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.bin = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+        # Its own directory: pytest's tmp dirs are private to root, and postgres must not be root.
+        self.base = tempfile.mkdtemp(prefix="tahoe-pg-")
+        self.data = f"{self.base}/data"
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, *args: str) -> None:
+        import os
+
+        command = list(args)
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def init(self) -> None:
+        import os
+        import shutil
+
+        os.makedirs(self.data, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres")
+            shutil.chown(self.data, "postgres")
+        self._as_postgres(f"{self.bin}/initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8")
+
+    def start(self) -> None:
+        self._as_postgres(
+            f"{self.bin}/pg_ctl",
+            "-D",
+            self.data,
+            "-w",
+            "-o",
+            f"-p {self.port} -k /tmp -c listen_addresses=127.0.0.1",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._as_postgres(f"{self.bin}/pg_ctl", "-D", self.data, "-w", "-m", "fast", "stop")
+
+    def remove(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.base, ignore_errors=True)

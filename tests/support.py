@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -138,107 +137,6 @@ def error_reason(error: grpc.RpcError) -> str:
             detail.Unpack(info)
             return info.reason
     raise AssertionError(f"no ErrorInfo in {status}")
-
-
-class OwnRedis:
-    """A private redis-server on a free port, for tests that stop or slow Redis."""
-
-    def __init__(self) -> None:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        import shutil
-
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self._process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        import redis
-
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
-                return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(10)
-            self._process = None
-
-    def __enter__(self) -> OwnRedis:
-        self.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-
-class OwnPostgres:
-    """A private PostgreSQL cluster on a free port, for tests that stop the database."""
-
-    def __init__(self) -> None:
-        import glob
-        import socket
-        import tempfile
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.bin = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
-        # Its own directory: pytest's tmp dirs are private to root, and postgres must not be root.
-        self.base = tempfile.mkdtemp(prefix="tahoe-pg-")
-        self.data = f"{self.base}/data"
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _as_postgres(self, *args: str) -> None:
-        import os
-
-        command = list(args)
-        if os.geteuid() == 0:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def init(self) -> None:
-        import os
-        import shutil
-
-        os.makedirs(self.data, exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(self.base, "postgres")
-            shutil.chown(self.data, "postgres")
-        self._as_postgres(f"{self.bin}/initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8")
-
-    def start(self) -> None:
-        self._as_postgres(
-            f"{self.bin}/pg_ctl",
-            "-D",
-            self.data,
-            "-w",
-            "-o",
-            f"-p {self.port} -k /tmp -c listen_addresses=127.0.0.1",
-            "start",
-        )
-
-    def stop(self) -> None:
-        self._as_postgres(f"{self.bin}/pg_ctl", "-D", self.data, "-w", "-m", "fast", "stop")
-
-    def remove(self) -> None:
-        import shutil
-
-        shutil.rmtree(self.base, ignore_errors=True)
 
 
 def call_error(fn: Any, *args: Any, **kwargs: Any) -> grpc.RpcError:

@@ -3,8 +3,9 @@
 Runs before authentication, so it needs nothing but the peer address and, for Login,
 the account named in the request. Which methods are limited, and by what, is one table
 (`METHOD_LIMITS`): Login per client address and per account (tenant + email, hashed),
-Refresh per client address. Authenticated methods are not limited here (their callers
-are known; Check limits traffic through Envoy per tenant). All keys sit in `{global}`:
+Refresh, IssueServiceToken and AcceptInvitation per client address. Authenticated
+methods are not limited here (their callers are known; Check limits traffic through
+Envoy per tenant). All keys sit in `{global}`:
 one Redis call, one hash slot. Over a limit: RESOURCE_EXHAUSTED / RATE_LIMITED with
 RetryInfo and a QuotaFailure naming the policy (api/errors.py). Failed-login throttling
 (services/throttle.py) is separate and still applies.
@@ -27,11 +28,17 @@ AUTH = "/tahoe_auth.v1.AuthService/"
 LOGIN_PER_ADDRESS = Policy("login_per_address", 60, 60.0, Strategy.GCRA)
 LOGIN_PER_ACCOUNT = Policy("login_per_account", 10, 60.0, Strategy.GCRA)
 REFRESH_PER_ADDRESS = Policy("refresh_per_address", 600, 60.0, Strategy.GCRA)
+# Both exchange a secret (invitation token, client secret) without a prior credential:
+# the same guessing surface as Login, so limited per address too.
+INVITATION_PER_ADDRESS = Policy("accept_invitation_per_address", 30, 60.0, Strategy.GCRA)
+SERVICE_TOKEN_PER_ADDRESS = Policy("service_token_per_address", 600, 60.0, Strategy.GCRA)
 
 # method -> policies; a policy whose name ends in `_per_account` counts per Login account.
 METHOD_LIMITS: Mapping[str, tuple[Policy, ...]] = {
     AUTH + "Login": (LOGIN_PER_ADDRESS, LOGIN_PER_ACCOUNT),
     AUTH + "Refresh": (REFRESH_PER_ADDRESS,),
+    AUTH + "IssueServiceToken": (SERVICE_TOKEN_PER_ADDRESS,),
+    "/tahoe_auth.v1.TenantService/AcceptInvitation": (INVITATION_PER_ADDRESS,),
 }
 
 

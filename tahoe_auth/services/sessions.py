@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,13 +14,12 @@ from tahoe_auth.domain import audit, crypto, events, passwords, tokens
 from tahoe_auth.domain.errors import (
     InvalidArgument,
     InvalidCredentials,
-    NotFound,
-    PermissionDenied,
     RefreshTokenInvalid,
     RefreshTokenReused,
 )
 from tahoe_auth.domain.principal import USER, Principal
 from tahoe_auth.metrics import STORE_FAILURES
+from tahoe_auth.services import access, paging
 from tahoe_auth.services.audit import Actor, AuditLog
 from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
@@ -35,8 +32,6 @@ from tahoe_auth.store.db import SYSTEM, Database, UnitOfWork
 log = logging.getLogger(__name__)
 
 REFRESH_TOKEN_PREFIX = "rt_"
-MAX_PAGE_SIZE = 100
-DEFAULT_PAGE_SIZE = 20
 
 
 @dataclass(frozen=True)
@@ -333,8 +328,8 @@ class SessionService:
         self, ctx: CallContext, tenant_id: str, user_id: str, page_size: int, page_token: str, show_ended: bool
     ) -> tuple[list[m.Session], str]:
         tenant_id, user_id = self._target_user(ctx.require_principal(), tenant_id, user_id, "sessions:read")
-        limit = page_size_or_default(page_size)
-        after = decode_page_token(page_token)
+        limit = paging.page_size_or_default(page_size)
+        after = paging.decode_page_token(page_token)
         with self._db.unit_of_work(tenant_id) as uow:
             uow.users.get(user_id)
             rows = list(
@@ -342,43 +337,17 @@ class SessionService:
                     user_id, now=self._clock.now(), show_ended=show_ended, after=after, limit=limit + 1
                 )
             )
-        next_token = encode_page_token(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else ""
-        return rows[:limit], next_token
+        return rows[:limit], paging.next_token(rows, limit)
 
     @staticmethod
     def _target_user(principal: Principal, tenant_id: str, user_id: str, permission: str) -> tuple[str, str]:
-        """Acting on oneself needs no permission; on others, `permission` in their tenant."""
-        tenant_id = tenant_id or principal.tenant_id
+        """Acting on oneself needs no permission; on others, `permission` in their tenant
+        (decided by domain.decision like every other check)."""
+        tenant_id = access.target_tenant(principal, tenant_id)
         if not user_id:
             if principal.subject_type != USER:
                 raise InvalidArgument("user_id", "user_id is required for non-user callers")
             user_id = principal.subject
-        own = principal.subject_type == USER and user_id == principal.subject and tenant_id == principal.tenant_id
-        if own or principal.platform_admin:
-            return tenant_id, user_id
-        if tenant_id != principal.tenant_id:
-            raise NotFound("user")
-        if not principal.permissions.allows(permission):
-            raise PermissionDenied(f"missing permission {permission}", permission=permission)
+        if not access.is_self(principal, tenant_id, user_id):
+            access.require(principal, permission, tenant_id)
         return tenant_id, user_id
-
-
-def page_size_or_default(page_size: int) -> int:
-    if page_size < 0:
-        raise InvalidArgument("page_size", "page_size must not be negative")
-    return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-def encode_page_token(created_at: dt.datetime, row_id: str) -> str:
-    raw = json.dumps([created_at.isoformat(), row_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_page_token(token: str) -> tuple[dt.datetime, str] | None:
-    if not token:
-        return None
-    try:
-        created, row_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        return dt.datetime.fromisoformat(created), str(row_id)
-    except (ValueError, TypeError):
-        raise InvalidArgument("page_token", "page_token is malformed") from None

@@ -23,7 +23,7 @@ from tahoe_auth.services import access
 from tahoe_auth.services.audit import AuditLog
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.services.events import emit
-from tahoe_auth.services.sessions import decode_page_token, encode_page_token, page_size_or_default
+from tahoe_auth.services.paging import decode_page_token, encode_page_token, page_size_or_default
 from tahoe_auth.store import models as m
 from tahoe_auth.store.db import Database, UnitOfWork
 from tahoe_auth.store.webhook_repository import DeliveryFilter

@@ -190,3 +190,17 @@ def test_health_checks_are_never_rate_limited(server: support.RunningServer) -> 
     stub = health_pb2_grpc.HealthStub(server.channel)
     for _ in range(700):
         stub.Check(health_pb2.HealthCheckRequest())
+
+
+def test_secret_exchanges_without_a_credential_are_rate_limited(server: support.RunningServer) -> None:
+    """AcceptInvitation guesses tokens like Login guesses passwords: limited per address."""
+    from tahoe_auth.api.rate_limit import INVITATION_PER_ADDRESS
+    from tahoe_auth.v1 import tenant_pb2
+
+    reasons = []
+    for _ in range(INVITATION_PER_ADDRESS.limit + 1):
+        with pytest.raises(grpc.RpcError) as info:
+            server.tenants.AcceptInvitation(tenant_pb2.AcceptInvitationRequest(token="inv_guess", password="x" * 12))
+        reasons.append(support.error_reason(info.value))
+    assert set(reasons[:-1]) == {"INVITATION_INVALID"}
+    assert reasons[-1] == "RATE_LIMITED"

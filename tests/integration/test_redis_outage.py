@@ -4,21 +4,22 @@ subscription reports itself not live (so caches are bypassed), and both recover.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
 from tahoe_auth.store.kv import StoreUnavailable
 from tahoe_auth.store.redis_store import RedisStore
-from tests.support import OwnRedis
+from tests.servers import redis_server
 
 
-def test_outage_is_fast_visible_and_recovers() -> None:
-    with OwnRedis() as redis_server:
-        store = RedisStore(redis_server.url)
+def test_outage_is_fast_visible_and_recovers(tmp_path: Path) -> None:
+    with redis_server(tmp_path) as own:
+        store = RedisStore(own.url)
         store.subscribe(lambda channel, message: None)
         assert store.subscribed.wait(5)
         store.set("k", "v")
-        redis_server.stop()
+        own.stop()
         started = time.perf_counter()
         with pytest.raises(StoreUnavailable):
             store.get("k")
@@ -27,7 +28,7 @@ def test_outage_is_fast_visible_and_recovers() -> None:
         while store.notifications_live() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not store.notifications_live()
-        redis_server.start()
+        own.start()
         assert store.subscribed.wait(10)
         store.set("k", "back")
         assert store.get("k") == "back"

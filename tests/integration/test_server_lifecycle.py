@@ -24,7 +24,8 @@ from tahoe_auth.config import Settings
 from tahoe_auth.http_side import SideServer
 from tahoe_auth.server import create_server
 from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
-from tests.support import OWNER_PASSWORD, OwnPostgres, RunningServer, running_server
+from tests.servers import OwnPostgres
+from tests.support import OWNER_PASSWORD, RunningServer, running_server
 
 
 def http_get(url: str) -> tuple[int, dict[str, object]]:
