@@ -3,8 +3,9 @@
 Runs before authentication, so it needs nothing but the peer address and, for Login,
 the account named in the request. Which methods are limited, and by what, is one table
 (`METHOD_LIMITS`): Login per client address and per account (tenant + email, hashed),
-Refresh, IssueServiceToken and AcceptInvitation per client address. Authenticated methods are not limited here (their callers
-are known; Check limits traffic through Envoy per tenant). All keys sit in `{global}`:
+Refresh, IssueServiceToken and AcceptInvitation per client address. Authenticated
+methods are not limited here (their callers are known; Check limits traffic through
+Envoy per tenant). All keys sit in `{global}`:
 one Redis call, one hash slot. Over a limit: RESOURCE_EXHAUSTED / RATE_LIMITED with
 RetryInfo and a QuotaFailure naming the policy (api/errors.py). Failed-login throttling
 (services/throttle.py) is separate and still applies.
