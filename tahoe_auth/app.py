@@ -22,8 +22,11 @@ from tahoe_auth.clock import Clock
 from tahoe_auth.config import Settings
 from tahoe_auth.domain import apikeys, crypto, passwords
 from tahoe_auth.domain.principal import SERVICE
+from tahoe_auth.metrics import CACHES
 from tahoe_auth.services.api_keys import ApiKeys
+from tahoe_auth.services.audit import AuditLog, AuditReader, AuditVerifier
 from tahoe_auth.services.changes import ChangeNotifier
+from tahoe_auth.services.denials import DenialAuditor
 from tahoe_auth.services.invitations import Invitations
 from tahoe_auth.services.keys import KeyManager
 from tahoe_auth.services.platform import PlatformCredentials
@@ -39,11 +42,14 @@ from tahoe_auth.services.usage_pipeline import UsagePipeline
 from tahoe_auth.services.usage_recorder import UsageRecorder
 from tahoe_auth.services.usage_watch import UsageWatch
 from tahoe_auth.services.users import Users
+from tahoe_auth.services.webhooks import WebhookAdmin
 from tahoe_auth.store.db import Database
 from tahoe_auth.store.kv import KeyValueStore, MemoryStore
 from tahoe_auth.store.limiter_backends import MemoryLimiterBackend, RedisLimiterBackend
 from tahoe_auth.store.live_counters import LiveCounters, MemoryLiveCounters, RedisLiveCounters
 from tahoe_auth.store.redis_store import RedisStore
+from tahoe_auth.webhooks.sender import EgressPolicy
+from tahoe_auth.webhooks.worker import WebhookWorker, WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +87,22 @@ class App:
     usage_watch: UsageWatch
     quotas: Quotas
     admission: AdmissionControl
+    audit: AuditLog
+    audit_reader: AuditReader
+    audit_verifier: AuditVerifier
+    denials: DenialAuditor
+    webhooks: WebhookAdmin
+    webhook_worker: WebhookWorker
 
     def start_background(self) -> None:
         """Threads a serving instance runs (the recorder and quotas start on first use)."""
         self.usage_pipeline.start()
+        if self.settings.webhook_worker:
+            self.webhook_worker.start()
 
     def close(self) -> None:
+        self.webhook_worker.stop()
+        self.denials.stop()
         self.usage_watch.stop()
         self.usage_recorder.stop()
         self.usage_pipeline.stop()
@@ -127,7 +143,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     store = store or build_store(settings)
     notifier = ChangeNotifier(store)
     max_token_ttl = max(settings.access_token_ttl, IDENTITY_TOKEN_TTL)
-    keys = KeyManager(db, settings.master_key, notifier, clock, max_token_ttl)
+    audit_log = AuditLog(db, clock)
+    keys = KeyManager(db, settings.master_key, notifier, clock, max_token_ttl, audit_log)
     p = settings.password
     hasher = passwords.BoundedHasher(
         passwords.PasswordHasher(p.memory_kib, p.time_cost, p.parallelism),
@@ -146,12 +163,24 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     authenticator.register_secret(apikeys.API_KEY, api_key_resolver.resolve)
     notifier.apply_locally(authenticator.apply_change)
     notifier.apply_locally(api_key_resolver.apply_change)
-    sessions = SessionService(db, keys, hasher, LoginThrottle(store), notifier, settings, clock)
-    invitations = Invitations(db, hasher, sessions, notifier, clock)
+    sessions = SessionService(db, keys, hasher, LoginThrottle(store), notifier, settings, clock, audit_log)
+    invitations = Invitations(db, hasher, sessions, notifier, clock, audit_log)
+    for name, cache in (
+        ("tokens", authenticator.tokens),
+        ("sessions", authenticator.sessions),
+        ("subjects", authenticator.subjects),
+        ("platform_keys", platform.cache),
+    ):
+        CACHES.register(name, cache)
+    policy = egress_policy(settings)
+    webhooks = WebhookAdmin(db, settings.master_key, policy, audit_log, clock)
     access = AccessEvaluator(authenticator)
     identity = IdentityTokens(keys, settings.issuer, IDENTITY_TOKEN_TTL)
-    gatekeeper = Gatekeeper(access, identity, store)
+    denials = DenialAuditor(audit_log, clock.timestamp)
+    gatekeeper = Gatekeeper(access, identity, store, denials=denials)
     notifier.apply_locally(gatekeeper.apply_change)
+    CACHES.register("check_decisions", gatekeeper.decisions)
+    CACHES.register("identity_tokens", identity.cache)
     tenant_config = TenantConfigCache(database_loader(db), store, settings.rate_limits)
     live = build_live_counters(store)
     ledger = UsageLedger(db, live, clock)
@@ -170,19 +199,19 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         hasher=hasher,
         authenticator=authenticator,
         sessions=sessions,
-        tenants=TenantAdmin(db, hasher, clock, notifier, invitations),
+        tenants=TenantAdmin(db, hasher, clock, notifier, invitations, audit_log),
         platform=platform,
-        users=Users(db, hasher, sessions, notifier, clock),
-        roles=Roles(db, notifier),
+        users=Users(db, hasher, sessions, notifier, clock, audit_log),
+        roles=Roles(db, notifier, audit_log),
         invitations=invitations,
-        api_keys=ApiKeys(db, api_key_resolver, last_used, notifier, clock),
-        service_accounts=ServiceAccounts(db, keys, notifier, settings, clock),
+        api_keys=ApiKeys(db, api_key_resolver, last_used, notifier, clock, audit_log),
+        service_accounts=ServiceAccounts(db, keys, notifier, settings, clock, audit_log),
         last_used=last_used,
         gatekeeper=gatekeeper,
         explainer=DecisionExplainer(access),
         tenant_config=tenant_config,
         limiter=limiter,
-        usage=UsageService(db, ledger, watch, notifier, store, clock),
+        usage=UsageService(db, ledger, watch, notifier, store, clock, audit_log),
         usage_ledger=ledger,
         usage_totals=totals,
         usage_pipeline=UsagePipeline(db, ledger, totals, clock),
@@ -190,4 +219,22 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         usage_watch=watch,
         quotas=quotas,
         admission=AdmissionControl(limiter, quotas, recorder),
+        audit=audit_log,
+        audit_reader=AuditReader(db, audit_log),
+        audit_verifier=AuditVerifier(db),
+        denials=denials,
+        webhooks=webhooks,
+        webhook_worker=WebhookWorker(db, webhooks.box, policy, audit_log, clock, worker_config(settings)),
+    )
+
+
+def egress_policy(settings: Settings) -> EgressPolicy:
+    return EgressPolicy.parse(settings.webhook_allowed_networks, settings.webhook_allow_http)
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    return WorkerConfig(
+        concurrency=settings.webhook_concurrency,
+        timeout=float(settings.webhook_timeout),
+        lease=float(settings.webhook_lease),
     )

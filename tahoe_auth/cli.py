@@ -1,4 +1,5 @@
-"""`tahoe-auth` (also `python -m tahoe_auth`): serve, migrate, bootstrap, keys, service-account."""
+"""`tahoe-auth` (also `python -m tahoe_auth`): serve, migrate, bootstrap, keys, service-account,
+usage, worker, audit."""
 
 from __future__ import annotations
 
@@ -150,6 +151,51 @@ def cmd_usage_rollup(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """The webhook delivery worker alone (several may run against PostgreSQL)."""
+    import signal
+    import threading
+
+    from prometheus_client import start_http_server
+
+    from tahoe_auth.app import build_app
+
+    app = build_app(settings)
+    try:
+        worker = app.webhook_worker
+        if args.once:
+            worker.drain(limit=args.limit)
+            return 0
+        if args.http_addr:
+            host, _, port = args.http_addr.rpartition(":")
+            start_http_server(int(port), host)
+        stopped = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+        signal.signal(signal.SIGINT, lambda *_: stopped.set())
+        worker.start()
+        stopped.wait()
+        return 0
+    finally:
+        app.close()
+
+
+def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from tahoe_auth.app import build_app
+
+    app = build_app(settings)
+    try:
+        checked, problems = app.audit_verifier.verify(args.tenant)
+    finally:
+        app.close()
+    report = {
+        "entries_checked": checked,
+        "ok": not problems,
+        "problems": [{"tenant_id": p.tenant_id, "sequence": p.sequence, "problem": p.problem} for p in problems],
+    }
+    print(json.dumps(report, indent=2))
+    return 0 if not problems else 1
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="tahoe-auth", description="Tahoe Auth: authentication and authorization service"
@@ -197,6 +243,22 @@ def parser() -> argparse.ArgumentParser:
     export.set_defaults(run=cmd_usage_export)
     rollup = usage_sub.add_parser("rollup", help="roll up pending raw usage events now (serve does it every 2 s)")
     rollup.set_defaults(run=cmd_usage_rollup)
+
+    worker = sub.add_parser(
+        "worker", help="deliver webhooks from the outbox (serve runs one too, TAHOE_WEBHOOK_WORKER)"
+    )
+    worker.add_argument("--once", action="store_true", help="deliver what is due now, then exit")
+    worker.add_argument("--limit", type=float, default=60.0, help="with --once: stop after this many seconds")
+    worker.add_argument("--http-addr", help="serve /metrics on host:port")
+    worker.set_defaults(run=cmd_worker)
+
+    audit = sub.add_parser("audit", help="the audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser(
+        "verify", help="check every tenant's hash chain; exit 1 on an edited or missing entry"
+    )
+    verify.add_argument("--tenant", help="one tenant id ('' for the platform chain)")
+    verify.set_defaults(run=cmd_audit_verify)
     return root
 
 

@@ -7,6 +7,7 @@ Bad configuration raises ConfigError with one line that names the variable, so t
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import secrets
@@ -56,6 +57,13 @@ class Settings:
     rate_limit_enabled: bool = True
     rate_limits: LimitSet = DEFAULT_LIMITS
     instance_count: int = 1
+    # Webhooks: the delivery worker inside `serve`, and where deliveries may go.
+    webhook_worker: bool = True
+    webhook_allowed_networks: tuple[str, ...] = ()
+    webhook_allow_http: bool = False
+    webhook_timeout: int = 10
+    webhook_concurrency: int = 16
+    webhook_lease: int = 60
 
     @property
     def is_sqlite(self) -> bool:
@@ -102,7 +110,15 @@ class Settings:
             rate_limit_enabled=reader.boolean("TAHOE_RATE_LIMIT_ENABLED", True),
             rate_limits=_rate_limits(env.get("TAHOE_RATE_LIMITS")),
             instance_count=reader.integer("TAHOE_INSTANCE_COUNT", 1, 1, 10_000),
+            webhook_worker=reader.boolean("TAHOE_WEBHOOK_WORKER", True),
+            webhook_allowed_networks=_networks(env.get("TAHOE_WEBHOOK_ALLOWED_NETWORKS", "")),
+            webhook_allow_http=reader.boolean("TAHOE_WEBHOOK_ALLOW_HTTP", False),
+            webhook_timeout=reader.integer("TAHOE_WEBHOOK_TIMEOUT", cls.webhook_timeout, 1, 60),
+            webhook_concurrency=reader.integer("TAHOE_WEBHOOK_CONCURRENCY", cls.webhook_concurrency, 1, 256),
+            webhook_lease=reader.integer("TAHOE_WEBHOOK_LEASE", cls.webhook_lease, 2, 3600),
         )
+        if settings.webhook_lease <= settings.webhook_timeout:
+            raise ConfigError("TAHOE_WEBHOOK_LEASE must be longer than TAHOE_WEBHOOK_TIMEOUT")
         if settings.session_absolute_ttl < settings.session_idle_ttl:
             raise ConfigError("TAHOE_SESSION_ABSOLUTE_TTL must not be shorter than TAHOE_SESSION_IDLE_TTL")
         return settings
@@ -159,6 +175,18 @@ def _redis_url(value: str | None) -> str | None:
     if not value.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("TAHOE_REDIS_URL must start with redis://, rediss:// or unix://")
     return value
+
+
+def _networks(value: str) -> tuple[str, ...]:
+    """Comma-separated CIDRs that webhooks may reach besides public addresses."""
+    networks = []
+    for item in value.split(","):
+        if item.strip():
+            try:
+                networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise ConfigError(f"TAHOE_WEBHOOK_ALLOWED_NETWORKS: {item.strip()!r} is not a network") from None
+    return tuple(networks)
 
 
 def _rate_limits(value: str | None) -> LimitSet:

@@ -1,4 +1,5 @@
-"""The HTTP side port: JWKS for verifiers, liveness and readiness for orchestrators."""
+"""The HTTP side port: JWKS for verifiers, liveness and readiness for orchestrators,
+Prometheus metrics at /metrics."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 if TYPE_CHECKING:
     from tahoe_auth.app import App
@@ -41,6 +44,14 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == "/.well-known/jwks.json":
             self._json(200, self.app.keys.ring().jwks(), cache="public, max-age=60")
+        elif path == "/metrics":
+            payload = generate_latest(REGISTRY)
+            self.send_response(200)
+            self.send_header("content-type", CONTENT_TYPE_LATEST)
+            self.send_header("cache-control", "no-store")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
         elif path == "/healthz":
             self._json(200, {"status": "ok"})
         elif path == "/readyz":

@@ -6,7 +6,14 @@ Every store call site that fails open, closed or over to a fallback counts itsel
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Protocol
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 STORE_FAILURES = Counter(
     "tahoe_store_failures_total",
@@ -46,3 +53,122 @@ USAGE_THRESHOLD_EVENTS = Counter(
     "usage.threshold_reached events written to the outbox",
     ["threshold"],
 )
+
+REDIS_ERRORS = Counter(
+    "tahoe_redis_errors_total",
+    "Redis calls that failed (connection, timeout, ...), by error type; call sites decide what to do",
+    ["error"],
+)
+DATABASE_ERRORS = Counter(
+    "tahoe_database_errors_total",
+    "Database errors raised inside a unit of work, by driver error type",
+    ["error"],
+)
+
+# -- the gRPC API (the interceptor chain) ------------------------------------------------------
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+RPC_DURATION = Histogram(
+    "tahoe_rpc_duration_seconds",
+    "gRPC call latency in the server, by full method and status code",
+    ["method", "code"],
+    buckets=LATENCY_BUCKETS,
+)
+
+# -- ext_authz Check (recorded by the Check servicer) ----------------------------------------
+
+CHECK_DECISIONS = Counter(
+    "tahoe_check_decisions_total",
+    "ext_authz Check decisions by outcome (allowed, denied, error) and reason (domain.decision)",
+    ["outcome", "reason"],
+)
+CHECK_DURATION = Histogram(
+    "tahoe_check_duration_seconds",
+    "ext_authz Check latency in the server, by outcome",
+    ["outcome"],
+    buckets=LATENCY_BUCKETS,
+)
+
+# -- audit log ---------------------------------------------------------------------------------
+
+AUDIT_ENTRIES = Counter(
+    "tahoe_audit_entries_total",
+    "Audit entries appended, by action and outcome",
+    ["action", "outcome"],
+)
+AUDIT_DENIALS_AGGREGATED = Counter(
+    "tahoe_audit_denials_aggregated_total",
+    "ext_authz denials folded into aggregated audit entries (one entry per tenant, reason, route, minute)",
+)
+
+# -- webhooks ----------------------------------------------------------------------------------
+
+WEBHOOK_ATTEMPTS = Counter(
+    "tahoe_webhook_attempts_total",
+    "Webhook delivery attempts by outcome: succeeded, retrying, dead, gone (410), refused (SSRF/URL)",
+    ["outcome"],
+)
+WEBHOOK_ATTEMPT_DURATION = Histogram(
+    "tahoe_webhook_attempt_duration_seconds",
+    "Duration of one webhook POST (connect to response)",
+    buckets=LATENCY_BUCKETS,
+)
+WEBHOOK_LAG = Histogram(
+    "tahoe_webhook_delivery_lag_seconds",
+    "From the event's commit to the receiver's 2xx (retries included)",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 30.0, 300.0, 3600.0, 86400.0),
+)
+WEBHOOK_EVENTS_DISPATCHED = Counter(
+    "tahoe_webhook_events_dispatched_total",
+    "Outbox events fanned out to webhook endpoints (each may make zero or more deliveries)",
+)
+OUTBOX_DEPTH = Gauge(
+    "tahoe_outbox_depth",
+    "Outbox events not yet dispatched (as last seen by this process's webhook worker)",
+)
+WEBHOOK_DUE = Gauge(
+    "tahoe_webhook_deliveries_due",
+    "Webhook deliveries due now and not yet sent (as last seen by this process's webhook worker)",
+)
+
+
+# -- caches ------------------------------------------------------------------------------------
+
+
+class Counted(Protocol):
+    hits: int
+    misses: int
+
+    def __len__(self) -> int: ...
+
+
+class CacheCollector(Collector):
+    """Hit and miss counters of the in-process caches (hit ratio = hits / (hits + misses))."""
+
+    def __init__(self) -> None:
+        self._caches: dict[str, weakref.ref[Counted]] = {}
+        self._lock = threading.Lock()
+
+    def register(self, name: str, cache: Counted) -> None:
+        with self._lock:
+            self._caches[name] = weakref.ref(cache)
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        hits = CounterMetricFamily("tahoe_cache_hits", "Cache lookups that found a live entry", labels=["cache"])
+        misses = CounterMetricFamily("tahoe_cache_misses", "Cache lookups that found nothing", labels=["cache"])
+        size = GaugeMetricFamily("tahoe_cache_entries", "Entries held", labels=["cache"])
+        with self._lock:
+            live = {name: ref() for name, ref in self._caches.items()}
+        for name, cache in sorted(live.items()):
+            if cache is not None:
+                hits.add_metric([name], cache.hits)
+                misses.add_metric([name], cache.misses)
+                size.add_metric([name], len(cache))
+        yield hits
+        yield misses
+        yield size
+
+
+CACHES = CacheCollector()
+REGISTRY.register(CACHES)

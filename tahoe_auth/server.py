@@ -21,25 +21,35 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tahoe_auth import tracing
 from tahoe_auth.api import ext_authz
+from tahoe_auth.api.audit_servicer import AuditServicer
 from tahoe_auth.api.auth_servicer import AuthServicer
 from tahoe_auth.api.decision_servicer import DecisionServicer
 from tahoe_auth.api.envoy_ratelimit import EnvoyRateLimitServicer
 from tahoe_auth.api.interceptors import AccessLog, Authenticate, Authorize, Chain, MethodPolicy, RequestId, Step
+from tahoe_auth.api.key_servicer import KeyServicer
 from tahoe_auth.api.rate_limit import RateLimit
 from tahoe_auth.api.tenant_servicer import TenantServicer, TenantUseCases
 from tahoe_auth.api.usage_servicer import UsageServicer
+from tahoe_auth.api.webhook_servicer import WebhookServicer
 from tahoe_auth.app import App
 from tahoe_auth.http_side import SideServer
 from tahoe_auth.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     auth_pb2,
     auth_pb2_grpc,
     decision_pb2,
     decision_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
     tenant_pb2,
     tenant_pb2_grpc,
     usage_pb2,
     usage_pb2_grpc,
+    webhooks_pb2,
+    webhooks_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -51,6 +61,9 @@ AUTH = "/tahoe_auth.v1.AuthService/"
 DECISION = "/tahoe_auth.v1.DecisionService/"
 TENANT = "/tahoe_auth.v1.TenantService/"
 USAGE = "/tahoe_auth.v1.UsageService/"
+AUDIT = "/tahoe_auth.v1.AuditService/"
+WEBHOOKS = "/tahoe_auth.v1.WebhookService/"
+KEYS = "/tahoe_auth.v1.KeyService/"
 PUBLIC = MethodPolicy(public=True)
 # A valid credential; the method acts on the caller itself, and the use case requires
 # the permission named in the comment when the caller acts on someone else.
@@ -58,6 +71,9 @@ SELF_SERVICE = MethodPolicy()
 PLATFORM_ONLY = MethodPolicy(platform_only=True)
 USAGE_WRITE = MethodPolicy(permission="usage:write")
 USAGE_READ = MethodPolicy(permission="usage:read")
+AUDIT_READ = MethodPolicy(permission="audit:read")
+WEBHOOKS_READ = MethodPolicy(permission="webhooks:read")
+WEBHOOKS_WRITE = MethodPolicy(permission="webhooks:write")
 
 
 def needs(permission: str) -> MethodPolicy:
@@ -137,6 +153,21 @@ POLICIES: dict[str, MethodPolicy] = {
     # Platform administrators only; no tenant role suffices (the use case checks too).
     USAGE + "UpsertPlan": MethodPolicy(permission="plans:manage", platform_only=True),
     USAGE + "AssignPlan": MethodPolicy(permission="plans:manage", platform_only=True),
+    AUDIT + "ListAuditEvents": AUDIT_READ,
+    AUDIT + "ExportAuditEvents": AUDIT_READ,
+    WEBHOOKS + "CreateWebhookEndpoint": WEBHOOKS_WRITE,
+    WEBHOOKS + "GetWebhookEndpoint": WEBHOOKS_READ,
+    WEBHOOKS + "ListWebhookEndpoints": WEBHOOKS_READ,
+    WEBHOOKS + "UpdateWebhookEndpoint": WEBHOOKS_WRITE,
+    WEBHOOKS + "DeleteWebhookEndpoint": WEBHOOKS_WRITE,
+    WEBHOOKS + "RotateWebhookSecret": WEBHOOKS_WRITE,
+    WEBHOOKS + "ListWebhookDeliveries": WEBHOOKS_READ,
+    WEBHOOKS + "ReplayWebhookDeliveries": WEBHOOKS_WRITE,
+    WEBHOOKS + "SendTestWebhookEvent": WEBHOOKS_WRITE,
+    WEBHOOKS + "ListWebhookEventTypes": WEBHOOKS_READ,
+    # Platform administrators only (the servicer checks too).
+    KEYS + "RotateSigningKey": PLATFORM_ONLY,
+    KEYS + "ListSigningKeys": PLATFORM_ONLY,
 }
 DEFAULT_POLICY = MethodPolicy()
 
@@ -144,6 +175,9 @@ GOVERNED_SERVICES = [
     auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
     tenant_pb2.DESCRIPTOR.services_by_name["TenantService"],
     usage_pb2.DESCRIPTOR.services_by_name["UsageService"],
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
+    webhooks_pb2.DESCRIPTOR.services_by_name["WebhookService"],
+    keys_pb2.DESCRIPTOR.services_by_name["KeyService"],
     decision_pb2.DESCRIPTOR.services_by_name["DecisionService"],
 ]
 # Reported to health checks (Envoy checks the ext_authz service by name) and reflection.
@@ -200,6 +234,9 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
     """Build the server with every service; bind `address` (port 0 picks one)."""
     check_policies()
     steps: list[Step] = [RequestId(), AccessLog(), RateLimit(app.limiter), Authenticate(app.authenticator), Authorize()]
+    tracer = tracing.configure()
+    if tracer is not None:
+        steps.insert(1, tracing.Trace(tracer))
     chain = Chain(steps, POLICIES, DEFAULT_POLICY)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=app.settings.grpc_workers, thread_name_prefix="grpc"),
@@ -216,6 +253,9 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(app.explainer), server)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(ext_authz.AuthorizationServicer(app.gatekeeper), server)
     usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(app.usage, app.clock), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(app.audit_reader), server)
+    webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(WebhookServicer(app.webhooks, app.clock), server)
+    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(app.keys, app.clock), server)
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(EnvoyRateLimitServicer(app.limiter), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

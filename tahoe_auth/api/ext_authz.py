@@ -43,7 +43,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_authz_grpc
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from tahoe_auth import logs
+from tahoe_auth import logs, metrics
 from tahoe_auth.authz import upstream
 from tahoe_auth.authz.access import AccessRequest, bearer_credential
 from tahoe_auth.authz.cache import TTLCache
@@ -150,12 +150,16 @@ class AuthorizationServicer(ext_authz_grpc.AuthorizationServicer):  # type: igno
         self._allowed: TTLCache[tuple[str, tuple[str, ...]], ext_authz.CheckResponse] = TTLCache(max_cached)
 
     def Check(self, request: ext_authz.CheckRequest, context: grpc.ServicerContext) -> Any:
+        started = time.perf_counter()
         try:
             check = context_of(request)
             logs.request_id_var.set(check.request_id)
+            logs.traceparent_var.set(request.attributes.request.http.headers.get("traceparent", ""))
             outcome = self._gatekeeper.check(check)
             if not outcome.allowed:
+                _observe("denied", outcome.decision.reason, started)
                 return denied_response(outcome)
+            _observe("allowed", decision.ALLOW, started)
             if outcome.response_headers:
                 return allowed_response(outcome)
             key = (outcome.upstream_headers[upstream.IDENTITY], outcome.remove_headers)
@@ -166,4 +170,17 @@ class AuthorizationServicer(ext_authz_grpc.AuthorizationServicer):  # type: igno
             return response
         except Exception:  # never raise into gRPC: deny (fail closed), and say why in the log
             log.exception("Check failed unexpectedly: denying with 503")
+            _observe("error", "internal_error", started)
             return ERROR_RESPONSE
+
+
+@lru_cache(maxsize=256)
+def _metrics(outcome: str, reason: str) -> tuple[Any, Any]:
+    """The labelled children, resolved once (labels() per call costs more than Check's logic)."""
+    return metrics.CHECK_DECISIONS.labels(outcome, reason), metrics.CHECK_DURATION.labels(outcome)
+
+
+def _observe(outcome: str, reason: str, started: float) -> None:
+    counter, histogram = _metrics(outcome, reason)
+    counter.inc()
+    histogram.observe(time.perf_counter() - started)

@@ -21,16 +21,28 @@ from typing import Any, Protocol
 import grpc
 
 from tahoe_auth import logs
-from tahoe_auth.api.errors import to_status
+from tahoe_auth.api.errors import code_for, to_status
 from tahoe_auth.authz.authenticator import Authenticator
 from tahoe_auth.domain import decision as decisions
 from tahoe_auth.domain import errors
 from tahoe_auth.domain.principal import Principal
+from tahoe_auth.metrics import RPC_DURATION
 from tahoe_auth.services.context import CallContext
+from tahoe_auth.store.kv import StoreUnavailable
 
 log = logging.getLogger("tahoe_auth.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
+# W3C trace context: version-traceid-parentid-flags (all-zero ids are invalid).
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def valid_traceparent(value: str) -> str:
+    """The header if it is well-formed W3C trace context, else "" (never a made-up one)."""
+    value = value.strip().lower()
+    return value if _TRACEPARENT.match(value) and not value.startswith("ff") else ""
+
+
 _call_var: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("call", default=None)
 
 
@@ -95,7 +107,7 @@ class RequestId:
         incoming = call.metadata.get("x-request-id", "")
         call.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         logs.request_id_var.set(call.request_id)
-        logs.traceparent_var.set(call.metadata.get("traceparent", ""))
+        logs.traceparent_var.set(valid_traceparent(call.metadata.get("traceparent", "")))
         logs.tenant_var.set("")
         logs.subject_var.set("")
         if call.policy.log_calls:
@@ -104,26 +116,28 @@ class RequestId:
 
 
 class AccessLog:
+    """One log line per call (unless the method opts out) and the latency histogram by
+    method and gRPC code (for every method). A streaming call is timed until its
+    handler returns the stream."""
+
     def __call__(self, call: Call, proceed: Callable[[], Any]) -> Any:
-        if not call.policy.log_calls:
-            return proceed()
         started = time.perf_counter()
-        code = "OK"
+        reason, code = "OK", "OK"
         try:
             return proceed()
         except errors.TahoeError as exc:
-            code = exc.reason
+            reason, code = exc.reason, code_for(exc).name
             raise
-        except Exception:
-            code = "INTERNAL"
+        except Exception as exc:
+            reason = code = "UNAVAILABLE" if isinstance(exc, StoreUnavailable) else "INTERNAL"
+            if _is_abort(exc):
+                reason = code = "ABORTED_BY_HANDLER"
             raise
         finally:
-            log.info(
-                "rpc %s %s",
-                call.method,
-                code,
-                extra={"duration_ms": round((time.perf_counter() - started) * 1000, 2)},
-            )
+            elapsed = time.perf_counter() - started
+            RPC_DURATION.labels(call.method, code).observe(elapsed)
+            if call.policy.log_calls:
+                log.info("rpc %s %s", call.method, reason, extra={"duration_ms": round(elapsed * 1000, 2)})
 
 
 class Authenticate:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from tahoe_auth import logs
 from tahoe_auth.authz import upstream
@@ -61,6 +62,13 @@ class CheckOutcome:
 PostDecisionHook = Callable[[CheckContext, CheckOutcome], CheckOutcome]
 
 
+class DenialRecorder(Protocol):
+    """Where denials go besides the sampled log: the aggregated audit trail
+    (services/denials.py), in memory on the hot path."""
+
+    def record(self, tenant_id: str, reason: str, route: str) -> None: ...
+
+
 def resource_tenant(path: str, prefix: str) -> str:
     """The path segment right after `prefix` (`/v1/tenants/{tenant}/…`), else ""."""
     if not prefix or not path.startswith(prefix):
@@ -89,6 +97,7 @@ class Gatekeeper:
         identity: upstream.IdentityTokens,
         store: KeyValueStore,
         hooks: Sequence[PostDecisionHook] = (),
+        denials: DenialRecorder | None = None,
         max_entries: int = 100_000,
     ) -> None:
         self._evaluator = evaluator
@@ -96,12 +105,13 @@ class Gatekeeper:
         self._store = store
         self.hooks: list[PostDecisionHook] = list(hooks)
         self._denials = logs.SampledLog(log)
-        self._allowed: TTLCache[tuple[AccessRequest, tuple[str, ...]], _Allowed] = TTLCache(max_entries)
+        self._audit = denials
+        self.decisions: TTLCache[tuple[AccessRequest, tuple[str, ...]], _Allowed] = TTLCache(max_entries)
         store.subscribe(self.apply_change)
 
     def apply_change(self, channel: str, message: str) -> None:
         """Any change to credentials, sessions, users, roles or tenants: decide afresh."""
-        self._allowed.clear()
+        self.decisions.clear()
 
     @property
     def identity_ttl(self) -> int:
@@ -119,7 +129,7 @@ class Gatekeeper:
         key = (context.access, context.client_tahoe_headers)
         # While notifications might be missed, nothing cached is trusted (as in the Authenticator).
         trusted = self._store.notifications_live()
-        cached = self._allowed.get(key) if trusted else None
+        cached = self.decisions.get(key) if trusted else None
         if cached is not None:
             return CheckOutcome(cached.decision, 200, {}, dict(cached.upstream_headers), cached.remove_headers)
         outcome = self._evaluator.evaluate(context.access)
@@ -136,12 +146,14 @@ class Gatekeeper:
             expires = time.time() + DECISION_TTL
             if outcome.principal is not None and outcome.principal.expires_at is not None:
                 expires = min(expires, outcome.principal.expires_at)
-            self._allowed.put(key, _Allowed(outcome, dict(headers), result.remove_headers), expires)
+            self.decisions.put(key, _Allowed(outcome, dict(headers), result.remove_headers), expires)
         return result
 
     def _log_denial(self, context: CheckContext, result: CheckOutcome) -> None:
         d = result.decision
         principal = d.principal
+        if self._audit is not None:
+            self._audit.record(principal.tenant_id if principal else "", d.reason, context.route)
         self._denials.log(
             logging.ERROR if result.http_status >= 500 else logging.INFO,
             d.reason,

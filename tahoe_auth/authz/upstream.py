@@ -78,7 +78,7 @@ class IdentityTokens:
         self._keys = keys
         self._issuer = issuer
         self._ttl = ttl
-        self._cache: TTLCache[tuple[UpstreamFacts, str], str] = TTLCache(max_entries)
+        self.cache: TTLCache[tuple[UpstreamFacts, str], str] = TTLCache(max_entries)
 
     @property
     def ttl(self) -> int:
@@ -86,7 +86,7 @@ class IdentityTokens:
 
     def token_for(self, facts: UpstreamFacts, audience: str) -> str:
         key = (facts, audience)
-        token = self._cache.get(key)
+        token = self.cache.get(key)
         if token is not None:
             return token
         now = int(time.time())
@@ -102,8 +102,8 @@ class IdentityTokens:
             token_id=uuid.uuid4().hex,
         )
         token = tokens.issue_identity_token(self._keys.ring(), claims)
-        self._cache.put(key, token, now + self._ttl * REUSE_FRACTION)
+        self.cache.put(key, token, now + self._ttl * REUSE_FRACTION)
         return token
 
     def clear(self) -> None:
-        self._cache.clear()
+        self.cache.clear()

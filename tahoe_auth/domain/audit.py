@@ -33,6 +33,7 @@ class AuditFields:
     outcome: str
     client_address: str = ""
     request_id: str = ""
+    traceparent: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
 
     def canonical(self) -> bytes:
@@ -47,6 +48,7 @@ class AuditFields:
             "outcome": self.outcome,
             "client_address": self.client_address,
             "request_id": self.request_id,
+            "traceparent": self.traceparent,
             "details": dict(self.details),
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
@@ -87,3 +89,34 @@ def verify_chain(
     if expected_sequence - 1 != head_sequence or previous != head_hash:
         return ChainProblem(tenant_id, head_sequence, "newest entries were removed")
     return None
+
+
+# -- what is recorded ----------------------------------------------------------------------
+
+SUCCESS = "success"
+FAILURE = "failure"
+DENIED = "denied"
+OUTCOMES = (SUCCESS, FAILURE, DENIED)
+
+PLATFORM_CHAIN = ""
+"""The chain of platform-level entries (platform actions, logins to unknown tenants)."""
+
+# Actor types beyond the principal's subject types (user, api_key, service, platform).
+ANONYMOUS = "anonymous"
+SYSTEM_ACTOR = "system"
+
+SECRET_KEYS = ("password", "secret", "token", "refresh_token", "api_key", "private_key", "credential")
+
+
+def scrub(details: Mapping[str, Any]) -> dict[str, Any]:
+    """Details without anything that looks like a secret (defence in depth: callers
+    must not pass secrets in the first place)."""
+    clean: dict[str, Any] = {}
+    for key, value in details.items():
+        if any(marker in key.lower() for marker in SECRET_KEYS) and not key.lower().endswith(("_id", "_prefix")):
+            clean[key] = "[redacted]"
+        elif isinstance(value, Mapping):
+            clean[key] = scrub(value)
+        else:
+            clean[key] = value
+    return clean

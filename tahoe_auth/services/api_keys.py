@@ -14,12 +14,14 @@ from tahoe_auth.authz.apikeys import ApiKeyResolver
 from tahoe_auth.authz.directory import user_permissions
 from tahoe_auth.authz.last_used import LastUsedRecorder
 from tahoe_auth.clock import Clock
-from tahoe_auth.domain import apikeys, permissions
+from tahoe_auth.domain import apikeys, events, permissions
 from tahoe_auth.domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from tahoe_auth.domain.principal import API_KEY, Principal
 from tahoe_auth.services import access
+from tahoe_auth.services.audit import AuditLog
 from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
+from tahoe_auth.services.events import emit
 from tahoe_auth.services.invitations import actor
 from tahoe_auth.services.paging import decode_page_token, next_token, page_size_or_default
 from tahoe_auth.store import models as m
@@ -44,7 +46,9 @@ class ApiKeys:
         last_used: LastUsedRecorder,
         notifier: ChangeNotifier,
         clock: Clock,
+        audit_log: AuditLog,
     ) -> None:
+        self._audit = audit_log
         self._db = db
         self._resolver = resolver
         self._last_used = last_used
@@ -94,6 +98,9 @@ class ApiKeys:
                     expires_at=expires_at,
                 )
             )
+            data = {"api_key_id": row.id, "user_id": owner_id, "name": row.name, "scopes": list(scopes)}
+            emit(uow, tenant_id, events.APIKEY_CREATED, data)
+            self._audit.record(uow, ctx, tenant_id, "apikey.create", f"api_key:{row.id}", details=data)
             uow.commit()
         return row, secret
 
@@ -134,6 +141,8 @@ class ApiKeys:
             row = uow.api_keys.get(key_id)
             self._ensure_reach(principal, tenant_id, row)
             row.revoked_at = row.revoked_at or self._clock.now()
+            emit(uow, tenant_id, events.APIKEY_REVOKED, {"api_key_id": key_id, "user_id": row.user_id})
+            self._audit.record(uow, ctx, tenant_id, "apikey.revoke", f"api_key:{key_id}")
             uow.commit()
         self._notifier.credential_revoked(tenant_id, key_id)
         return row
@@ -157,6 +166,9 @@ class ApiKeys:
             row.secret_hash = self._resolver.digest(secret)
             row.prefix = parsed.prefix
             row.rotated_at = now
+            emit(uow, tenant_id, events.APIKEY_ROTATED, {"api_key_id": key_id, "user_id": row.user_id})
+            details = {"grace_seconds": int(grace.total_seconds()) if grace else 0, "prefix": parsed.prefix}
+            self._audit.record(uow, ctx, tenant_id, "apikey.rotate", f"api_key:{key_id}", details=details)
             uow.commit()
         self._notifier.credential_revoked(tenant_id, key_id)
         return row, secret

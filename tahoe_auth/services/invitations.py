@@ -2,7 +2,7 @@
 
 The token (`iv_` + 256 random bits) is returned to the inviter once (nothing sends
 mail yet) and stored as SHA-256; accepting spends it atomically, so it works once.
-An `invitation.created` event goes to the outbox in the same transaction for the
+A `user.invited` event goes to the outbox in the same transaction for the
 webhook issue to deliver; it carries no token.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 from tahoe_auth.clock import Clock
-from tahoe_auth.domain import crypto, passwords
+from tahoe_auth.domain import crypto, events, passwords
 from tahoe_auth.domain.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -23,8 +23,10 @@ from tahoe_auth.domain.errors import (
 from tahoe_auth.domain.fields import check_email
 from tahoe_auth.domain.principal import USER, Principal
 from tahoe_auth.services import access
+from tahoe_auth.services.audit import Actor, AuditLog
 from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
+from tahoe_auth.services.events import emit
 from tahoe_auth.services.paging import decode_page_token, next_token, page_size_or_default
 from tahoe_auth.services.roles import role_grants
 from tahoe_auth.services.sessions import IssuedTokens, SessionService, normalize_email
@@ -34,7 +36,7 @@ from tahoe_auth.store.db import SYSTEM, Database, UnitOfWork
 TOKEN_PREFIX = "iv_"
 DEFAULT_TTL = dt.timedelta(hours=72)
 MAX_TTL = dt.timedelta(days=30)
-CREATED_EVENT = "invitation.created"
+CREATED_EVENT = events.USER_INVITED
 PENDING, ACCEPTED, REVOKED, EXPIRED = "pending", "accepted", "revoked", "expired"
 
 
@@ -67,7 +69,9 @@ class Invitations:
         sessions: SessionService,
         notifier: ChangeNotifier,
         clock: Clock,
+        audit_log: AuditLog,
     ) -> None:
+        self._audit = audit_log
         self._db = db
         self._hasher = hasher
         self._sessions = sessions
@@ -105,6 +109,8 @@ class Invitations:
         with self._db.unit_of_work(tenant_id) as uow:
             access.ensure_can_grant(principal, role_grants(uow, role))
             row, token = self.add(uow, tenant_id, email, role, principal, ttl)
+            details = {"email": email, "role": role}
+            self._audit.record(uow, ctx, tenant_id, "invitation.create", f"invitation:{row.id}", details=details)
             uow.commit()
         return row, token
 
@@ -136,6 +142,7 @@ class Invitations:
             row.token_hash = crypto.sha256_hex(token)
             row.expires_at = self._clock.now() + check_ttl(ttl)
             self._record(uow, row, resent=True)
+            self._audit.record(uow, ctx, tenant_id, "invitation.resend", f"invitation:{row.id}")
             uow.commit()
         return row, token
 
@@ -146,6 +153,7 @@ class Invitations:
             if row.accepted_at is not None:
                 raise FailedPrecondition("the invitation was already accepted")
             row.revoked_at = row.revoked_at or self._clock.now()
+            self._audit.record(uow, ctx, tenant_id, "invitation.revoke", f"invitation:{row.id}")
             uow.commit()
         return row
 
@@ -173,6 +181,19 @@ class Invitations:
                 uow.role_bindings.add(tenant.id, user.id, invitation.role)
             row = uow.invitations.get(invitation.id)
             row.user_id = user.id
+            data = {"invitation_id": row.id, "user_id": user.id, "email": row.email, "role": row.role}
+            emit(uow, tenant.id, events.INVITATION_ACCEPTED, data)
+            if existing is None:
+                emit(uow, tenant.id, events.USER_CREATED, {"user_id": user.id, "email": row.email, "roles": [row.role]})
+            self._audit.record(
+                uow,
+                ctx,
+                tenant.id,
+                "invitation.accept",
+                f"invitation:{row.id}",
+                details=data,
+                actor=Actor(user.id, USER),
+            )
             uow.commit()
         self._notifier.user_changed(tenant.id, user.id)
         return self._sessions.start_session(tenant.id, user.id, ctx), row
@@ -231,4 +252,4 @@ class Invitations:
             "expires_at": row.expires_at.isoformat(),
             "resent": resent,
         }
-        uow.outbox.add(row.tenant_id, CREATED_EVENT, payload)
+        emit(uow, row.tenant_id, CREATED_EVENT, payload)

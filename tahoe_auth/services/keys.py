@@ -17,8 +17,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tahoe_auth.clock import Clock
-from tahoe_auth.domain import crypto, tokens
+from tahoe_auth.domain import audit, crypto, tokens
+from tahoe_auth.services.audit import Actor, AuditLog
 from tahoe_auth.services.changes import ChangeNotifier
+from tahoe_auth.services.context import CallContext
 from tahoe_auth.store import models as m
 from tahoe_auth.store.db import SYSTEM, Database
 
@@ -30,8 +32,15 @@ RELOAD_INTERVAL = 1.0
 
 class KeyManager:
     def __init__(
-        self, db: Database, master_key: bytes, notifier: ChangeNotifier, clock: Clock, max_token_ttl: int
+        self,
+        db: Database,
+        master_key: bytes,
+        notifier: ChangeNotifier,
+        clock: Clock,
+        max_token_ttl: int,
+        audit_log: AuditLog | None = None,
     ) -> None:
+        self._audit = audit_log
         self._db = db
         self._seal_key = crypto.derive_key(master_key, SEAL_PURPOSE)
         self._notifier = notifier
@@ -68,7 +77,8 @@ class KeyManager:
         if self.ring().active_kid is None:
             self.rotate()
 
-    def rotate(self) -> str:
+    def rotate(self, ctx: CallContext | None = None) -> str:
+        """Add a new active key. `ctx` is the caller (none: the system, e.g. at first start)."""
         key = tokens.generate_key()
         assert key.private_key is not None
         pem = key.private_key.private_bytes(
@@ -88,6 +98,11 @@ class KeyManager:
             )
             uow.signing_keys.retire_all_except(key.kid, now)
             uow.signing_keys.delete_retired_before(prune_before)
+            if self._audit is not None:
+                actor = None if ctx is not None else Actor("", audit.SYSTEM_ACTOR)
+                self._audit.record(
+                    uow, ctx, audit.PLATFORM_CHAIN, "signing_key.rotate", f"signing_key:{key.kid}", actor=actor
+                )
             uow.commit()
         log.info("signing key rotated: new kid %s", key.kid)
         self.reload()

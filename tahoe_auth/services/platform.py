@@ -20,7 +20,7 @@ class PlatformCredentials:
     def __init__(self, db: Database, master_key: bytes) -> None:
         self._db = db
         self.hmac_key = crypto.derive_key(master_key, HMAC_PURPOSE)
-        self._cache: TTLCache[str, Principal] = TTLCache(1000)
+        self.cache: TTLCache[str, Principal] = TTLCache(1000)
 
     def create(self, name: str) -> str:
         secret = apikeys.generate(apikeys.PLATFORM_KEY)
@@ -37,7 +37,7 @@ class PlatformCredentials:
 
     def resolve(self, parsed: apikeys.ParsedSecret) -> Principal:
         digest = crypto.hmac_sha256_hex(self.hmac_key, parsed.secret)
-        cached = self._cache.get(digest)
+        cached = self.cache.get(digest)
         if cached is not None:
             return cached
         with self._db.unit_of_work(SYSTEM) as uow:
@@ -53,5 +53,5 @@ class PlatformCredentials:
             platform_admin=True,
             credential=f"platform key {row.prefix}",
         )
-        self._cache.put(digest, principal, time.time() + CACHE_SECONDS)
+        self.cache.put(digest, principal, time.time() + CACHE_SECONDS)
         return principal

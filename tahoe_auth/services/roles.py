@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tahoe_auth.authz.directory import user_permissions
-from tahoe_auth.domain import permissions
+from tahoe_auth.domain import events, permissions
 from tahoe_auth.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, LastOwner, NotFound, RoleInUse
 from tahoe_auth.domain.permissions import BUILTIN_ROLES, OWNER, PermissionSet
 from tahoe_auth.domain.principal import API_KEY, SERVICE, USER
 from tahoe_auth.services import access
+from tahoe_auth.services.audit import AuditLog
 from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
+from tahoe_auth.services.events import emit
 from tahoe_auth.store import models as m
 from tahoe_auth.store.db import Database, UnitOfWork
 
@@ -73,7 +76,8 @@ def ensure_not_last_owner(uow: UnitOfWork, tenant_id: str, user_id: str) -> None
 
 
 class Roles:
-    def __init__(self, db: Database, notifier: ChangeNotifier) -> None:
+    def __init__(self, db: Database, notifier: ChangeNotifier, audit_log: AuditLog) -> None:
+        self._audit = audit_log
         self._db = db
         self._notifier = notifier
 
@@ -102,6 +106,7 @@ class Roles:
             row = uow.roles.add(
                 m.Role(tenant_id=tenant_id, name=name, description=description[:500], permissions=grants)
             )
+            self._changed(uow, ctx, tenant_id, "role.create", name, {"permissions": grants})
             uow.commit()
         return self._view(row)
 
@@ -123,6 +128,7 @@ class Roles:
                 access.ensure_can_grant(principal, row.permissions)
             if "description" in mask:
                 row.description = description[:500]
+            self._changed(uow, ctx, tenant_id, "role.update", name, {"permissions": sorted(row.permissions)})
             uow.commit()
         self._notifier.tenant_changed(tenant_id)
         return self._view(row)
@@ -140,6 +146,7 @@ class Roles:
                 raise RoleInUse(name, len(holders))
             uow.role_bindings.remove_everywhere(name)
             uow.roles.delete(row)
+            self._changed(uow, ctx, tenant_id, "role.delete", name, {"holders": len(holders)})
             uow.commit()
         for user_id in holders:
             self._notifier.user_changed(tenant_id, user_id)
@@ -154,6 +161,7 @@ class Roles:
             if not uow.role_bindings.exists(user_id, role):
                 uow.role_bindings.add(tenant_id, user_id, role)
             roles = uow.role_bindings.roles_of(user_id)
+            self._bound(uow, ctx, tenant_id, "role.assign", user_id, role, roles)
             uow.commit()
         self._notifier.user_changed(tenant_id, user_id)
         return user, roles
@@ -171,9 +179,22 @@ class Roles:
                 ensure_not_last_owner(uow, tenant_id, user_id)
             uow.role_bindings.remove(user_id, role)
             roles = uow.role_bindings.roles_of(user_id)
+            self._bound(uow, ctx, tenant_id, "role.unassign", user_id, role, roles)
             uow.commit()
         self._notifier.user_changed(tenant_id, user_id)
         return user, roles
+
+    def _changed(
+        self, uow: UnitOfWork, ctx: CallContext, tenant_id: str, action: str, name: str, details: dict[str, Any]
+    ) -> None:
+        emit(uow, tenant_id, events.ROLE_CHANGED, {"role": name, "change": action.partition(".")[2], **details})
+        self._audit.record(uow, ctx, tenant_id, action, f"role:{name}", details=details)
+
+    def _bound(
+        self, uow: UnitOfWork, ctx: CallContext, tenant_id: str, action: str, user_id: str, role: str, roles: list[str]
+    ) -> None:
+        emit(uow, tenant_id, events.USER_UPDATED, {"user_id": user_id, "roles": roles})
+        self._audit.record(uow, ctx, tenant_id, action, f"user:{user_id}", details={"role": role, "roles": roles})
 
     def effective(self, ctx: CallContext, tenant_id: str, subject_type: str, subject: str) -> EffectivePermissions:
         principal = ctx.require_principal()

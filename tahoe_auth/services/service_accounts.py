@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 from tahoe_auth.clock import Clock
 from tahoe_auth.config import Settings
-from tahoe_auth.domain import apikeys, crypto, permissions, tokens
+from tahoe_auth.domain import apikeys, crypto, events, permissions, tokens
 from tahoe_auth.domain.errors import ClientCredentialsInvalid, InvalidArgument, TenantSuspended
 from tahoe_auth.domain.principal import SERVICE
 from tahoe_auth.services import access
 from tahoe_auth.services.api_keys import check_grace
+from tahoe_auth.services.audit import AuditLog
 from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
+from tahoe_auth.services.events import emit
 from tahoe_auth.services.keys import KeyManager
 from tahoe_auth.services.paging import decode_page_token, next_token, page_size_or_default
 from tahoe_auth.store import models as m
@@ -40,8 +43,15 @@ Account = m.ServiceAccount | m.PlatformServiceAccount
 
 class ServiceAccounts:
     def __init__(
-        self, db: Database, keys: KeyManager, notifier: ChangeNotifier, settings: Settings, clock: Clock
+        self,
+        db: Database,
+        keys: KeyManager,
+        notifier: ChangeNotifier,
+        settings: Settings,
+        clock: Clock,
+        audit_log: AuditLog,
     ) -> None:
+        self._audit = audit_log
         self._db = db
         self._keys = keys
         self._notifier = notifier
@@ -67,6 +77,7 @@ class ServiceAccounts:
                 account.tenant_id = scope
             self._set_secret(account, secret, prefix, None)
             self._repo(uow, scope).add(account)
+            self._audited(uow, ctx, scope, "service_account.create", account.id, {"name": name, "permissions": grants})
             uow.commit()
         return account, secret
 
@@ -103,6 +114,8 @@ class ServiceAccounts:
                 access.ensure_can_grant(principal, account.permissions)
             if "description" in mask:
                 account.description = description[:500]
+            details = {"permissions": sorted(account.permissions), "changed": sorted(mask)}
+            self._audited(uow, ctx, scope, "service_account.update", account_id, details)
             uow.commit()
         self._changed(scope, account_id)
         return account
@@ -115,6 +128,7 @@ class ServiceAccounts:
             account = repo.get(account_id)
             access.ensure_can_grant(principal, account.permissions)
             repo.delete(account)
+            self._audited(uow, ctx, scope, "service_account.delete", account_id, {})
             uow.commit()
         self._changed(scope, account_id)
 
@@ -129,6 +143,8 @@ class ServiceAccounts:
             account = self._repo(uow, scope).get(account_id)
             access.ensure_can_grant(principal, account.permissions)
             self._set_secret(account, secret, prefix, grace)
+            details = {"grace_seconds": int(grace.total_seconds()) if grace else 0, "prefix": prefix}
+            self._audited(uow, ctx, scope, "service_account.secret_rotate", account_id, details)
             uow.commit()
         self._changed(scope, account_id)
         return account, secret
@@ -141,6 +157,7 @@ class ServiceAccounts:
             account.secret_hash = account.previous_secret_hash = None
             account.previous_expires_at = None
             account.secret_revoked_at = self._clock.now()
+            self._audited(uow, ctx, scope, "service_account.secret_revoke", account_id, {})
             uow.commit()
         self._changed(scope, account_id)
         return account
@@ -217,6 +234,16 @@ class ServiceAccounts:
         account.secret_hash = crypto.hmac_sha256_hex(self._hmac_key, secret)
         account.secret_prefix = prefix
         account.secret_rotated_at = now
+
+    def _audited(
+        self, uow: UnitOfWork, ctx: CallContext, scope: str, action: str, account_id: str, details: dict[str, Any]
+    ) -> None:
+        """Platform accounts (SYSTEM scope) on the platform chain, without an event."""
+        tenant_id = "" if scope == SYSTEM else scope
+        if tenant_id:
+            change = action.partition(".")[2]
+            emit(uow, tenant_id, events.SERVICE_ACCOUNT_CHANGED, {"service_account_id": account_id, "change": change})
+        self._audit.record(uow, ctx, tenant_id, action, f"service_account:{account_id}", details=details)
 
     def _changed(self, scope: str, account_id: str) -> None:
         self._notifier.service_changed("" if scope == SYSTEM else scope, account_id)

@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from tahoe_auth.clock import Clock
 from tahoe_auth.config import Settings
-from tahoe_auth.domain import crypto, passwords, tokens
+from tahoe_auth.domain import audit, crypto, events, passwords, tokens
 from tahoe_auth.domain.errors import (
     InvalidArgument,
     InvalidCredentials,
@@ -18,9 +18,12 @@ from tahoe_auth.domain.errors import (
     RefreshTokenReused,
 )
 from tahoe_auth.domain.principal import USER, Principal
+from tahoe_auth.metrics import STORE_FAILURES
 from tahoe_auth.services import access, paging
+from tahoe_auth.services.audit import Actor, AuditLog
 from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
+from tahoe_auth.services.events import emit
 from tahoe_auth.services.keys import KeyManager
 from tahoe_auth.services.throttle import LoginThrottle
 from tahoe_auth.store import models as m
@@ -59,7 +62,9 @@ class SessionService:
         notifier: ChangeNotifier,
         settings: Settings,
         clock: Clock,
+        audit_log: AuditLog,
     ) -> None:
+        self._audit = audit_log
         self._db = db
         self._keys = keys
         self._hasher = hasher
@@ -83,13 +88,40 @@ class SessionService:
         result = self._hasher.verify(encoded, "" if too_long else password)
         if not result.ok or user is None or tenant_row is None:
             self._throttle.failed(tenant_key, email, ctx.client_address)
+            self._login_failed(ctx, tenant_key, email, tenant_row, user, "bad_credentials")
             raise InvalidCredentials()
         if user.status != "active" or tenant_row.status != "active":
             self._throttle.failed(tenant_key, email, ctx.client_address)
+            reason = "user_disabled" if user.status != "active" else "tenant_suspended"
+            self._login_failed(ctx, tenant_key, email, tenant_row, user, reason)
             raise InvalidCredentials()
         self._throttle.succeeded(tenant_key, email)
         new_hash = self._hasher.hash(password) if result.needs_rehash else None
         return self._start_session(tenant_row.id, user.id, ctx, new_hash)
+
+    def _login_failed(
+        self, ctx: CallContext, tenant_key: str, email: str, tenant: m.Tenant | None, user: m.User | None, reason: str
+    ) -> None:
+        """Audited in its own transaction (no change goes with it); unknown tenants on the
+        platform chain. Never fails the call: the caller gets INVALID_CREDENTIALS anyway."""
+        if tenant is None:
+            reason = "unknown_tenant"
+        elif user is None:
+            reason = "unknown_user"
+        actor = Actor(user.id, USER) if user is not None else Actor("", audit.ANONYMOUS)
+        try:
+            self._audit.record_alone(
+                ctx,
+                tenant.id if tenant is not None else audit.PLATFORM_CHAIN,
+                "auth.login",
+                f"user:{email}",
+                audit.FAILURE,
+                {"reason": reason, "tenant": tenant_key},
+                actor=actor,
+            )
+        except Exception as exc:  # the login fails either way; say that its record is missing
+            STORE_FAILURES.labels("audit_login_failure", "dropped").inc()
+            log.error("could not audit a failed login for tenant %r: %s", tenant_key, exc)
 
     def _find_login_subject(self, tenant_key: str, email: str) -> tuple[m.Tenant | None, m.User | None]:
         with self._db.unit_of_work(SYSTEM) as uow:
@@ -101,9 +133,12 @@ class SessionService:
 
     def start_session(self, tenant_id: str, user_id: str, ctx: CallContext) -> IssuedTokens:
         """A session for a user whom another use case has identified (accepting an invitation)."""
-        return self._start_session(tenant_id, user_id, ctx, None)
+        return self._start_session(tenant_id, user_id, ctx, None, audited=False)
 
-    def _start_session(self, tenant_id: str, user_id: str, ctx: CallContext, new_hash: str | None) -> IssuedTokens:
+    def _start_session(
+        self, tenant_id: str, user_id: str, ctx: CallContext, new_hash: str | None, audited: bool = True
+    ) -> IssuedTokens:
+        """`audited=False` when the calling use case records its own entry (invitations)."""
         now = self._clock.now()
         refresh_token = REFRESH_TOKEN_PREFIX + crypto.random_token(32)
         with self._db.unit_of_work(tenant_id) as uow:
@@ -122,6 +157,16 @@ class SessionService:
                 )
             )
             uow.refresh_tokens.add(tenant_id, session.id, _hash_refresh_token(refresh_token))
+            if audited:
+                self._audit.record(
+                    uow,
+                    ctx,
+                    tenant_id,
+                    "auth.login",
+                    f"user:{user_id}",
+                    details={"session_id": session.id, "rehashed": new_hash is not None},
+                    actor=Actor(user_id, USER),
+                )
             uow.commit()
         return self._issue(session, refresh_token)
 
@@ -165,9 +210,17 @@ class SessionService:
             if spent:
                 session = self._extend_session(uow, stored.session_id, now)
                 uow.refresh_tokens.add(session.tenant_id, session.id, _hash_refresh_token(new_token))
+                self._audit.record(
+                    uow,
+                    ctx,
+                    session.tenant_id,
+                    "auth.refresh",
+                    f"session:{session.id}",
+                    actor=Actor(session.user_id, USER),
+                )
                 uow.commit()
         if not spent:
-            self._on_reuse(stored, now)
+            self._on_reuse(stored, now, ctx)
         return self._issue(session, new_token)
 
     def _extend_session(self, uow: UnitOfWork, session_id: str, now: dt.datetime) -> m.Session:
@@ -182,14 +235,26 @@ class SessionService:
         session.idle_expires_at = min(session.expires_at, now + dt.timedelta(seconds=self._settings.session_idle_ttl))
         return session
 
-    def _on_reuse(self, stored: m.RefreshToken, now: dt.datetime) -> NoReturn:
+    def _on_reuse(self, stored: m.RefreshToken, now: dt.datetime, ctx: CallContext) -> NoReturn:
         """A spent token came back: either a race within the leeway, or theft."""
         leeway = self._settings.refresh_reuse_leeway
         if leeway and stored.used_at is not None and (now - stored.used_at).total_seconds() <= leeway:
             raise RefreshTokenInvalid()
         # Its own transaction, so that the revocation commits although this call fails.
+        reason = "refresh_token_reused"
         with self._db.unit_of_work(stored.tenant_id) as uow:
-            revoked = uow.sessions.revoke([stored.session_id], now, "refresh_token_reused")
+            owners = uow.sessions.active_owners([stored.session_id])
+            revoked = uow.sessions.revoke([stored.session_id], now, reason)
+            self._session_events(uow, stored.tenant_id, owners, reason)
+            self._audit.record(
+                uow,
+                ctx,
+                stored.tenant_id,
+                "auth.refresh_reuse",
+                f"session:{stored.session_id}",
+                audit.FAILURE,
+                {"session_revoked": bool(revoked)},
+            )
             uow.commit()
         if revoked:
             log.warning("refresh token reuse: session %s revoked", stored.session_id)
@@ -202,14 +267,19 @@ class SessionService:
         principal = ctx.require_principal()
         if not principal.session_id:
             raise InvalidArgument("authorization", "logout needs a user access token")
-        self._revoke(principal.tenant_id, [principal.session_id], "logout")
+        self._revoke(
+            principal.tenant_id,
+            [principal.session_id],
+            "logout",
+            (ctx, "auth.logout", f"session:{principal.session_id}"),
+        )
 
     def logout_all(self, ctx: CallContext, tenant_id: str, user_id: str) -> int:
         tenant_id, user_id = self._target_user(ctx.require_principal(), tenant_id, user_id, "sessions:revoke")
         with self._db.unit_of_work(tenant_id) as uow:
             uow.users.get(user_id)
             ids = uow.sessions.active_ids_for_user(user_id, self._clock.now())
-        return self._revoke(tenant_id, ids, "logout_all")
+        return self._revoke(tenant_id, ids, "logout_all", (ctx, "auth.logout_all", f"user:{user_id}"))
 
     def revoke_session(self, ctx: CallContext, tenant_id: str, session_id: str) -> m.Session:
         principal = ctx.require_principal()
@@ -217,7 +287,7 @@ class SessionService:
         with self._db.unit_of_work(tenant_id) as uow:
             session = uow.sessions.get(session_id)
         self._target_user(principal, tenant_id, session.user_id, "sessions:revoke")
-        self._revoke(tenant_id, [session_id], "revoked")
+        self._revoke(tenant_id, [session_id], "revoked", (ctx, "session.revoke", f"session:{session_id}"))
         with self._db.unit_of_work(tenant_id) as uow:
             return uow.sessions.get(session_id)
 
@@ -227,12 +297,32 @@ class SessionService:
             ids = [i for i in uow.sessions.active_ids_for_user(user_id, self._clock.now()) if i != keep]
         return self._revoke(tenant_id, ids, reason)
 
-    def _revoke(self, tenant_id: str, session_ids: Sequence[str], reason: str) -> int:
+    def _revoke(
+        self,
+        tenant_id: str,
+        session_ids: Sequence[str],
+        reason: str,
+        audited: tuple[CallContext, str, str] | None = None,
+    ) -> int:
+        """Revoke, emit a session.revoked event per session that was live, and (for the
+        call's own action) write its one audit entry, in one transaction."""
         with self._db.unit_of_work(tenant_id) as uow:
+            owners = uow.sessions.active_owners(session_ids)
             count = uow.sessions.revoke(session_ids, self._clock.now(), reason)
+            self._session_events(uow, tenant_id, owners, reason)
+            if audited is not None:
+                ctx, action, target = audited
+                self._audit.record(uow, ctx, tenant_id, action, target, details={"revoked_count": count})
             uow.commit()
         self._notifier.sessions_revoked(tenant_id, list(session_ids))
         return count
+
+    @staticmethod
+    def _session_events(uow: UnitOfWork, tenant_id: str, owners: dict[str, str], reason: str) -> None:
+        for session_id, user_id in sorted(owners.items()):
+            emit(
+                uow, tenant_id, events.SESSION_REVOKED, {"session_id": session_id, "user_id": user_id, "reason": reason}
+            )
 
     def list_sessions(
         self, ctx: CallContext, tenant_id: str, user_id: str, page_size: int, page_token: str, show_ended: bool

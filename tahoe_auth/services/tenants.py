@@ -7,15 +7,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from tahoe_auth.clock import Clock
-from tahoe_auth.domain import passwords
+from tahoe_auth.domain import audit, events, passwords
 from tahoe_auth.domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from tahoe_auth.domain.fields import check_display_name, check_email, check_slug
 from tahoe_auth.domain.permissions import OWNER
 from tahoe_auth.domain.ratelimit import parse_limits
 from tahoe_auth.domain.usage import parse_quotas
 from tahoe_auth.services import access
+from tahoe_auth.services.audit import Actor, AuditLog
 from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
+from tahoe_auth.services.events import emit
 from tahoe_auth.services.invitations import Invitations
 from tahoe_auth.services.paging import decode_page_token, next_token, page_size_or_default
 from tahoe_auth.store import models as m
@@ -53,7 +55,9 @@ class TenantAdmin:
         clock: Clock,
         notifier: ChangeNotifier,
         invitations: Invitations,
+        audit_log: AuditLog,
     ) -> None:
+        self._audit = audit_log
         self._db = db
         self._hasher = hasher
         self._clock = clock
@@ -76,6 +80,15 @@ class TenantAdmin:
                 )
             )
             uow.role_bindings.add(tenant.id, user.id, OWNER)
+            self._audit.record(
+                uow,
+                None,
+                tenant.id,
+                "tenant.create",
+                f"tenant:{tenant.id}",
+                details={"slug": slug, "owner_user_id": user.id, "via": "bootstrap"},
+                actor=Actor("bootstrap", audit.SYSTEM_ACTOR),
+            )
             uow.commit()
         return tenant, user
 
@@ -97,6 +110,8 @@ class TenantAdmin:
             invitation, token = (None, "")
             if email:
                 invitation, token = self._invitations.add(uow, tenant.id, email, OWNER, principal, None)
+            details = {"slug": slug, "plan": plan, "owner_invited": email}
+            self._audit.record(uow, ctx, tenant.id, "tenant.create", f"tenant:{tenant.id}", details=details)
             uow.commit()
         return tenant, invitation, token
 
@@ -125,6 +140,9 @@ class TenantAdmin:
             if "plan" in changes:
                 self._ensure_plan(uow, tenant.plan)
             uow.tenants.flush_unique(tenant)
+            emit(uow, tenant_id, events.TENANT_UPDATED, {"tenant_id": tenant_id, "changed": sorted(changes)})
+            details = {"changed": sorted(changes), "slug": tenant.slug, "plan": tenant.plan}
+            self._audit.record(uow, ctx, tenant_id, "tenant.update", f"tenant:{tenant_id}", details=details)
             uow.commit()
         self._notifier.tenant_changed(tenant_id)
         return tenant
@@ -171,6 +189,9 @@ class TenantAdmin:
             tenant.status = state
             tenant.suspended_at = self._clock.now() if state == SUSPENDED else None
             tenant.suspend_reason = reason
+            emit(uow, tenant_id, events.TENANT_UPDATED, {"tenant_id": tenant_id, "status": state})
+            action = "tenant.suspend" if state == SUSPENDED else "tenant.reactivate"
+            self._audit.record(uow, ctx, tenant_id, action, f"tenant:{tenant_id}", details={"reason": reason})
             uow.commit()
         # Every instance drops the tenant's cached facts: its credentials stop within a second.
         self._notifier.tenant_changed(tenant_id)

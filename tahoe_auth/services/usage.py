@@ -14,14 +14,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tahoe_auth.clock import Clock
-from tahoe_auth.domain import usage
+from tahoe_auth.domain import audit, events, usage
 from tahoe_auth.domain.errors import InvalidArgument, NotFound, PermissionDenied
 from tahoe_auth.domain.principal import Principal
 from tahoe_auth.domain.usage import Granularity, Period, QuotaDecision, QuotaRule, UsageEvent
 from tahoe_auth.metrics import STORE_FAILURES
 from tahoe_auth.services import access
+from tahoe_auth.services.audit import AuditLog
 from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
+from tahoe_auth.services.events import emit
 from tahoe_auth.services.quotas import PLANS_CHANGED, rules_for
 from tahoe_auth.services.usage_ledger import AppendResult, UsageLedger
 from tahoe_auth.services.usage_watch import Subscription, UsageWatch
@@ -73,7 +75,9 @@ class UsageService:
         notifier: ChangeNotifier,
         store: KeyValueStore,
         clock: Clock,
+        audit_log: AuditLog,
     ) -> None:
+        self._audit = audit_log
         self._db = db
         self._ledger = ledger
         self._watch = watch
@@ -190,6 +194,9 @@ class UsageService:
             raise InvalidArgument("plan.name", "plan name must be 1-63 lowercase letters, digits, '-' or '_'")
         with self._db.unit_of_work(SYSTEM) as uow:
             plan = uow.usage.save_plan(name, display_name or name, usage.quotas_to_json(rules))
+            self._audit.record(
+                uow, ctx, audit.PLATFORM_CHAIN, "plan.upsert", f"plan:{name}", details={"quotas": sorted(rules)}
+            )
             uow.commit()
         self._publish(PLANS_CHANGED, name)
         return PlanView(plan.name, plan.display_name, dict(rules))
@@ -204,7 +211,11 @@ class UsageService:
             tenant = uow.tenants.find(tenant_id)
             if tenant is None:
                 raise NotFound("tenant")
-            tenant.plan = plan_name
+            previous, tenant.plan = tenant.plan, plan_name
+            emit(uow, tenant.id, events.TENANT_UPDATED, {"tenant_id": tenant.id, "changed": {"plan": plan_name}})
+            self._audit.record(
+                uow, ctx, tenant.id, "plan.assign", f"tenant:{tenant.id}", details={"from": previous, "to": plan_name}
+            )
             uow.commit()
             tenant_id = tenant.id
         self._notifier.tenant_changed(tenant_id)
@@ -225,6 +236,6 @@ def target_tenant(principal: Principal, tenant_id: str) -> str:
     return access.target_tenant(principal, tenant_id)
 
 
-def require_platform(principal: Principal) -> None:
+def require_platform(principal: Principal, message: str = "plans are managed by platform administrators") -> None:
     if not principal.platform_admin:
-        raise PermissionDenied("plans are managed by platform administrators", permission="platform:admin")
+        raise PermissionDenied(message, permission="platform:admin")

@@ -13,14 +13,16 @@ from dataclasses import dataclass
 
 from tahoe_auth.authz.directory import user_permissions
 from tahoe_auth.clock import Clock
-from tahoe_auth.domain import passwords
+from tahoe_auth.domain import events, passwords
 from tahoe_auth.domain.errors import FailedPrecondition, InvalidArgument, InvalidCredentials
 from tahoe_auth.domain.fields import check_display_name, check_email
 from tahoe_auth.domain.permissions import OWNER
 from tahoe_auth.domain.principal import Principal
 from tahoe_auth.services import access
+from tahoe_auth.services.audit import AuditLog
 from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
+from tahoe_auth.services.events import emit
 from tahoe_auth.services.paging import decode_page_token, next_token, page_size_or_default
 from tahoe_auth.services.roles import ensure_not_last_owner, role_grants
 from tahoe_auth.services.sessions import SessionService
@@ -45,7 +47,9 @@ class Users:
         sessions: SessionService,
         notifier: ChangeNotifier,
         clock: Clock,
+        audit_log: AuditLog,
     ) -> None:
+        self._audit = audit_log
         self._db = db
         self._hasher = hasher
         self._sessions = sessions
@@ -81,6 +85,9 @@ class Users:
             )
             for role in sorted(set(roles)):
                 uow.role_bindings.add(tenant_id, user.id, role)
+            data = {"user_id": user.id, "email": email, "roles": sorted(set(roles))}
+            emit(uow, tenant_id, events.USER_CREATED, data)
+            self._audit.record(uow, ctx, tenant_id, "user.create", f"user:{user.id}", details=data)
             uow.commit()
         return UserView(user, sorted(set(roles)))
 
@@ -115,6 +122,8 @@ class Users:
                 user.email = check_email(changes["email"], "user.email")
             uow.users.flush_unique(user)
             roles = uow.role_bindings.roles_of(user_id)
+            emit(uow, tenant_id, events.USER_UPDATED, {"user_id": user_id, "changed": sorted(changes)})
+            self._audit.record(uow, ctx, tenant_id, "user.update", f"user:{user_id}", details=dict(changes))
             uow.commit()
         return UserView(user, roles)
 
@@ -127,6 +136,9 @@ class Users:
                 ensure_not_last_owner(uow, tenant_id, user_id)
             user.status = status
             roles = uow.role_bindings.roles_of(user_id)
+            emit(uow, tenant_id, events.USER_UPDATED, {"user_id": user_id, "status": status})
+            action = "user.disable" if status == DISABLED else "user.enable"
+            self._audit.record(uow, ctx, tenant_id, action, f"user:{user_id}")
             uow.commit()
         if status == DISABLED:
             self._sessions.revoke_user_sessions(tenant_id, user_id, "user_disabled")
@@ -143,6 +155,9 @@ class Users:
             session_ids = uow.sessions.active_ids_for_user(user_id, self._clock.now())
             key_ids = uow.api_keys.ids_of_user(user_id)
             uow.users.delete(user)  # sessions, role bindings and API keys go with it
+            emit(uow, tenant_id, events.USER_DELETED, {"user_id": user_id})
+            details = {"sessions_ended": len(session_ids), "api_keys_deleted": len(key_ids)}
+            self._audit.record(uow, ctx, tenant_id, "user.delete", f"user:{user_id}", details=details)
             uow.commit()
         self._notifier.sessions_revoked(tenant_id, session_ids)
         for key_id in key_ids:
@@ -160,7 +175,7 @@ class Users:
         too_long = len(current) > passwords.MAX_LENGTH
         if not self._hasher.verify(None if too_long else encoded, current).ok:
             raise InvalidCredentials()
-        self._set_password(principal.tenant_id, user_id, self._hasher.hash(new))
+        self._set_password(ctx, principal.tenant_id, user_id, self._hasher.hash(new), "password.change")
         return self._sessions.revoke_user_sessions(
             principal.tenant_id, user_id, "password_changed", keep=principal.session_id
         )
@@ -173,16 +188,17 @@ class Users:
         passwords.check_policy(new or generated, "new_password")
         with self._db.unit_of_work(tenant_id) as uow:
             self._user_in_reach(uow, principal, user_id)
-        self._set_password(tenant_id, user_id, self._hasher.hash(new or generated))
+        self._set_password(ctx, tenant_id, user_id, self._hasher.hash(new or generated), "password.reset")
         ended = self._sessions.revoke_user_sessions(tenant_id, user_id, "password_reset")
         self._notifier.user_changed(tenant_id, user_id)
         return generated, ended
 
-    def _set_password(self, tenant_id: str, user_id: str, password_hash: str) -> None:
+    def _set_password(self, ctx: CallContext, tenant_id: str, user_id: str, password_hash: str, action: str) -> None:
         with self._db.unit_of_work(tenant_id) as uow:
             user = uow.users.get(user_id)
             user.password_hash = password_hash
             user.password_changed_at = self._clock.now()
+            self._audit.record(uow, ctx, tenant_id, action, f"user:{user_id}")
             uow.commit()
 
     @staticmethod

@@ -22,9 +22,12 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from tahoe_auth.domain.errors import Unavailable
+from tahoe_auth.metrics import DATABASE_ERRORS
 from tahoe_auth.store import repositories as r
+from tahoe_auth.store.audit_repository import AuditRepository
 from tahoe_auth.store.models import PlatformServiceAccount, ServiceAccount, TenantScoped
 from tahoe_auth.store.usage_repository import UsageRepository
+from tahoe_auth.store.webhook_repository import OutboxRepository, WebhookRepository
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +122,7 @@ class Database:
             yield session
         except DBAPIError as exc:
             session.rollback()
+            DATABASE_ERRORS.labels(type(exc.orig).__name__).inc()
             if exc.connection_invalidated or _is_connection_error(exc):
                 log.warning("database unreachable: %s", type(exc.orig).__name__)
                 raise Unavailable("database is unavailable") from exc
@@ -167,8 +171,10 @@ class UnitOfWork:
         self.invitations = r.InvitationRepository(session)
         self.service_accounts = r.ServiceAccountRepository(session, ServiceAccount)
         self.platform_service_accounts = r.ServiceAccountRepository(session, PlatformServiceAccount)
-        self.outbox = r.OutboxRepository(session)
         self.usage = UsageRepository(session)
+        self.audit = AuditRepository(session)
+        self.outbox = OutboxRepository(session)
+        self.webhooks = WebhookRepository(session)
 
     def commit(self) -> None:
         self.session.commit()

@@ -26,6 +26,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from tahoe_auth import logs
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -52,6 +54,14 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def current_request_id() -> str:
+    return logs.request_id_var.get()[:128]
+
+
+def current_traceparent() -> str:
+    return logs.traceparent_var.get()[:64]
 
 
 def new_id() -> str:
@@ -347,7 +357,115 @@ class OutboxEvent(TenantScoped, Base):
 
     __tablename__ = "outbox_events"
 
+    __table_args__ = (
+        Index(
+            "ix_outbox_events_undispatched",
+            "created_at",
+            postgresql_where=text("dispatched_at IS NULL"),
+            sqlite_where=text("dispatched_at IS NULL"),
+        ),
+    )
+
     id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
     type: Mapped[str] = mapped_column(String(100))
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    # Correlation of the call that caused the event (filled from the logging context
+    # when the writer does not say, so that every writer carries it).
+    request_id: Mapped[str] = mapped_column(String(128), default=current_request_id, server_default="")
+    traceparent: Mapped[str] = mapped_column(String(64), default=current_traceparent, server_default="")
+    # Set once the webhook dispatcher has fanned the event out to its endpoints.
+    dispatched_at: Mapped[dt.datetime | None]
+
+
+# --- audit log and webhooks (issue 6) -------------------------------------------------------
+
+
+class AuditEvent(Base):
+    """One append-only audit entry, hash-chained per tenant (domain/audit.py).
+
+    Not TenantScoped on purpose: no foreign key to tenants (the record outlives a
+    deleted tenant, and a cascade would have to delete audit rows). `tenant_id` is ""
+    for the platform chain (platform actions, logins to unknown tenants). Tenant
+    filtering is explicit in the audit repository."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_time", "tenant_id", "occurred_at"),
+        Index("ix_audit_events_actor", "tenant_id", "actor"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    occurred_at: Mapped[dt.datetime]
+    actor: Mapped[str] = mapped_column(String(320))
+    actor_type: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(100))
+    target: Mapped[str] = mapped_column(String(400))
+    outcome: Mapped[str] = mapped_column(String(16))
+    client_address: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str] = mapped_column(String(128))
+    traceparent: Mapped[str] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]]
+    previous_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The newest entry of each tenant's chain, locked by every append (and the anchor
+    that reveals removed newest entries)."""
+
+    __tablename__ = "audit_heads"
+
+    tenant_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    last_sequence: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class WebhookEndpoint(TenantScoped, Base):
+    """Where a tenant's events go. Secrets are sealed under a key derived from the
+    master key: [{"sealed": ..., "created_at": iso, "expires_at": iso | null}], newest first."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    event_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    disabled_reason: Mapped[str] = mapped_column(String(300), default="")
+    secrets: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class WebhookDelivery(TenantScoped, Base):
+    """One event to one endpoint: the unit of retry and of the delivery log.
+
+    Due when status is pending or retrying and next_attempt_at has passed; a worker
+    claims it by pushing next_attempt_at out by its lease, so that a crashed worker's
+    claim lapses and the delivery is sent again (same webhook-id: at least once)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_deliveries_event_endpoint"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint", "tenant_id", "endpoint_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    event_id: Mapped[str] = mapped_column(Id, ForeignKey("outbox_events.id", ondelete="CASCADE"), index=True)
+    endpoint_id: Mapped[str] = mapped_column(Id, ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    event_type: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Start of the current retry window (creation, or the last manual replay).
+    window_start: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[dt.datetime]
+    last_attempt_at: Mapped[dt.datetime | None]
+    last_status_code: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+    last_duration_ms: Mapped[float] = mapped_column(Double(), default=0.0)
+    finished_at: Mapped[dt.datetime | None]

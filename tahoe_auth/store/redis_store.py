@@ -14,6 +14,7 @@ import time
 
 import redis
 
+from tahoe_auth.metrics import REDIS_ERRORS
 from tahoe_auth.store.kv import Listener, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class RedisStore:
         try:
             return self.client.get(key)  # type: ignore[return-value]
         except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise _unavailable(exc) from exc
 
     def get_many(self, keys: list[str]) -> list[str | None]:
         if not keys:
@@ -56,7 +57,7 @@ class RedisStore:
         try:
             return self.client.mget(keys)  # type: ignore[return-value]
         except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise _unavailable(exc) from exc
 
     def set(self, key: str, value: str, ttl: float | None = None) -> None:
         try:
@@ -65,7 +66,7 @@ class RedisStore:
             else:
                 self.client.set(key, value, px=max(1, int(ttl * 1000)))
         except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise _unavailable(exc) from exc
 
     def delete(self, *keys: str) -> None:
         if not keys:
@@ -73,7 +74,7 @@ class RedisStore:
         try:
             self.client.delete(*keys)
         except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise _unavailable(exc) from exc
 
     def incr(self, key: str, ttl: float) -> int:
         try:
@@ -83,20 +84,20 @@ class RedisStore:
             value, _ = pipe.execute()
             return int(value)
         except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise _unavailable(exc) from exc
 
     def ttl(self, key: str) -> float | None:
         try:
             millis = int(self.client.pttl(key))
         except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise _unavailable(exc) from exc
         return None if millis < 0 else millis / 1000
 
     def publish(self, channel: str, message: str) -> None:
         try:
             self.client.publish(self._channel, f"{channel}\n{message}")
         except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise _unavailable(exc) from exc
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -151,3 +152,8 @@ class RedisStore:
                 self._dispatch(*RECONNECT)
                 time.sleep(0.2)
         client.close()
+
+
+def _unavailable(exc: redis.RedisError) -> StoreUnavailable:
+    REDIS_ERRORS.labels(type(exc).__name__).inc()
+    return StoreUnavailable(str(exc))

@@ -211,6 +211,15 @@ class SessionRepository:
             )
         )
 
+    def active_owners(self, session_ids: Sequence[str]) -> dict[str, str]:
+        """Session id -> user id, for those of `session_ids` not yet revoked."""
+        if not session_ids:
+            return {}
+        rows = self.session.execute(
+            select(m.Session.id, m.Session.user_id).where(m.Session.id.in_(session_ids), m.Session.revoked_at.is_(None))
+        )
+        return {row[0]: row[1] for row in rows}
+
     def revoke(self, session_ids: Sequence[str], now: dt.datetime, reason: str) -> int:
         if not session_ids:
             return 0

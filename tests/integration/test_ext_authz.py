@@ -26,7 +26,7 @@ from tahoe_auth.domain import decision
 from tahoe_auth.identity import IdentityVerifier
 from tahoe_auth.store.db import SYSTEM, Database
 from tahoe_auth.v1 import auth_pb2, decision_pb2, decision_pb2_grpc
-from tests.scenarios import api_key, service_token
+from tests.scenarios import api_key, service_token, user_with_role
 from tests.servers import OwnPostgres, redis_server
 from tests.support import RunningServer, bearer, running_server, wait_until
 
@@ -332,3 +332,23 @@ def test_check_is_reported_to_health_checks_and_listed_by_reflection(server: Run
     responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
     names = {s.name for r in responses for s in r.list_services_response.service}
     assert {api.SERVICE_NAME, "tahoe_auth.v1.DecisionService"} <= names
+
+
+def test_decisions_are_counted_and_denials_audited_in_aggregate(server: RunningServer) -> None:
+    from prometheus_client import REGISTRY
+
+    def count(outcome: str, reason: str) -> float:
+        value = REGISTRY.get_sample_value("tahoe_check_decisions_total", {"outcome": outcome, "reason": reason})
+        return value or 0.0
+
+    tenant = server.create_tenant()
+    token = server.login(tenant).tokens.access_token
+    viewer = user_with_role(server, tenant, "viewer")
+    before = count("allowed", "allowed"), count("denied", "permission_denied"), server.app.denials.pending()
+    upstream_headers(check(server, check_request(f"Bearer {token}")))
+    for _ in range(3):
+        denial(check(server, check_request(f"Bearer {viewer}", "transcription:write", route="jobs.create")))
+    assert count("allowed", "allowed") == before[0] + 1
+    assert count("denied", "permission_denied") == before[1] + 3
+    assert server.app.denials.pending() == before[2] + 3
+    assert REGISTRY.get_sample_value("tahoe_cache_entries", {"cache": "check_decisions"}) is not None

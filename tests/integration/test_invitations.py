@@ -1,5 +1,5 @@
 """Invitations: single-use hashed tokens, expiry, resend, revoke, joining as an
-existing user, and the `invitation.created` outbox event."""
+existing user, and the `user.invited` outbox event."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_invite_accept_and_log_in(server: RunningServer) -> None:
     with server.app.db.unit_of_work(tenant.id) as uow:
         row = uow.invitations.get(invitation.id)
         assert row.token_hash == crypto.sha256_hex(created.token) and created.token not in row.token_hash
-        events = uow.outbox.of_type("invitation.created")
+        events = uow.outbox.of_type("user.invited")
     assert [e.payload["invitation_id"] for e in events] == [invitation.id]
     assert created.token not in str(events[0].payload)
 

@@ -247,7 +247,8 @@ def test_hard_quota_denies_and_thresholds_are_announced_once(server: RunningServ
     recorder.flush()
     server.app.usage_pipeline.run_once()
     with server.app.db.unit_of_work(tenant.id) as uow:
-        events = list(uow.session.scalars(select(m.OutboxEvent)))
+        # AssignPlan also announced tenant.updated: only the thresholds here.
+        events = list(uow.outbox.of_type("usage.threshold_reached"))
     assert [(e.type, e.payload["threshold"], e.payload["used"]) for e in events] == [
         ("usage.threshold_reached", 80, 8.0)
     ]
@@ -268,7 +269,7 @@ def test_hard_quota_denies_and_thresholds_are_announced_once(server: RunningServ
     server.app.usage_pipeline.run_once()
     server.app.usage_pipeline.run_once()
     with server.app.db.unit_of_work(tenant.id) as uow:
-        thresholds = sorted(e.payload["threshold"] for e in uow.session.scalars(select(m.OutboxEvent)))
+        thresholds = sorted(e.payload["threshold"] for e in uow.outbox.of_type("usage.threshold_reached"))
         dims = {tuple(sorted(e.dimensions.items())) for e in uow.session.scalars(select(m.UsageEvent))}
     assert thresholds == [80, 100]
     assert dims == {(("route", "/v1/transcribe"), ("subject_type", s)) for s in ("user", "api_key")}
