@@ -2,10 +2,11 @@
 -> decision -> post-decision hooks -> what Envoy should do (api/ext_authz.py turns
 it into a CheckResponse).
 
-Post-decision hooks run in order after the decision. A hook may turn an allow into
-a denial (a rate limiter answering 429: set `http_status`, replace `decision`) and
-may add headers to the client's response (`response_headers`, e.g. `ratelimit-*`).
-They see the CheckContext (credential, route requirements, request id, path).
+Post-decision hooks run in order after the decision, on every request (also when
+the decision itself was reused). A hook may turn an allow into a denial (a rate
+limiter answering 429: set `http_status`, replace `decision`) and may add headers to
+the client's response (`response_headers`, e.g. `ratelimit-*`). They see the
+CheckContext: credential, route requirements and name, client address, request id.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class Gatekeeper:
         self._identity = identity
         self._store = store
         self.hooks: list[PostDecisionHook] = list(hooks)
-        self._denials = logs.SampledLog(log)
+        self._denial_log = logs.SampledLog(log)
         self._audit = denials
         self.decisions: TTLCache[tuple[AccessRequest, tuple[str, ...]], _Allowed] = TTLCache(max_entries)
         store.subscribe(self.apply_change)
@@ -154,7 +155,7 @@ class Gatekeeper:
         principal = d.principal
         if self._audit is not None:
             self._audit.record(principal.tenant_id if principal else "", d.reason, context.route)
-        self._denials.log(
+        self._denial_log.log(
             logging.ERROR if result.http_status >= 500 else logging.INFO,
             d.reason,
             "denied %s %s: %s %s",
