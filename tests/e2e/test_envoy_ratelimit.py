@@ -28,7 +28,8 @@ def envoy_config(listen: int, ratelimit_port: int, upstream_port: int) -> dict[s
         failure_mode_deny=True,
         enable_x_ratelimit_headers="DRAFT_VERSION_03",
         rate_limit_service={
-            "grpc_service": {"envoy_grpc": {"cluster_name": "ratelimit"}, "timeout": "1s"},
+            # Generous: the first call is cold (tenant settings, Lua script) on a shared machine.
+            "grpc_service": {"envoy_grpc": {"cluster_name": "ratelimit"}, "timeout": "5s"},
             "transport_api_version": "V3",
         },
     )
