@@ -192,12 +192,15 @@ def envoy_config(
     admin_port: int | None = None,
     upstream_port: int | None = None,
     response_body: str = "ok",
+    context_extensions: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Build an Envoy bootstrap config (as a dict, dumped to YAML/JSON by run_envoy).
 
     ``ext_authz_ports``: one endpoint per auth server process (round-robin over
     HTTP/2); None disables ext_authz. ``upstream_port``: route to a real upstream
     instead of a 200 ``direct_response``. ``admin_port`` defaults to a free port.
+    ``context_extensions``: the route's ext_authz context extensions (for Tahoe's
+    Check: ``required_permission``, ``upstream``).
     """
     filters: list[dict[str, Any]] = []
     clusters: list[dict[str, Any]] = []
@@ -209,10 +212,18 @@ def envoy_config(
     if upstream_port is not None:
         clusters.append(_cluster(UPSTREAM_CLUSTER, [upstream_port]))
     filters.append(_typed("envoy.filters.http.router", "extensions.filters.http.router.v3.Router"))
+    route = _route(upstream_port, response_body)
+    if context_extensions:
+        route["typed_per_filter_config"] = {
+            "envoy.filters.http.ext_authz": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                "check_settings": {"context_extensions": dict(context_extensions)},
+            }
+        }
     return {
         "admin": {"address": _address(admin_port or free_port())},
         "static_resources": {
-            "listeners": [_listener(listener_port, filters, _route(upstream_port, response_body))],
+            "listeners": [_listener(listener_port, filters, route)],
             "clusters": clusters,
         },
     }

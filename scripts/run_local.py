@@ -1,4 +1,5 @@
-"""`make run`: migrate, bootstrap a demo tenant, start the server, print what to do next.
+"""`make run`: migrate, bootstrap two demo tenants, start the auth server, the demo
+transcription service and Envoy in front of it, and print what to do next.
 
 Everything runs on embedded defaults (SQLite under ./var, in-process store) unless
 TAHOE_* variables say otherwise. Ctrl-C stops it all.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,69 +19,180 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
 DEMO_FILE = VAR / "demo.json"
-DEMO_TENANT = "demo"
-DEMO_EMAIL = "owner@demo.test"
+TENANTS = {"demo": "owner@demo.test", "acme": "owner@acme.test"}
+SERVICE = "transcription_service"
 CLI = [sys.executable, "-m", "tahoe_auth"]
+BIN = Path(sys.executable).parent
+ENVOY_CONFIG = ROOT / "envoy" / "envoy.yaml"
+ENVOY_ADDR = "127.0.0.1:8080"
+DEMO_ADDR = "127.0.0.1:9300"
+DEFAULT_GRPC, DEFAULT_HTTP = "127.0.0.1:9200", "127.0.0.1:9201"
 
 
-def bootstrap(env: dict[str, str]) -> dict[str, str]:
-    """Create the demo tenant once; keep its secrets in var/demo.json for later runs."""
-    if DEMO_FILE.exists():
-        return dict(json.loads(DEMO_FILE.read_text()))
-    result = subprocess.run(
-        [*CLI, "bootstrap", "--tenant", DEMO_TENANT, "--owner-email", DEMO_EMAIL],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        sys.exit(f"bootstrap failed: {result.stderr.strip()}")
-    demo = json.loads(result.stdout)
-    DEMO_FILE.write_text(json.dumps(demo, indent=2))
+def bootstrap(env: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Create the demo tenants once; keep their secrets in var/demo.json for later runs."""
+    saved: dict[str, dict[str, str]] = json.loads(DEMO_FILE.read_text()) if DEMO_FILE.exists() else {}
+    if "tenant" in saved:  # written by an older `make run`: the demo tenant alone
+        saved = {str(saved["tenant"]): dict(saved)}  # type: ignore[arg-type]
+    for slug, email in TENANTS.items():
+        if slug in saved:
+            continue
+        result = subprocess.run(
+            [*CLI, "bootstrap", "--tenant", slug, "--owner-email", email],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            sys.exit(f"bootstrap of {slug} failed: {result.stderr.strip()}")
+        saved[slug] = json.loads(result.stdout)
+    if SERVICE not in saved:
+        # The demo reports usage as a platform-wide service account (usage:write).
+        result = subprocess.run(
+            [*CLI, "service-account", "create", "--name", "transcription", "--permission", "usage:write"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            sys.exit(f"creating the transcription service account failed: {result.stderr.strip()}")
+        saved[SERVICE] = json.loads(result.stdout)
+    DEMO_FILE.write_text(json.dumps(saved, indent=2))
     DEMO_FILE.chmod(0o600)
-    return dict(demo)
+    return saved
 
 
-def walkthrough(demo: dict[str, str], grpc_addr: str, http_addr: str) -> str:
+def wait_for(address: str, process: subprocess.Popen[bytes], what: str, timeout: float = 20.0) -> None:
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"{what} exited with {process.returncode}; see the lines above")
+        try:
+            with socket.create_connection((host, int(port)), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"{what} is not listening on {address} after {timeout:.0f} s")
+
+
+def envoy_config(grpc_addr: str, http_addr: str) -> Path:
+    """envoy/envoy.yaml as committed, or a copy pointing at non-default auth addresses."""
+    if grpc_addr == DEFAULT_GRPC:
+        return ENVOY_CONFIG
+    text = ENVOY_CONFIG.read_text()
+    host, _, port = grpc_addr.rpartition(":")
+    text = text.replace("{address: 127.0.0.1, port_value: 9200}", f"{{address: {host}, port_value: {port}}}")
+    path = VAR / "envoy.yaml"
+    path.write_text(text)
+    return path
+
+
+def walkthrough(demo: dict[str, dict[str, str]], grpc_addr: str, http_addr: str) -> str:
     grpcurl = ".venv/bin/grpcurl"
-    login = json.dumps({"tenant": DEMO_TENANT, "email": DEMO_EMAIL, "password": demo["owner_password"]})
+    envoy = f"http://{ENVOY_ADDR}"
+    logins = {
+        slug: json.dumps({"tenant": slug, "email": TENANTS[slug], "password": demo[slug]["owner_password"]})
+        for slug in TENANTS
+    }
+    token_of = 'python3 -c \'import json,sys; print(json.load(sys.stdin)["tokens"]["access_token"])\''
     return f"""
 Tahoe Auth is running (embedded defaults: SQLite in ./var, in-process store).
-  gRPC   {grpc_addr}   (AuthService, health, reflection)
-  HTTP   {http_addr}   (/.well-known/jwks.json, /healthz, /readyz)
-Demo tenant '{DEMO_TENANT}', owner {DEMO_EMAIL} / {demo["owner_password"]}   (saved in var/demo.json)
+  Envoy          {envoy}   ext_authz -> Tahoe Auth, then the demo transcription service
+  gRPC           {grpc_addr}   AuthService, DecisionService, ext_authz Check, health, reflection
+  HTTP           {http_addr}   /.well-known/jwks.json, /healthz, /readyz
+  transcription  {DEMO_ADDR}   the demo upstream (trusts only Envoy's verified identity)
+Tenants 'demo' ({TENANTS["demo"]} / {demo["demo"]["owner_password"]}) and 'acme' ({TENANTS["acme"]} / \
+{demo["acme"]["owner_password"]}); saved in var/demo.json.
 
 Try it (copy-paste):
-  {grpcurl} -plaintext {grpc_addr} list
-  {grpcurl} -plaintext -d '{login}' {grpc_addr} tahoe_auth.v1.AuthService/Login
-  TOKEN=$({grpcurl} -plaintext -d '{login}' {grpc_addr} tahoe_auth.v1.AuthService/Login \\
-          | python3 -c 'import json,sys; print(json.load(sys.stdin)["tokens"]["access_token"])')
-  {grpcurl} -plaintext -H "authorization: Bearer $TOKEN" {grpc_addr} tahoe_auth.v1.AuthService/ListSessions
-  curl -s http://{http_addr}/.well-known/jwks.json
+  # No credential: Envoy answers 401 and the upstream never sees the request
+  curl -si {envoy}/v1/jobs
+
+  # Log in to 'demo' (gRPC) and keep the access token
+  TOKEN=$({grpcurl} -plaintext -d '{logins["demo"]}' {grpc_addr} tahoe_auth.v1.AuthService/Login | {token_of})
+
+  # Through Envoy: create a job, list the tenant's jobs, see the verified identity
+  curl -s -H "authorization: Bearer $TOKEN" -d '{{"audio_url": "s3://demo/hello.wav", "audio_seconds": 42}}' \\
+       {envoy}/v1/jobs
+  curl -s -H "authorization: Bearer $TOKEN" {envoy}/v1/jobs
+  curl -s -H "authorization: Bearer $TOKEN" -H "x-tahoe-tenant-id: forged" {envoy}/v1/whoami
+
+  # Another tenant sees only its own jobs; naming a tenant that is not yours is 404
+  ACME=$({grpcurl} -plaintext -d '{logins["acme"]}' {grpc_addr} tahoe_auth.v1.AuthService/Login | {token_of})
+  curl -s -H "authorization: Bearer $ACME" {envoy}/v1/jobs
+  curl -si -H "authorization: Bearer $ACME" {envoy}/v1/tenants/{demo["demo"]["tenant_id"]}/jobs
+
+  # Each job was metered (transcription.seconds) by the demo through the UsageService
+  {grpcurl} -plaintext -H "authorization: Bearer $TOKEN" {grpc_addr} tahoe_auth.v1.UsageService/GetUsageSummary
+
+  # Why was a request allowed or denied? (the decision Envoy's Check makes)
+  {grpcurl} -plaintext -H "authorization: Bearer $TOKEN" \\
+       -d '{{"required_permission": "transcription:write", "upstream": "transcription"}}' \\
+       {grpc_addr} tahoe_auth.v1.DecisionService/ExplainDecision
+
+  # Log out: the same token is refused through Envoy at once
+  {grpcurl} -plaintext -H "authorization: Bearer $TOKEN" {grpc_addr} tahoe_auth.v1.AuthService/Logout
+  curl -si -H "authorization: Bearer $TOKEN" {envoy}/v1/jobs
 
 Ctrl-C stops everything.
 """
 
 
+def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, env=env, cwd=ROOT)
+
+
 def main() -> int:
     env = dict(os.environ)
     env.setdefault("TAHOE_VAR_DIR", str(VAR))
-    grpc_addr = env.setdefault("TAHOE_GRPC_ADDR", "127.0.0.1:9200")
-    http_addr = env.setdefault("TAHOE_HTTP_ADDR", "127.0.0.1:9201")
+    grpc_addr = env.setdefault("TAHOE_GRPC_ADDR", DEFAULT_GRPC)
+    http_addr = env.setdefault("TAHOE_HTTP_ADDR", DEFAULT_HTTP)
     VAR.mkdir(exist_ok=True)
     subprocess.run([*CLI, "migrate"], env=env, check=True, cwd=ROOT)
     demo = bootstrap(env)
-    server = subprocess.Popen([*CLI, "serve"], env=env, cwd=ROOT)
-    time.sleep(1.5)
-    if server.poll() is not None:
-        return server.returncode or 1
-    print(walkthrough(demo, grpc_addr, http_addr), flush=True)
+    processes: list[subprocess.Popen[bytes]] = []
     try:
-        return server.wait()
+        auth = start([*CLI, "serve"], env)
+        processes.append(auth)
+        wait_for(grpc_addr, auth, "the auth server")
+        wait_for(http_addr, auth, "the auth server's HTTP side port")
+        demo_env = {
+            **env,
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "examples" / "transcription"), str(ROOT)]),
+            "TRANSCRIPTION_ADDR": DEMO_ADDR,
+            "TRANSCRIPTION_DATABASE_URL": f"sqlite:///{VAR / 'transcription.db'}",
+            "TAHOE_JWKS_URL": f"http://{http_addr}/.well-known/jwks.json",
+            "TAHOE_GRPC_TARGET": grpc_addr,
+            "TRANSCRIPTION_CLIENT_ID": demo[SERVICE]["client_id"],
+            "TRANSCRIPTION_CLIENT_SECRET": demo[SERVICE]["client_secret"],
+        }
+        transcription = start([sys.executable, "-m", "transcription_demo"], demo_env)
+        processes.append(transcription)
+        wait_for(DEMO_ADDR, transcription, "the transcription demo")
+        envoy_argv = [str(BIN / "envoy"), "-c", str(envoy_config(grpc_addr, http_addr)), "--log-level", "warn"]
+        envoy = start([*envoy_argv, "--disable-hot-restart"], env)
+        processes.append(envoy)
+        wait_for(ENVOY_ADDR, envoy, "Envoy")
+        print(walkthrough(demo, grpc_addr, http_addr), flush=True)
+        while all(p.poll() is None for p in processes):
+            time.sleep(0.5)
+        failed = next(p for p in processes if p.poll() is not None)
+        print(f"{failed.args[0]} exited with {failed.returncode}; stopping the rest", file=sys.stderr)
+        return failed.returncode or 1
     except KeyboardInterrupt:
-        server.send_signal(signal.SIGTERM)
-        return server.wait(15)
+        return 0
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in reversed(processes):
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 if __name__ == "__main__":

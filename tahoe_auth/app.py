@@ -6,14 +6,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from tahoe_auth.authz.access import AccessEvaluator
 from tahoe_auth.authz.admission import AdmissionControl
 from tahoe_auth.authz.apikeys import HMAC_PURPOSE as API_KEY_HMAC_PURPOSE
 from tahoe_auth.authz.apikeys import ApiKeyResolver
 from tahoe_auth.authz.authenticator import Authenticator
+from tahoe_auth.authz.check import Gatekeeper
 from tahoe_auth.authz.directory import Directory
+from tahoe_auth.authz.explain import DecisionExplainer
 from tahoe_auth.authz.last_used import LastUsedRecorder
 from tahoe_auth.authz.ratelimit import RateLimiter
 from tahoe_auth.authz.tenant_config import TenantConfigCache, database_loader
+from tahoe_auth.authz.upstream import IdentityTokens
 from tahoe_auth.clock import Clock
 from tahoe_auth.config import Settings
 from tahoe_auth.domain import apikeys, crypto, passwords
@@ -71,6 +75,8 @@ class App:
     api_keys: ApiKeys
     service_accounts: ServiceAccounts
     last_used: LastUsedRecorder
+    gatekeeper: Gatekeeper
+    explainer: DecisionExplainer
     tenant_config: TenantConfigCache
     limiter: RateLimiter
     usage: UsageService
@@ -168,6 +174,13 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         CACHES.register(name, cache)
     policy = egress_policy(settings)
     webhooks = WebhookAdmin(db, settings.master_key, policy, audit_log, clock)
+    access = AccessEvaluator(authenticator)
+    identity = IdentityTokens(keys, settings.issuer, IDENTITY_TOKEN_TTL)
+    denials = DenialAuditor(audit_log, clock.timestamp)
+    gatekeeper = Gatekeeper(access, identity, store, denials=denials)
+    notifier.apply_locally(gatekeeper.apply_change)
+    CACHES.register("check_decisions", gatekeeper.decisions)
+    CACHES.register("identity_tokens", identity.cache)
     tenant_config = TenantConfigCache(database_loader(db), store, settings.rate_limits)
     live = build_live_counters(store)
     ledger = UsageLedger(db, live, clock)
@@ -194,6 +207,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         api_keys=ApiKeys(db, api_key_resolver, last_used, notifier, clock, audit_log),
         service_accounts=ServiceAccounts(db, keys, notifier, settings, clock, audit_log),
         last_used=last_used,
+        gatekeeper=gatekeeper,
+        explainer=DecisionExplainer(access),
         tenant_config=tenant_config,
         limiter=limiter,
         usage=UsageService(db, ledger, watch, notifier, store, clock, audit_log),
@@ -207,7 +222,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         audit=audit_log,
         audit_reader=AuditReader(db, audit_log),
         audit_verifier=AuditVerifier(db),
-        denials=DenialAuditor(audit_log, clock.timestamp),
+        denials=denials,
         webhooks=webhooks,
         webhook_worker=WebhookWorker(db, webhooks.box, policy, audit_log, clock, worker_config(settings)),
     )

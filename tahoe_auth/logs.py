@@ -8,6 +8,9 @@ import datetime as dt
 import json
 import logging
 import sys
+import threading
+import time
+from collections.abc import Callable
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 tenant_var: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="")
@@ -64,3 +67,48 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+class SampledLog:
+    """Logs at most `per_second` lines per key each second; the rest are counted and
+    summarised in one line at most every `summary_every` seconds, so that a flood of
+    denials cannot flood the log."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        per_second: int = 5,
+        summary_every: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._per_second = per_second
+        self._summary_every = summary_every
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._windows: dict[str, tuple[float, int]] = {}
+        self._suppressed: dict[str, int] = {}
+        self._last_summary = clock()
+
+    def log(self, level: int, key: str, message: str, *args: object, extra: dict[str, object] | None = None) -> bool:
+        """Log the line unless `key` is over its rate; True when it was logged."""
+        now = self._clock()
+        summary: dict[str, int] = {}
+        with self._lock:
+            started, count = self._windows.get(key, (now, 0))
+            if now - started >= 1.0:
+                started, count = now, 0
+            count += 1
+            self._windows[key] = (started, count)
+            emit = count <= self._per_second
+            if not emit:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            if self._suppressed and now - self._last_summary >= self._summary_every:
+                summary, self._suppressed = self._suppressed, {}
+                self._last_summary = now
+        if emit:
+            self._logger.log(level, message, *args, extra=extra)
+        if summary:
+            counts = ", ".join(f"{k}={v}" for k, v in sorted(summary.items()))
+            self._logger.log(level, "%s more not logged (rate-limited): %s", sum(summary.values()), counts)
+        return emit

@@ -60,6 +60,9 @@ class MethodPolicy:
     permission: str = ""
     platform_only: bool = False
     log_calls: bool = True
+    # False: the chain hands the method its handler untouched (no steps, no error
+    # mapping). Only for methods that own their error handling: ext_authz Check.
+    intercept: bool = True
 
 
 @dataclass
@@ -199,6 +202,8 @@ class Chain(grpc.ServerInterceptor):  # type: ignore[misc]
             return None
         method: str = details.method
         policy = self._policies.get(method, self._default)
+        if not policy.intercept:
+            return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, policy, handler.unary_unary),

@@ -15,6 +15,7 @@ TENANT_SUSPENDED = "tenant_suspended"
 SUBJECT_DISABLED = "subject_disabled"
 PERMISSION_DENIED = "permission_denied"
 WRONG_TENANT = "wrong_tenant"
+TENANT_REQUIRED = "tenant_required"
 UNAVAILABLE = "unavailable"
 
 
@@ -27,19 +28,32 @@ class Decision:
     permission: str = ""
     # The grant that allowed the request, or what was missing.
     rule: str = ""
+    # Why a credential was refused or the decision could not be made: for logs and
+    # platform operators, never for the caller.
+    detail: str = ""
 
     @property
     def http_status(self) -> int:
-        return {
-            ALLOW: 200,
-            NO_CREDENTIAL: 401,
-            INVALID_CREDENTIAL: 401,
-            UNAVAILABLE: 503,
-        }.get(self.reason, 403)
+        return _HTTP_STATUS.get(self.reason, 403)
+
+
+_HTTP_STATUS = {
+    ALLOW: 200,
+    NO_CREDENTIAL: 401,
+    INVALID_CREDENTIAL: 401,
+    # Another tenant's resources are simply not there (no existence oracle).
+    WRONG_TENANT: 404,
+    UNAVAILABLE: 503,
+}
 
 
 def decide(
-    principal: Principal, required_permission: str = "", resource_tenant: str = "", *, platform_only: bool = False
+    principal: Principal,
+    required_permission: str = "",
+    resource_tenant: str = "",
+    *,
+    platform_only: bool = False,
+    tenant_required: bool = False,
 ) -> Decision:
     """Decide for an authenticated principal. Authentication failures are decided by
     the caller (`unauthenticated`), since there is no principal to reason about.
@@ -48,7 +62,9 @@ def decide(
     are denied as WRONG_TENANT (callers answer NOT_FOUND) unless the principal is not
     bound to a tenant (platform administrators and platform-wide service accounts,
     which still need the permission). `platform_only` methods (creating tenants,
-    suspending them) are for platform administrators alone: no tenant role grants them."""
+    suspending them) are for platform administrators alone: no tenant role grants them.
+    `tenant_required`: the request acts within one tenant (every request through
+    Envoy does), so a credential bound to no tenant must name the resource's tenant."""
     if not principal.tenant_active:
         return Decision(False, TENANT_SUSPENDED, "tenant is suspended", principal, required_permission)
     if not principal.subject_active:
@@ -57,6 +73,8 @@ def decide(
         )
     if resource_tenant and resource_tenant != principal.tenant_id and not principal.platform_scoped:
         return Decision(False, WRONG_TENANT, "resource belongs to another tenant", principal, required_permission)
+    if tenant_required and not (principal.tenant_id or resource_tenant):
+        return Decision(False, TENANT_REQUIRED, "this credential is bound to no tenant", principal, required_permission)
     if platform_only and not principal.platform_admin:
         return Decision(
             False, PERMISSION_DENIED, "platform administrators only", principal, required_permission, "platform_only"
@@ -78,8 +96,8 @@ def decide(
     )
 
 
-def unauthenticated(reason: str, message: str) -> Decision:
-    return Decision(False, reason, message)
+def unauthenticated(reason: str, message: str, detail: str = "") -> Decision:
+    return Decision(False, reason, message, detail=detail)
 
 
 def require(

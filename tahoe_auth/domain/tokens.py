@@ -180,3 +180,55 @@ def verify_access_token(token: str, ring: KeyRing, *, issuer: str, audience: str
         issued_at=int(payload["iat"]),
         expires_at=int(payload["exp"]),
     )
+
+
+@dataclass(frozen=True)
+class IdentityClaims:
+    """The verified facts ext_authz hands an upstream, signed (`x-tahoe-identity`)."""
+
+    issuer: str
+    audience: str
+    tenant_id: str
+    subject: str
+    subject_type: str
+    permissions: tuple[str, ...]
+    issued_at: int
+    expires_at: int
+    token_id: str = ""
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": self.subject,
+            "tid": self.tenant_id,
+            "sty": self.subject_type,
+            "perms": list(self.permissions),
+            "jti": self.token_id or uuid.uuid4().hex,
+            "iat": self.issued_at,
+            "exp": self.expires_at,
+        }
+
+
+def issue_identity_token(ring: KeyRing, claims: IdentityClaims) -> str:
+    return sign(claims.to_payload(), ring.signing_key, IDENTITY_TOKEN_TYPE)
+
+
+def verify_identity_token(token: str, ring: KeyRing, *, issuer: str, audience: str) -> IdentityClaims:
+    payload = decode_verified(token, ring, token_type=IDENTITY_TOKEN_TYPE, issuer=issuer, audience=audience)
+    tenant_id, subject_type, perms = payload.get("tid"), payload.get("sty"), payload.get("perms", [])
+    if not isinstance(tenant_id, str) or not isinstance(subject_type, str):
+        raise TokenRejected("missing tenant or subject type claim")
+    if not isinstance(perms, list) or not all(isinstance(p, str) for p in perms):
+        raise TokenRejected("perms claim is not a list of strings")
+    return IdentityClaims(
+        issuer=payload["iss"],
+        audience=audience,
+        tenant_id=tenant_id,
+        subject=str(payload["sub"]),
+        subject_type=subject_type,
+        permissions=tuple(perms),
+        issued_at=int(payload["iat"]),
+        expires_at=int(payload["exp"]),
+        token_id=str(payload["jti"]),
+    )

@@ -26,6 +26,10 @@ def test_traceparent_reaches_the_upstream_and_the_auth_log(live) -> None:  # typ
     handler.setFormatter(logs.JsonFormatter())
     root = logging.getLogger()
     root.addHandler(handler)
+    # Check logs denials at INFO (the server's default level; pytest leaves WARNING).
+    auth_logger = logging.getLogger("tahoe_auth")
+    level = auth_logger.level
+    auth_logger.setLevel(logging.INFO)
     try:
         tenant = live.auth.create_tenant()
         token = live.auth.login(tenant).tokens.access_token
@@ -38,6 +42,7 @@ def test_traceparent_reaches_the_upstream_and_the_auth_log(live) -> None:  # typ
         assert live.call("GET", "/v1/jobs", headers=denied).status == 401
     finally:
         root.removeHandler(handler)
+        auth_logger.setLevel(level)
     lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
     mine = [line for line in lines if line.get("request_id") == "trace-denied-1"]
     assert mine, "Check logged nothing for the denied request"

@@ -1,0 +1,290 @@
+"""Envoy + ext_authz figures for this machine, in one run.
+
+    .venv/bin/python bench/ext_authz_bench.py [--rounds 5] [--duration 5] [--connections 8 32] [--sqlite]
+
+wrk drives Envoy (``--concurrency 1``) on 127.0.0.1; every route ends in a 200
+``direct_response`` so that no upstream is the bottleneck. Rows:
+
+  (a) Envoy answering directly, no auth
+  (b) Envoy's native ``jwt_authn`` verifying the same ES256 access token (no cache)
+  (c) Envoy + ext_authz -> a do-nothing Python handler on the same server model as
+      ours (sync ``grpc.server``, 8 threads; bench/server_model.py): the Python floor
+  (d) Envoy + ext_authz -> ``tahoe-auth serve``'s full Check, user access token, on a
+      route requiring ``transcription:read``
+  (e) the same with an API key (``tahoe_sk_…``), once API keys exist (issue 3)
+
+then (d)/(c), (d)/(b) and the targets: (d) >= 80% of (c); p99 < 15 ms at 8
+connections and < 40 ms at 32; no non-2xx for valid credentials. The auth server runs
+on PostgreSQL + Redis as in production (``--sqlite`` for the embedded default); its
+warm Check touches neither. Envoy, wrk and Python share the machine's cores, and other
+work on the machine shows up in the load average printed first: compare rows within
+one run. Cases are interleaved round by round and reported as medians, so that a
+burst of load elsewhere on the machine does not land on one case only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from bench import harness
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "bench password 1234"
+TENANT = "bench"
+EMAIL = "owner@bench.test"
+ROUTE = {"required_permission": "transcription:read", "upstream": "transcription"}
+THREADS = 8
+
+
+@dataclass(frozen=True)
+class Row:
+    case: str
+    conns: int
+    result: harness.WrkResult
+    server_cpu: float
+    envoy_cpu: float
+
+
+def auth_env(tmp: Path, args: argparse.Namespace) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "TAHOE_VAR_DIR": str(tmp / "var"),
+        "TAHOE_GRPC_ADDR": f"127.0.0.1:{harness.free_port()}",
+        "TAHOE_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
+        "TAHOE_LOG_LEVEL": "WARNING",
+        "TAHOE_GRPC_WORKERS": str(THREADS),
+    }
+    if not args.sqlite:
+        from tests import support
+
+        support.create_database(args.database_url)
+        support.reset_schema(args.database_url)
+        import redis
+
+        redis.Redis.from_url(args.redis_url).flushdb()
+        env |= {
+            "TAHOE_DATABASE_URL": args.database_url,
+            "TAHOE_REDIS_URL": args.redis_url,
+            "TAHOE_MASTER_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        }
+    cli = [sys.executable, "-m", "tahoe_auth"]
+    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True, cwd=ROOT)
+    subprocess.run(
+        [*cli, "bootstrap", "--tenant", TENANT, "--owner-email", EMAIL, "--password-stdin"],
+        env=env,
+        input=PASSWORD + "\n",
+        text=True,
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
+    return env
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_token: str
+    api_key: str | None
+    jwks_json: str
+    issuer: str
+    audience: str
+
+
+def credentials(target: str, http_addr: str) -> Credentials:
+    from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        stub = auth_pb2_grpc.AuthServiceStub(channel)
+        token = stub.Login(auth_pb2.LoginRequest(tenant=TENANT, email=EMAIL, password=PASSWORD)).tokens.access_token
+        api_key = create_api_key(stub, token)
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{http_addr}/.well-known/jwks.json") as response:
+        jwks = response.read().decode()
+    return Credentials(token, api_key, jwks, issuer="tahoe-auth", audience="tahoe")
+
+
+def create_api_key(stub: object, token: str) -> str | None:
+    """An API key for row (e), when this build has API keys (issue 3)."""
+    from tahoe_auth.v1 import auth_pb2
+
+    if not hasattr(auth_pb2, "CreateApiKeyRequest"):
+        return None
+    request = auth_pb2.CreateApiKeyRequest(name="bench", scopes=["transcription:read"])
+    response = stub.CreateApiKey(request, metadata=(("authorization", f"Bearer {token}"),))  # type: ignore[attr-defined]
+    return str(response.secret)
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    label: str
+    envoy: harness.Envoy
+    pids: tuple[int, ...]
+    headers: Mapping[str, str] | None
+
+
+def measure(case: Case, conns: int, duration: int, warmup: int) -> Row:
+    harness.run_wrk(case.envoy.url(), conns, warmup, case.headers)  # warm caches and connections
+    before = harness.cpu_seconds(case.pids), harness.cpu_seconds([case.envoy.pid])
+    result = harness.run_wrk(case.envoy.url(), conns, duration, case.headers)
+    after = harness.cpu_seconds(case.pids), harness.cpu_seconds([case.envoy.pid])
+    server, envoy_cpu = (100 * (a - b) / result.duration_s for a, b in zip(after, before, strict=True))
+    return Row(f"{case.key} {case.label}", conns, result, server, envoy_cpu)
+
+
+@contextlib.contextmanager
+def envoy_for(tmp: Path, **config: object) -> Iterator[harness.Envoy]:
+    with harness.run_envoy(harness.envoy_config(harness.free_port(), **config), tmp) as envoy:  # type: ignore[arg-type]
+        yield envoy
+
+
+HEADER = f"{'case':<44}{'conns':>6}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>9}{'srv CPU%':>9}{'envoy%':>8}"
+
+
+def format_row(row: Row) -> str:
+    r = row.result
+    return (
+        f"{row.case:<44}{row.conns:>6}{r.rps:>9.0f}{r.p50_ms:>8.2f}{r.p99_ms:>8.2f}"
+        f"{r.non_2xx + r.socket_errors:>9}{row.server_cpu:>9.0f}{row.envoy_cpu:>8.0f}"
+    )
+
+
+def median_row(rows: Sequence[Row]) -> Row:
+    """Median req/s, latencies and CPU over rounds; non-2xx summed."""
+    results = [r.result for r in rows]
+
+    def med(values: Sequence[float]) -> float:
+        return statistics.median(values)
+
+    duration = med([r.duration_s for r in results])
+    merged = harness.WrkResult(
+        requests=int(med([r.rps for r in results]) * duration),
+        duration_s=duration,
+        non_2xx=sum(r.non_2xx for r in results),
+        socket_errors=sum(r.socket_errors for r in results),
+        p50_ms=med([r.p50_ms for r in results]),
+        p90_ms=med([r.p90_ms for r in results]),
+        p99_ms=med([r.p99_ms for r in results]),
+        max_ms=max(r.max_ms for r in results),
+    )
+    return Row(rows[0].case, rows[0].conns, merged, med([r.server_cpu for r in rows]), med([r.envoy_cpu for r in rows]))
+
+
+def run(args: argparse.Namespace) -> list[Row]:
+    """Every case runs in every round, interleaved, so that drift in the machine's
+    load hits all of them alike; the table reports medians over the rounds."""
+    with harness.workdir() as tmp, contextlib.ExitStack() as stack:
+        env = auth_env(tmp, args)
+        target, http_addr = env["TAHOE_GRPC_ADDR"], env["TAHOE_HTTP_ADDR"]
+        auth_port = int(target.rsplit(":", 1)[1])
+        argv = [sys.executable, "-m", "tahoe_auth", "serve"]
+        auth = stack.enter_context(harness.managed_process(argv, tmp / "auth.log", ready_port=auth_port, env=env))
+        creds = credentials(target, http_addr)
+        bearer = {"authorization": f"Bearer {creds.access_token}"}
+        floor_port = harness.free_port()
+        floor_argv = [sys.executable, str(ROOT / "bench" / "server_model.py"), "--serve", "sync"]
+        floor_argv += ["--port", str(floor_port), "--threads", str(THREADS)]
+        floor = stack.enter_context(harness.managed_process(floor_argv, tmp / "floor.log", ready_port=floor_port))
+        provider = harness.JwtProvider(creds.issuer, creds.jwks_json, audiences=(creds.audience,))
+        direct = stack.enter_context(envoy_for(tmp))
+        jwt_authn = stack.enter_context(envoy_for(tmp, jwt_provider=provider))
+        to_floor = stack.enter_context(envoy_for(tmp, ext_authz_ports=[floor_port], context_extensions=ROUTE))
+        to_tahoe = stack.enter_context(envoy_for(tmp, ext_authz_ports=[auth_port], context_extensions=ROUTE))
+        cases = [
+            Case("(a)", "Envoy direct, no auth", direct, (), None),
+            Case("(b)", "Envoy jwt_authn ES256", jwt_authn, (), bearer),
+            Case("(c)", "ext_authz -> do-nothing Python", to_floor, (floor.pid,), bearer),
+            Case("(d)", "ext_authz -> Tahoe Check, user token", to_tahoe, (auth.pid,), bearer),
+        ]
+        if creds.api_key is None:
+            print("(e) ext_authz -> Tahoe Check, API key: skipped (no API keys in this build: issue 3)")
+        else:
+            key = {"authorization": f"Bearer {creds.api_key}"}
+            cases.append(Case("(e)", "ext_authz -> Tahoe Check, API key", to_tahoe, (auth.pid,), key))
+        measured: dict[tuple[str, int], list[Row]] = {}
+        print(HEADER, flush=True)
+        for conns in args.connections:
+            for round_no in range(1, args.rounds + 1):
+                for case in cases:
+                    row = measure(case, conns, args.duration, args.warmup)
+                    measured.setdefault((case.key, conns), []).append(row)
+                    print(f"{format_row(row)}   round {round_no}", flush=True)
+        return [median_row(rows) for rows in measured.values()]
+
+
+def summary(rows: list[Row], conns_list: Sequence[int]) -> list[str]:
+    by = {(r.case[:3], r.conns): r for r in rows}
+    lines = []
+    for conns in conns_list:
+        a, b, c, d = (by.get((k, conns)) for k in ("(a)", "(b)", "(c)", "(d)"))
+        if not (b and c and d):
+            continue
+        lines.append(
+            f"{conns} connections: (d)/(c) = {d.result.rps / c.result.rps:.2f} (target >= 0.80), "
+            f"(d)/(b) = {d.result.rps / b.result.rps:.2f}"
+            + (f", (d)/(a) = {d.result.rps / a.result.rps:.2f}" if a else "")
+        )
+        limit = 15.0 if conns <= 8 else 40.0
+        for key in ("(d)", "(e)"):
+            row = by.get((key, conns))
+            if row is None:
+                continue
+            errors = row.result.non_2xx + row.result.socket_errors
+            ok = row.result.p99_ms < limit and errors == 0
+            lines.append(
+                f"  {key} p99 {row.result.p99_ms:.1f} ms (target < {limit:.0f} ms), non-2xx {errors}: "
+                + ("met" if ok else "NOT met")
+            )
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=5, help="seconds per measured wrk run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk before each measured run")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the table shows medians")
+    parser.add_argument("--connections", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--sqlite", action="store_true", help="embedded default instead of PostgreSQL + Redis")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "TAHOE_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/tahoe_bench_authz"
+        ),
+    )
+    parser.add_argument("--redis-url", default=os.environ.get("TAHOE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"))
+    args = parser.parse_args()
+    load = os.getloadavg()
+    print(
+        f"ext_authz benchmark: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+        f"wrk 1 thread, {args.rounds} x {args.duration} s per row; Envoy --concurrency 1; "
+        f"Python: sync grpc.server, {THREADS} threads"
+    )
+    rows = run(args)
+    print(f"\nmedians of {args.rounds} interleaved rounds (non-2xx summed)\n{HEADER}")
+    for row in rows:
+        print(format_row(row))
+    print()
+    for line in summary(rows, args.connections):
+        print(line)
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

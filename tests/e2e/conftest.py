@@ -1,0 +1,56 @@
+"""End-to-end fixtures: one stack (auth server + Envoy + demo upstream) per module,
+on the real PostgreSQL and Redis. Tests create their own tenants (random slugs), so
+they share the stack without interfering."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from bench import harness
+from tests import support
+from tests.e2e import stack as e2e
+
+pytestmark = pytest.mark.envoy
+
+
+def envoy_available() -> bool:
+    try:
+        harness.find_binary("envoy")
+        return True
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def module_env(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    if not envoy_available():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("envoy is not installed (make install provides it)")
+        pytest.skip("envoy is not installed")
+    # A clean database and Redis for the module (its master key is new); the tests
+    # then share them, each with its own tenants.
+    support.truncate_all(pg_url)
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    return {
+        "TAHOE_DATABASE_URL": pg_url,
+        "TAHOE_DATABASE_ROLE": "tahoe_app",  # row-level security applies, as in production
+        "TAHOE_REDIS_URL": redis_url,
+        "TAHOE_MASTER_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        "TAHOE_VAR_DIR": str(tmp_path_factory.mktemp("var")),
+    }
+
+
+@pytest.fixture(scope="module")
+def live(module_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[e2e.Stack]:
+    tmp = tmp_path_factory.mktemp("stack")
+    with e2e.stack(module_env, tmp) as running:
+        yield running
+    shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,204 @@
+"""The real thing on loopback ports: Tahoe Auth instance(s), the committed Envoy config
+(envoy/envoy.yaml with its ports rewritten) and the demo transcription service."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import harness
+from tahoe_auth.http_side import SideServer
+from tahoe_auth.v1 import tenant_pb2
+from tests.support import RunningServer, bearer, running_server
+
+ROOT = Path(__file__).resolve().parents[2]
+ENVOY_DIR = ROOT / "envoy"
+ENVOY_YAML = ENVOY_DIR / "envoy.yaml"
+DEMO_DIR = ROOT / "examples" / "transcription"
+AUTH_CLUSTER = "tahoe_auth"
+UPSTREAM_CLUSTER = "transcription"
+
+
+def load_envoy_config(path: Path = ENVOY_YAML) -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(path.read_text())
+    return config
+
+
+def _set_endpoints(cluster: dict[str, Any], ports: Sequence[int]) -> None:
+    cluster["type"] = "STATIC"
+    cluster["load_assignment"]["endpoints"] = [
+        {
+            "lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}} for p in ports
+            ]
+        }
+    ]
+
+
+def envoy_config(
+    auth_ports: Sequence[int], upstream_port: int, *, health_checks: bool = True, path: Path = ENVOY_YAML
+) -> dict[str, Any]:
+    """The committed config, listening and pointing at free loopback ports."""
+    config = load_envoy_config(path)
+    config["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=harness.free_port())
+    listener = config["static_resources"]["listeners"][0]
+    listener["address"]["socket_address"].update(address="127.0.0.1", port_value=harness.free_port())
+    for cluster in config["static_resources"]["clusters"]:
+        if cluster["name"] == AUTH_CLUSTER:
+            _set_endpoints(cluster, auth_ports)
+            if not health_checks:
+                cluster.pop("health_checks", None)
+        elif cluster["name"] == UPSTREAM_CLUSTER:
+            _set_endpoints(cluster, [upstream_port])
+    return config
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+def request(port: int, method: str, path: str, headers: Mapping[str, str] | None = None, body: Any = None) -> Response:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        payload = json.dumps(body).encode() if body is not None else None
+        all_headers = {"content-type": "application/json", **(headers or {})} if payload else dict(headers or {})
+        conn.request(method, path, body=payload, headers=all_headers)
+        response = conn.getresponse()
+        raw = response.read()
+        try:
+            parsed = json.loads(raw) if raw else {}
+        except ValueError:
+            parsed = {"raw": raw.decode(errors="replace")}
+        return Response(response.status, {k.lower(): v for k, v in response.getheaders()}, parsed)
+    finally:
+        conn.close()
+
+
+class Journal:
+    """What the demo upstream received (its TRANSCRIPTION_JOURNAL file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.touch()
+
+    def entries(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def mark(self) -> int:
+        return len(self.entries())
+
+    def since(self, mark: int) -> list[dict[str, Any]]:
+        return self.entries()[mark:]
+
+
+@dataclass
+class Demo:
+    port: int
+    journal: Journal
+
+
+@contextlib.contextmanager
+def demo_service(tmp: Path, jwks_url: str, extra_env: Mapping[str, str] | None = None) -> Iterator[Demo]:
+    port = harness.free_port()
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(DEMO_DIR), str(ROOT)]),
+        "TRANSCRIPTION_ADDR": f"127.0.0.1:{port}",
+        "TRANSCRIPTION_DATABASE_URL": f"sqlite:///{tmp / 'transcription.db'}",
+        "TAHOE_JWKS_URL": jwks_url,
+        "TRANSCRIPTION_JOURNAL": str(tmp / "journal.jsonl"),
+        **(extra_env or {}),
+    }
+    journal = Journal(tmp / "journal.jsonl")
+    argv = [sys.executable, "-m", "transcription_demo"]
+    with harness.managed_process(argv, tmp / "demo.log", ready_port=port, env=env):
+        yield Demo(port, journal)
+
+
+@dataclass
+class Stack:
+    auth: RunningServer
+    side_address: str
+    demo: Demo
+    envoy: harness.Envoy
+
+    @property
+    def port(self) -> int:
+        return self.envoy.listener_port
+
+    @property
+    def journal(self) -> Journal:
+        return self.demo.journal
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> Response:
+        all_headers = dict(headers or {})
+        if token is not None:
+            all_headers["authorization"] = f"Bearer {token}"
+        return request(self.port, method, path, all_headers, body)
+
+
+@contextlib.contextmanager
+def side_server(auth: RunningServer) -> Iterator[str]:
+    """The auth instance's HTTP side port (JWKS for the demo's identity verifier)."""
+    from tahoe_auth.server import HealthReporter
+
+    side = SideServer(auth.app, HealthReporter(auth.app, _NoHealth()), "127.0.0.1:0")
+    side.start()
+    try:
+        yield side.address
+    finally:
+        side.stop()
+
+
+class _NoHealth:
+    def set(self, service: str, status: int) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def stack(env: Mapping[str, str], tmp: Path) -> Iterator[Stack]:
+    with contextlib.ExitStack() as stack:
+        auth = stack.enter_context(running_server(env))
+        side = stack.enter_context(side_server(auth))
+        demo_env = usage_credentials(auth)
+        demo = stack.enter_context(demo_service(tmp, f"http://{side}/.well-known/jwks.json", demo_env))
+        envoy = stack.enter_context(harness.run_envoy(envoy_config([port_of(auth.address)], demo.port), tmp))
+        yield Stack(auth, side, demo, envoy)
+
+
+def usage_credentials(auth: RunningServer) -> dict[str, str]:
+    """The demo reports usage as a platform-wide service account with `usage:write`,
+    registered by a platform administrator (as `tahoe-auth service-account create` does)."""
+    created = auth.tenants.CreateServiceAccount(
+        tenant_pb2.CreateServiceAccountRequest(
+            service_account=tenant_pb2.ServiceAccount(name="transcription", permissions=["usage:write"])
+        ),
+        metadata=bearer(auth.platform_key),
+    )
+    return {
+        "TAHOE_GRPC_TARGET": auth.address,
+        "TRANSCRIPTION_CLIENT_ID": created.client_id,
+        "TRANSCRIPTION_CLIENT_SECRET": created.client_secret,
+    }
+
+
+def port_of(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])

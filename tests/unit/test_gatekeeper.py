@@ -1,0 +1,115 @@
+"""The Gatekeeper's reuse of allowed decisions: per credential and route, cleared by any
+change notification, never past the credential's expiry, not while notifications
+might be missed; hooks still run on every request."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tahoe_auth.authz import check as check_module
+from tahoe_auth.authz.access import AccessRequest
+from tahoe_auth.authz.check import CheckContext, CheckOutcome, Gatekeeper
+from tahoe_auth.domain import decision
+from tahoe_auth.domain.permissions import PermissionSet
+from tahoe_auth.domain.principal import Principal
+from tahoe_auth.store.kv import MemoryStore
+
+
+class Evaluator:
+    def __init__(self, expires_at: int | None = None) -> None:
+        self.calls = 0
+        self.allow = True
+        self.expires_at = expires_at
+
+    def evaluate(self, request: AccessRequest) -> decision.Decision:
+        self.calls += 1
+        if not self.allow:
+            return decision.unauthenticated(decision.INVALID_CREDENTIAL, "revoked")
+        principal = Principal("t1", "u1", "user", PermissionSet.of(["transcription:*"]), expires_at=self.expires_at)
+        return decision.decide(principal, request.required_permission)
+
+
+class Identity:
+    ttl = 60
+
+    def token_for(self, facts: Any, audience: str) -> str:
+        return f"id-{audience}"
+
+
+class NotLive(MemoryStore):
+    def notifications_live(self) -> bool:
+        return False
+
+
+def gatekeeper(evaluator: Evaluator, store: MemoryStore | None = None) -> tuple[Gatekeeper, MemoryStore]:
+    store = store or MemoryStore()
+    return Gatekeeper(evaluator, Identity(), store), store  # type: ignore[arg-type]
+
+
+def context(credential: str = "tok", permission: str = "transcription:read") -> CheckContext:
+    return CheckContext(AccessRequest(credential, permission, "", "transcription"))
+
+
+def test_an_allowed_decision_is_reused_for_the_same_credential_and_route() -> None:
+    evaluator = Evaluator()
+    gate, _ = gatekeeper(evaluator)
+    first, second = gate.check(context()), gate.check(context())
+    assert first.allowed and second.allowed and evaluator.calls == 1
+    assert second.upstream_headers == first.upstream_headers
+    assert second.upstream_headers is not first.upstream_headers  # callers may change theirs
+    gate.check(context(permission="transcription:write"))
+    gate.check(context(credential="other"))
+    assert evaluator.calls == 3
+
+
+def test_any_change_notification_clears_them() -> None:
+    evaluator = Evaluator()
+    gate, store = gatekeeper(evaluator)
+    assert gate.check(context()).allowed
+    evaluator.allow = False
+    store.publish("session.revoked", "t1:s1")
+    assert gate.check(context()).http_status == 401
+
+
+def test_they_end_with_the_credential_and_soon_in_any_case() -> None:
+    expiring = Evaluator(expires_at=int(time.time()) - 1)
+    gate, _ = gatekeeper(expiring)
+    gate.check(context())
+    gate.check(context())
+    assert expiring.calls == 2
+    assert check_module.DECISION_TTL <= 0.5
+    evaluator = Evaluator()
+    gate, _ = gatekeeper(evaluator)
+    gate.check(context())
+    time.sleep(check_module.DECISION_TTL + 0.05)
+    gate.check(context())
+    assert evaluator.calls == 2
+
+
+def test_nothing_is_reused_while_notifications_might_be_missed() -> None:
+    evaluator = Evaluator()
+    gate, _ = gatekeeper(evaluator, NotLive())
+    gate.check(context())
+    gate.check(context())
+    assert evaluator.calls == 2
+
+
+def test_denials_are_not_reused_and_hooks_run_every_time() -> None:
+    evaluator = Evaluator()
+    evaluator.allow = False
+    gate, _ = gatekeeper(evaluator)
+    gate.check(context())
+    gate.check(context())
+    assert evaluator.calls == 2
+    evaluator.allow = True
+    runs: list[str] = []
+
+    def hook(ctx: CheckContext, outcome: CheckOutcome) -> CheckOutcome:
+        runs.append(ctx.access.credential)
+        return outcome
+
+    gate.hooks.append(hook)
+    gate.check(context())
+    gate.check(context())
+    assert runs == ["tok", "tok"]
