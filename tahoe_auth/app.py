@@ -177,10 +177,6 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     access = AccessEvaluator(authenticator)
     identity = IdentityTokens(keys, settings.issuer, IDENTITY_TOKEN_TTL)
     denials = DenialAuditor(audit_log, clock.timestamp)
-    gatekeeper = Gatekeeper(access, identity, store, denials=denials)
-    notifier.apply_locally(gatekeeper.apply_change)
-    CACHES.register("check_decisions", gatekeeper.decisions)
-    CACHES.register("identity_tokens", identity.cache)
     tenant_config = TenantConfigCache(database_loader(db), store, settings.rate_limits)
     live = build_live_counters(store)
     ledger = UsageLedger(db, live, clock)
@@ -189,6 +185,12 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     limiter = build_limiter(settings, store, tenant_config)
     quotas = Quotas(db, tenant_config, totals, store, clock)
     recorder = UsageRecorder(ledger)
+    admission = AdmissionControl(limiter, quotas, recorder)
+    # Check: decide, then admit (quota, rate limits, metering) in the same hop.
+    gatekeeper = Gatekeeper(access, identity, store, hooks=[admission.check_hook], denials=denials)
+    notifier.apply_locally(gatekeeper.apply_change)
+    CACHES.register("check_decisions", gatekeeper.decisions)
+    CACHES.register("identity_tokens", identity.cache)
     return App(
         settings=settings,
         clock=clock,
@@ -218,7 +220,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         usage_recorder=recorder,
         usage_watch=watch,
         quotas=quotas,
-        admission=AdmissionControl(limiter, quotas, recorder),
+        admission=admission,
         audit=audit_log,
         audit_reader=AuditReader(db, audit_log),
         audit_verifier=AuditVerifier(db),

@@ -10,22 +10,30 @@
 3. if allowed, one `api.requests` event by route and subject type into the in-process
    recorder (flushed every second: no round trip here).
 A request denied by its quota costs no Redis call and takes nothing from its rate limits.
+
+`check_hook` applies all of it to ext_authz Check as a post-decision hook: allowed
+requests are admitted (429 when refused, `ratelimit-*` headers either way); requests
+refused for their credential count against the per-address limit only, so a flood of
+guessed credentials from one address turns from 401s into 429s.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
+from tahoe_auth.authz.check import CheckContext, CheckOutcome
 from tahoe_auth.authz.ratelimit import RateLimiter
-from tahoe_auth.domain import ratelimit
+from tahoe_auth.domain import decision, ratelimit
 from tahoe_auth.domain.principal import API_KEY, USER
 from tahoe_auth.domain.ratelimit import RateLimitDecision, RateLimitSubject
 from tahoe_auth.domain.usage import API_REQUESTS, QuotaDecision, quota_denial_body, quota_headers
 from tahoe_auth.services.quotas import Quotas
 from tahoe_auth.services.usage_recorder import UsageRecorder
 
-RATE_LIMITED = "rate_limited"
-QUOTA_EXCEEDED = "quota_exceeded"
+RATE_LIMITED = decision.RATE_LIMITED
+QUOTA_EXCEEDED = decision.QUOTA_EXCEEDED
+_UNAUTHENTICATED = (decision.NO_CREDENTIAL, decision.INVALID_CREDENTIAL)
 
 
 @dataclass(frozen=True)
@@ -73,3 +81,26 @@ class AdmissionControl:
     def admit_anonymous(self, client_address: str) -> Admission:
         """Before authentication (or for a 401): the global per-address limit only."""
         return self.admit(tenant_id="", client_address=client_address, subject_type="", subject_id="", route="")
+
+    def check_hook(self, context: CheckContext, outcome: CheckOutcome) -> CheckOutcome:
+        principal = outcome.decision.principal
+        if outcome.allowed and principal is not None:
+            admission = self.admit(
+                tenant_id=principal.tenant_id,
+                client_address=context.client_address,
+                subject_type=principal.subject_type,
+                subject_id=principal.subject,
+                route=context.route,
+            )
+        elif outcome.decision.reason in _UNAUTHENTICATED:
+            admission = self.admit_anonymous(context.client_address)
+        else:
+            return outcome
+        outcome.response_headers.update(admission.headers)
+        if not admission.allowed:
+            message = (admission.body or {}).get("message", "too many requests")
+            outcome.decision = dataclasses.replace(
+                outcome.decision, allowed=False, reason=admission.reason, message=message
+            )
+            outcome.http_status = admission.http_status
+        return outcome

@@ -17,6 +17,8 @@ PERMISSION_DENIED = "permission_denied"
 WRONG_TENANT = "wrong_tenant"
 TENANT_REQUIRED = "tenant_required"
 UNAVAILABLE = "unavailable"
+RATE_LIMITED = "rate_limited"
+QUOTA_EXCEEDED = "quota_exceeded"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ _HTTP_STATUS = {
     INVALID_CREDENTIAL: 401,
     # Another tenant's resources are simply not there (no existence oracle).
     WRONG_TENANT: 404,
+    RATE_LIMITED: 429,
+    QUOTA_EXCEEDED: 429,
     UNAVAILABLE: 503,
 }
 

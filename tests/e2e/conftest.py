@@ -5,6 +5,7 @@ they share the stack without interfering."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import shutil
@@ -45,6 +46,9 @@ def module_env(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFac
         "TAHOE_REDIS_URL": redis_url,
         "TAHOE_MASTER_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "TAHOE_VAR_DIR": str(tmp_path_factory.mktemp("var")),
+        # Every request comes from 127.0.0.1: the per-address default (100/min) would
+        # make these functional tests about rate limits (test_limits_through_envoy is).
+        "TAHOE_RATE_LIMITS": json.dumps({"per_address": {"limit": 100_000, "period": 60}}),
     }
 
 

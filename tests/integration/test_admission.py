@@ -60,3 +60,19 @@ def test_rate_limit_then_quota_then_metering(server: support.RunningServer) -> N
     summary = app.usage.summary(ctx, tenant.id, "")
     # Allowed requests only: 3 + 2, and those admitted before the usage reached the quota.
     assert [(line.metric, line.quantity) for line in summary.lines] == [("api.requests", 5.0 + attempt)]
+
+
+def test_check_turns_a_flood_of_bad_credentials_from_one_address_into_429(pg_env: dict[str, str]) -> None:
+    """The admission hook in Check: refused credentials still count against the
+    per-address limit, so guessing from one address is slowed down at Envoy."""
+    from tests.integration.test_ext_authz import check, check_request, denial
+
+    env = {**pg_env, "TAHOE_RATE_LIMITS": json.dumps({"per_address": {"limit": 3, "period": 60}})}
+    with support.running_server(env) as server:
+        request = check_request("Bearer tahoe_sk_guessed")
+        request.attributes.source.address.socket_address.address = "203.0.113.7"
+        answers = [denial(check(server, request)) for _ in range(4)]
+    assert [code for code, _, _ in answers] == [401, 401, 401, 429]
+    _, headers, body = answers[-1]
+    assert body["error"] == "rate_limited" and int(headers["retry-after"]) >= 1
+    assert answers[0][1]["ratelimit-limit"] == "3"
