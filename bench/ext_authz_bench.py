@@ -11,10 +11,15 @@ wrk drives Envoy (``--concurrency 1``) on 127.0.0.1; every route ends in a 200
       ours (sync ``grpc.server``, 8 threads; bench/server_model.py): the Python floor
   (d) Envoy + ext_authz -> ``tahoe-auth serve``'s full Check, user access token, on a
       route requiring ``transcription:read``
-  (e) the same with an API key (``tahoe_sk_…``), once API keys exist (issue 3)
+  (e) the same with an API key (``tahoe_sk_…``)
+  (f) as (d), on a second server with rate limiting off (TAHOE_RATE_LIMIT_ENABLED=false)
 
-then (d)/(c), (d)/(b) and the targets: (d) >= 80% of (c); p99 < 15 ms at 8
-connections and < 40 ms at 32; no non-2xx for valid credentials. The auth server runs
+then (d)/(c), (d)/(b), (d)/(f) and the targets: (d) >= 80% of (c); p99 < 15 ms at 8
+connections and < 40 ms at 32; no non-2xx for valid credentials; (d) >= 85% of (f)
+(issue 5), with the Redis commands (d) sent per Check, from Redis's commandstats
+(target: one round trip). Both servers run every Check step but the limiter: quota,
+metering and the rate limits, the latter set so high here that nothing is refused
+(the figure is the limiter's cost, not its denials). The auth server runs
 on PostgreSQL + Redis as in production (``--sqlite`` for the embedded default); its
 warm Check touches neither. Envoy, wrk and Python share the machine's cores, and other
 work on the machine shows up in the load average printed first: compare rows within
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import json
 import os
 import secrets
 import statistics
@@ -59,6 +65,9 @@ class Row:
     envoy_cpu: float
 
 
+NEVER_LIMITED = json.dumps({name: {"limit": 1_000_000_000, "period": 60} for name in ("per_address", "per_tenant")})
+
+
 def auth_env(tmp: Path, args: argparse.Namespace) -> dict[str, str]:
     env = {
         **os.environ,
@@ -67,6 +76,7 @@ def auth_env(tmp: Path, args: argparse.Namespace) -> dict[str, str]:
         "TAHOE_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
         "TAHOE_LOG_LEVEL": "WARNING",
         "TAHOE_GRPC_WORKERS": str(THREADS),
+        "TAHOE_RATE_LIMITS": NEVER_LIMITED,
     }
     if not args.sqlite:
         from tests import support
@@ -136,12 +146,29 @@ class Case:
     envoy: harness.Envoy
     pids: tuple[int, ...]
     headers: Mapping[str, str] | None
+    # Count the Redis commands this case sends (its server's Redis), per request.
+    redis_url: str | None = None
 
 
-def measure(case: Case, conns: int, duration: int, warmup: int) -> Row:
+def redis_calls(url: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return sum(int(v["calls"]) for v in stats.values())
+
+
+def measure(case: Case, conns: int, duration: int, warmup: int, redis_per_request: list[float]) -> Row:
     harness.run_wrk(case.envoy.url(), conns, warmup, case.headers)  # warm caches and connections
     before = harness.cpu_seconds(case.pids), harness.cpu_seconds([case.envoy.pid])
+    calls_before = redis_calls(case.redis_url) if case.redis_url else 0
     result = harness.run_wrk(case.envoy.url(), conns, duration, case.headers)
+    if case.redis_url:
+        # Includes the background work of both servers (usage flushes, pub/sub): an upper bound.
+        redis_per_request.append((redis_calls(case.redis_url) - calls_before - 1) / max(1, result.requests))
     after = harness.cpu_seconds(case.pids), harness.cpu_seconds([case.envoy.pid])
     server, envoy_cpu = (100 * (a - b) / result.duration_s for a, b in zip(after, before, strict=True))
     return Row(f"{case.key} {case.label}", conns, result, server, envoy_cpu)
@@ -185,7 +212,7 @@ def median_row(rows: Sequence[Row]) -> Row:
     return Row(rows[0].case, rows[0].conns, merged, med([r.server_cpu for r in rows]), med([r.envoy_cpu for r in rows]))
 
 
-def run(args: argparse.Namespace) -> list[Row]:
+def run(args: argparse.Namespace, redis_per_request: list[float]) -> list[Row]:
     """Every case runs in every round, interleaved, so that drift in the machine's
     load hits all of them alike; the table reports medians over the rounds."""
     with harness.workdir() as tmp, contextlib.ExitStack() as stack:
@@ -194,6 +221,15 @@ def run(args: argparse.Namespace) -> list[Row]:
         auth_port = int(target.rsplit(":", 1)[1])
         argv = [sys.executable, "-m", "tahoe_auth", "serve"]
         auth = stack.enter_context(harness.managed_process(argv, tmp / "auth.log", ready_port=auth_port, env=env))
+        off_port = harness.free_port()
+        env_off = env | {
+            "TAHOE_GRPC_ADDR": f"127.0.0.1:{off_port}",
+            "TAHOE_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
+            "TAHOE_RATE_LIMIT_ENABLED": "false",
+        }
+        auth_off = stack.enter_context(
+            harness.managed_process(argv, tmp / "auth-off.log", ready_port=off_port, env=env_off)
+        )
         creds = credentials(target, http_addr)
         bearer = {"authorization": f"Bearer {creds.access_token}"}
         floor_port = harness.free_port()
@@ -205,11 +241,14 @@ def run(args: argparse.Namespace) -> list[Row]:
         jwt_authn = stack.enter_context(envoy_for(tmp, jwt_provider=provider))
         to_floor = stack.enter_context(envoy_for(tmp, ext_authz_ports=[floor_port], context_extensions=ROUTE))
         to_tahoe = stack.enter_context(envoy_for(tmp, ext_authz_ports=[auth_port], context_extensions=ROUTE))
+        to_tahoe_off = stack.enter_context(envoy_for(tmp, ext_authz_ports=[off_port], context_extensions=ROUTE))
+        redis_url = None if args.sqlite else args.redis_url
         cases = [
             Case("(a)", "Envoy direct, no auth", direct, (), None),
             Case("(b)", "Envoy jwt_authn ES256", jwt_authn, (), bearer),
             Case("(c)", "ext_authz -> do-nothing Python", to_floor, (floor.pid,), bearer),
-            Case("(d)", "ext_authz -> Tahoe Check, user token", to_tahoe, (auth.pid,), bearer),
+            Case("(d)", "ext_authz -> Tahoe Check, user token", to_tahoe, (auth.pid,), bearer, redis_url),
+            Case("(f)", "as (d), rate limiting off", to_tahoe_off, (auth_off.pid,), bearer),
         ]
         if creds.api_key is None:
             print("(e) ext_authz -> Tahoe Check, API key: skipped (no API keys in this build: issue 3)")
@@ -221,7 +260,7 @@ def run(args: argparse.Namespace) -> list[Row]:
         for conns in args.connections:
             for round_no in range(1, args.rounds + 1):
                 for case in cases:
-                    row = measure(case, conns, args.duration, args.warmup)
+                    row = measure(case, conns, args.duration, args.warmup, redis_per_request)
                     measured.setdefault((case.key, conns), []).append(row)
                     print(f"{format_row(row)}   round {round_no}", flush=True)
         return [median_row(rows) for rows in measured.values()]
@@ -231,13 +270,14 @@ def summary(rows: list[Row], conns_list: Sequence[int]) -> list[str]:
     by = {(r.case[:3], r.conns): r for r in rows}
     lines = []
     for conns in conns_list:
-        a, b, c, d = (by.get((k, conns)) for k in ("(a)", "(b)", "(c)", "(d)"))
+        a, b, c, d, f = (by.get((k, conns)) for k in ("(a)", "(b)", "(c)", "(d)", "(f)"))
         if not (b and c and d):
             continue
         lines.append(
             f"{conns} connections: (d)/(c) = {d.result.rps / c.result.rps:.2f} (target >= 0.80), "
             f"(d)/(b) = {d.result.rps / b.result.rps:.2f}"
             + (f", (d)/(a) = {d.result.rps / a.result.rps:.2f}" if a else "")
+            + (f", rate limiting on/off (d)/(f) = {d.result.rps / f.result.rps:.2f} (target >= 0.85)" if f else "")
         )
         limit = 15.0 if conns <= 8 else 40.0
         for key in ("(d)", "(e)"):
@@ -274,13 +314,19 @@ def main() -> int:
         f"wrk 1 thread, {args.rounds} x {args.duration} s per row; Envoy --concurrency 1; "
         f"Python: sync grpc.server, {THREADS} threads"
     )
-    rows = run(args)
+    redis_per_request: list[float] = []
+    rows = run(args, redis_per_request)
     print(f"\nmedians of {args.rounds} interleaved rounds (non-2xx summed)\n{HEADER}")
     for row in rows:
         print(format_row(row))
     print()
     for line in summary(rows, args.connections):
         print(line)
+    if redis_per_request:
+        print(
+            f"Redis commands per Check in (d), median over runs: {statistics.median(redis_per_request):.2f} "
+            "(the limiter's one EVALSHA, plus both servers' background work; target: one round trip)"
+        )
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     return 0

@@ -9,8 +9,7 @@ Prints:
   - the rate limiter's Redis round trips per check with four policies (per address,
     tenant, API key, user), counted on the client socket and in Redis's own
     `INFO commandstats` (target: one), and its checks/s and latency from one thread;
-  - Check with rate limiting on vs off through Envoy: NOT MEASURED HERE YET; see
-    `bench_check_through_envoy` (needs the ext_authz Check servicer).
+  - (Check with rate limiting on vs off through Envoy is row (f) of bench/ext_authz_bench.py.)
 
 It starts its own redis-server on a free port (so that other work on the shared one
 cannot skew the counts) and uses the PostgreSQL database `tahoe_bench_usage`.
@@ -253,27 +252,6 @@ def bench_limiter_round_trips(redis_url: str, checks: int) -> dict[str, float]:
 # --- Check through Envoy (for the lead to complete) -------------------------------------------------
 
 
-def bench_check_through_envoy(duration: float) -> dict[str, float] | None:
-    """Check throughput with rate limiting on vs off through Envoy (target: on >= 85% of off).
-
-    TO COMPLETE once the ext_authz `Check` servicer exists and calls
-    `app.limiter.check(...)`, `app.quotas.check(...)` and `app.usage_recorder.record_request(...)`.
-    Steps, with bench/harness.py:
-      1. For enabled in (False, True): start `tahoe-auth serve` with
-         TAHOE_RATE_LIMIT_ENABLED=<enabled>, TAHOE_RATE_LIMITS='{"per_address": {"limit": 1000000000},
-         "per_tenant": {"limit": 1000000000}}' (so that nothing is denied: we measure cost, not denials),
-         PostgreSQL + Redis as above.
-      2. `harness.run_envoy(harness.envoy_config(listen, ext_authz_ports=[grpc_port]), tmp)`.
-      3. `harness.run_wrk(envoy.url("/"), connections=32, duration_s=duration,
-         headers={"authorization": f"Bearer {api_key_or_token}"})`, three runs each, medians.
-      4. Report rps(on) / rps(off), and the Redis EVALSHA calls per allowed request from
-         `commandstats` (expect 1.0: the limiter's single round trip per Check).
-    Returns None until then.
-    """
-    del duration
-    return None
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10, help="seconds of ingest")
@@ -292,7 +270,6 @@ def main() -> int:
         ):
             ingest = bench_ingest(target, platform_key, tenant_id, args.clients, args.batch, args.duration)
             pending, drained_in = rollup_catch_up()
-    envoy = bench_check_through_envoy(args.duration)
 
     print(f"\nUsage and rate-limit figures ({os.cpu_count()} cores)")
     print(
@@ -310,10 +287,7 @@ def main() -> int:
         f"{limiter['checks_per_s']:,.0f} checks/s from one thread, "
         f"p50 {limiter['p50_ms']:.2f} ms, p99 {limiter['p99_ms']:.2f} ms"
     )
-    if envoy is None:
-        print("Check through Envoy, rate limiting on vs off: not measured yet (see bench_check_through_envoy)")
-    else:
-        print(f"Check through Envoy: rate limiting on = {envoy['ratio']:.0%} of off")
+    print("Check through Envoy with rate limiting on vs off: bench/ext_authz_bench.py, row (f)")
     return 0
 
 
