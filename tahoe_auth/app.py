@@ -45,7 +45,7 @@ from tahoe_auth.services.users import Users
 from tahoe_auth.services.webhooks import WebhookAdmin
 from tahoe_auth.store.db import Database
 from tahoe_auth.store.kv import KeyValueStore, MemoryStore
-from tahoe_auth.store.limiter_backends import MemoryLimiterBackend, RedisLimiterBackend
+from tahoe_auth.store.limiter_backends import LeasingBackend, MemoryLimiterBackend, RedisLimiterBackend
 from tahoe_auth.store.live_counters import LiveCounters, MemoryLiveCounters, RedisLiveCounters
 from tahoe_auth.store.redis_store import RedisStore
 from tahoe_auth.webhooks.sender import EgressPolicy
@@ -124,7 +124,7 @@ def build_limiter(settings: Settings, store: KeyValueStore, tenant_config: Tenan
     """Redis-backed with a per-instance fallback, or in-process only without Redis."""
     if isinstance(store, RedisStore):
         return RateLimiter(
-            RedisLimiterBackend(store.client),
+            LeasingBackend(RedisLimiterBackend(store.client)),
             tenant_config,
             fallback=MemoryLimiterBackend(),
             instance_count=settings.instance_count,

@@ -22,6 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import redis
@@ -251,3 +252,118 @@ class RedisLimiterBackend:
             connection.read_response()
             connection.send_command(*command)  # type: ignore[no-untyped-call]
             return connection.read_response()
+
+
+@dataclass
+class _Lease:
+    tokens: int  # units reserved in Redis and not used yet
+    expires: float  # monotonic seconds
+    remaining: int  # Redis's remaining after the reservation
+    reset_us: int  # Redis's reset at the reservation
+    taken: float  # monotonic seconds
+
+
+@dataclass
+class _Pace:
+    served: int = 0  # requests since the last reservation
+    since: float = 0.0  # when that reservation was made
+    exact_until: float = 0.0  # near a limit: no reservations ahead until then
+
+
+class LeasingBackend:
+    """Reserves a few units per Redis round trip and spends them here, for subjects
+    that send many requests: the same limits, a fraction of the round trips.
+
+    A lease is a small batch reserved with one call (`cost` = the batch size): every
+    policy of the request counts the whole batch at once, and the units are spent
+    locally over the next `ttl` seconds. The batch follows the subject's recent pace
+    (pace x ttl) and never exceeds `max_lease` nor 1% of a policy's limit, so:
+      - a subject sending under about 1/ttl requests a second, and any policy with a
+        limit under 100 per period, is decided exactly, one round trip per request;
+      - a limit is never exceeded: reserved units were counted in Redis before use.
+        Reserved units that go unused (the subject slows down, the lease expires) were
+        counted anyway, so a busy subject may be limited up to one batch early per
+        instance: at most 1% of the limit each.
+    When a batch does not fit (close to a limit), the request is decided exactly with a
+    second call, and the keys get no batches for a second: denials stay exact.
+    """
+
+    def __init__(
+        self,
+        inner: LimiterBackend,
+        *,
+        ttl: float = 0.1,
+        max_lease: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
+    ) -> None:
+        self._inner = inner
+        self._ttl = ttl
+        self._max_lease = max_lease
+        self._clock = clock
+        self._max_keys = max_keys
+        self._leases: dict[str, _Lease] = {}
+        self._paces: OrderedDict[str, _Pace] = OrderedDict()
+        self._lock = threading.Lock()
+        self.round_trips = 0
+
+    def evaluate(self, checks: Sequence[PolicyCheck], now_us: int | None, cost: int = 1) -> list[Outcome]:
+        now = self._clock()
+        with self._lock:
+            spent = self._spend(checks, now, cost)
+            if spent is not None:
+                return spent
+            size = self._batch(checks, now, cost)
+        self.round_trips += 1
+        outcomes = self._inner.evaluate(checks, now_us, size)
+        if size > cost and not all(o.allowed for o in outcomes):
+            with self._lock:  # a batch does not fit: close to a limit, go exact
+                for check in checks:
+                    self._pace(check.key, now).exact_until = now + 1.0
+            self.round_trips += 1
+            return self._inner.evaluate(checks, now_us, cost)
+        if size > cost and overall_allowed(checks, outcomes):
+            with self._lock:
+                self._lease(checks, outcomes, now, size - cost)
+        return [replace(o, remaining=o.remaining + size - cost) if o.allowed and size > cost else o for o in outcomes]
+
+    def _spend(self, checks: Sequence[PolicyCheck], now: float, cost: int) -> list[Outcome] | None:
+        leases = [self._leases.get(c.key) for c in checks]
+        if not all(lease is not None and lease.expires > now and lease.tokens >= cost for lease in leases):
+            return None
+        outcomes = []
+        for check, lease in zip(checks, leases, strict=True):
+            assert lease is not None
+            lease.tokens -= cost
+            self._pace(check.key, now).served += 1
+            elapsed_us = int((now - lease.taken) * US)
+            outcomes.append(Outcome(True, lease.remaining + lease.tokens, max(0, lease.reset_us - elapsed_us), 0))
+        return outcomes
+
+    def _batch(self, checks: Sequence[PolicyCheck], now: float, cost: int) -> int:
+        size = self._max_lease
+        for check in checks:
+            pace = self._pace(check.key, now)
+            elapsed = now - pace.since
+            rate = pace.served / elapsed if pace.served and elapsed > 0 else 0.0
+            if now < pace.exact_until:
+                rate = 0.0
+            size = min(size, check.policy.limit // 100, int(rate * self._ttl))
+            pace.served, pace.since = 1, now
+        return max(cost, size + cost)
+
+    def _lease(self, checks: Sequence[PolicyCheck], outcomes: Sequence[Outcome], now: float, spare: int) -> None:
+        for check, outcome in zip(checks, outcomes, strict=True):
+            old = self._leases.get(check.key)
+            left = old.tokens if old is not None and old.expires > now else 0
+            self._leases[check.key] = _Lease(left + spare, now + self._ttl, outcome.remaining, outcome.reset_us, now)
+        if len(self._leases) > self._max_keys:
+            self._leases = {k: v for k, v in self._leases.items() if v.expires > now}
+
+    def _pace(self, key: str, now: float) -> _Pace:
+        pace = self._paces.get(key)
+        if pace is None:
+            pace = self._paces[key] = _Pace(0, now)
+            if len(self._paces) > self._max_keys:
+                self._paces.popitem(last=False)
+        return pace
