@@ -6,7 +6,7 @@
     else: allow, adding admission.headers to the response
 
 1. the hard quota of `api.requests` (memory only: Quotas.check);
-2. the rate limits (one Redis round trip, or the in-memory fallback);
+2. the rate limits (at most one Redis round trip, or the in-memory fallback);
 3. if allowed, one `api.requests` event by route and subject type into the in-process
    recorder (flushed every second: no round trip here).
 A request denied by its quota costs no Redis call and takes nothing from its rate limits.

@@ -3,7 +3,8 @@
     decision = limiter.check(RateLimitSubject(client_address=..., tenant_id=..., api_key_id=...))
     headers = ratelimit.headers(decision)         # ratelimit-* (+ retry-after when denied)
 
-One Redis round trip per check whatever the number of policies (store/limiter_backends.py).
+At most one Redis round trip per check whatever the number of policies, and a fraction of one
+for busy subjects, which reserve small batches (store/limiter_backends.py LeasingBackend).
 
 When Redis fails (error or a timeout of tens of milliseconds) the limiter switches to a
 per-instance in-memory limiter with the same policies, each divided by the number of
