@@ -97,10 +97,17 @@ def allowed_response(outcome: CheckOutcome) -> ext_authz.CheckResponse:
     return ext_authz.CheckResponse(status=status_pb2.Status(code=code_pb2.OK), ok_response=ok)
 
 
+@lru_cache(maxsize=4096)
+def _repeated_header(name: str, value: str) -> HeaderValueOption:
+    """Per-request headers whose values repeat (`ratelimit-limit`, `-reset`): built once.
+    Adding a message to a response copies it, so sharing these is safe."""
+    return _header(name, value)
+
+
 def with_response_headers(cached: ext_authz.CheckResponse, headers: dict[str, str]) -> ext_authz.CheckResponse:
     response = ext_authz.CheckResponse()
     response.CopyFrom(cached)
-    response.ok_response.response_headers_to_add.extend(_header(k, v) for k, v in headers.items())
+    response.ok_response.response_headers_to_add.extend(_repeated_header(k, v) for k, v in headers.items())
     return response
 
 

@@ -47,6 +47,7 @@ from tahoe_auth.store.limiter_backends import LimiterBackend
 log = logging.getLogger(__name__)
 
 PROBE_INTERVAL = 1.0
+MAX_REMEMBERED_SUBJECTS = 50_000
 
 
 class RateLimiter:
@@ -72,6 +73,7 @@ class RateLimiter:
         self._next_probe = 0.0
         self._probe_lock = threading.Lock()
         self._allowed = RATELIMIT_DECISIONS.labels("allowed", "")
+        self._checks: dict[RateLimitSubject, tuple[LimitSet, list[PolicyCheck]]] = {}
 
     @property
     def degraded(self) -> bool:
@@ -85,8 +87,18 @@ class RateLimiter:
         return self.check_policies(self.checks_for(subject), subject.cost)
 
     def checks_for(self, subject: RateLimitSubject) -> list[PolicyCheck]:
-        """The policy checks `check` would evaluate (to combine with others in one call)."""
-        return policy_checks(subject, self._limits(subject.tenant_id))
+        """The policy checks `check` would evaluate (to combine with others in one call).
+        Remembered per subject while its tenant's limits stay the same object: building
+        the keys is a good part of a Check's own cost."""
+        limits = self._limits(subject.tenant_id)
+        known = self._checks.get(subject)
+        if known is not None and known[0] is limits:
+            return known[1]
+        checks = policy_checks(subject, limits)
+        if len(self._checks) >= MAX_REMEMBERED_SUBJECTS:
+            self._checks.clear()
+        self._checks[subject] = (limits, checks)
+        return checks
 
     def check_policies(self, checks: Sequence[PolicyCheck], cost: int = 1) -> RateLimitDecision:
         """Explicit checks (the gRPC API's own limits use this)."""

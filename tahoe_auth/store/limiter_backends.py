@@ -255,19 +255,20 @@ class RedisLimiterBackend:
 
 
 @dataclass
+class _Pace:
+    served: int = 0  # requests since the last reservation
+    since: float = 0.0  # when that reservation was made
+    exact_until: float = 0.0  # near a limit: no reservations ahead until then
+
+
+@dataclass
 class _Lease:
     tokens: int  # units reserved in Redis and not used yet
     expires: float  # monotonic seconds
     remaining: int  # Redis's remaining after the reservation
     reset_us: int  # Redis's reset at the reservation
     taken: float  # monotonic seconds
-
-
-@dataclass
-class _Pace:
-    served: int = 0  # requests since the last reservation
-    since: float = 0.0  # when that reservation was made
-    exact_until: float = 0.0  # near a limit: no reservations ahead until then
+    pace: _Pace  # the key's pace, counted as units are spent
 
 
 class LeasingBackend:
@@ -328,14 +329,16 @@ class LeasingBackend:
         return [replace(o, remaining=o.remaining + size - cost) if o.allowed and size > cost else o for o in outcomes]
 
     def _spend(self, checks: Sequence[PolicyCheck], now: float, cost: int) -> list[Outcome] | None:
-        leases = [self._leases.get(c.key) for c in checks]
-        if not all(lease is not None and lease.expires > now and lease.tokens >= cost for lease in leases):
-            return None
+        leases = []
+        for check in checks:
+            lease = self._leases.get(check.key)
+            if lease is None or lease.expires <= now or lease.tokens < cost:
+                return None
+            leases.append(lease)
         outcomes = []
-        for check, lease in zip(checks, leases, strict=True):
-            assert lease is not None
+        for lease in leases:
             lease.tokens -= cost
-            self._pace(check.key, now).served += 1
+            lease.pace.served += 1
             elapsed_us = int((now - lease.taken) * US)
             outcomes.append(Outcome(True, lease.remaining + lease.tokens, max(0, lease.reset_us - elapsed_us), 0))
         return outcomes
@@ -356,7 +359,10 @@ class LeasingBackend:
         for check, outcome in zip(checks, outcomes, strict=True):
             old = self._leases.get(check.key)
             left = old.tokens if old is not None and old.expires > now else 0
-            self._leases[check.key] = _Lease(left + spare, now + self._ttl, outcome.remaining, outcome.reset_us, now)
+            pace = self._pace(check.key, now)
+            self._leases[check.key] = _Lease(
+                left + spare, now + self._ttl, outcome.remaining, outcome.reset_us, now, pace
+            )
         if len(self._leases) > self._max_keys:
             self._leases = {k: v for k, v in self._leases.items() if v.expires > now}
 
