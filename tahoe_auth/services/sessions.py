@@ -124,12 +124,10 @@ class SessionService:
             log.error("could not audit a failed login for tenant %r: %s", tenant_key, exc)
 
     def _find_login_subject(self, tenant_key: str, email: str) -> tuple[m.Tenant | None, m.User | None]:
+        # Login names its tenant itself, so finding it is cross-tenant work by nature:
+        # one system-scope query for the tenant and its user (one transaction, not two).
         with self._db.unit_of_work(SYSTEM) as uow:
-            tenant_row = uow.tenants.find(tenant_key)
-        if tenant_row is None:
-            return None, None
-        with self._db.unit_of_work(tenant_row.id) as uow:
-            return tenant_row, uow.users.by_email(email)
+            return uow.users.login_subject(tenant_key, email)
 
     def start_session(self, tenant_id: str, user_id: str, ctx: CallContext) -> IssuedTokens:
         """A session for a user whom another use case has identified (accepting an invitation)."""

@@ -72,6 +72,19 @@ class UserRepository:
     def __init__(self, session: OrmSession) -> None:
         self.session = session
 
+    def login_subject(self, tenant_slug_or_id: str, email: str) -> tuple[m.Tenant | None, m.User | None]:
+        """The tenant named at login and its user with `email` (None when absent). The
+        one query that joins across the tenant wall on purpose: run in the system scope."""
+        row = self.session.execute(
+            select(m.Tenant, m.User)
+            .outerjoin(m.User, (m.User.tenant_id == m.Tenant.id) & (m.User.email == email))
+            .where((m.Tenant.slug == tenant_slug_or_id) | (m.Tenant.id == tenant_slug_or_id))
+            .limit(1)
+        ).first()
+        if row is None:
+            return None, None
+        return row[0], row[1]
+
     def add(self, user: m.User) -> m.User:
         self.session.add(user)
         try:
