@@ -65,10 +65,6 @@ class Settings:
     webhook_concurrency: int = 16
     webhook_lease: int = 60
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env

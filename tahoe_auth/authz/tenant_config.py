@@ -102,12 +102,6 @@ class TenantConfigCache:
         quotas = row.settings.get("quotas")
         return TenantConfig(limits, row.plan, quotas if isinstance(quotas, Mapping) else {}), MAX_AGE
 
-    def invalidate(self, tenant_id: str | None = None) -> None:
-        if tenant_id is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(tenant_id)
-
     def _on_change(self, channel: str, message: str) -> None:
         if channel == changes.TENANT_CHANGED:
             self._cache.pop(message)

@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
@@ -193,12 +193,6 @@ class SessionRepository:
             raise NotFound("session")
         return record
 
-    def get_for_update(self, session_id: str) -> m.Session:
-        record = self.session.scalars(select(m.Session).where(m.Session.id == session_id).with_for_update()).first()
-        if record is None:
-            raise NotFound("session")
-        return record
-
     def list_for_user(
         self, user_id: str, *, now: dt.datetime, show_ended: bool, after: tuple[dt.datetime, str] | None, limit: int
     ) -> Sequence[m.Session]:
@@ -300,9 +294,6 @@ class PlatformCredentialRepository:
         return self.session.scalars(
             select(m.PlatformCredential).where(m.PlatformCredential.secret_hash == secret_hash)
         ).first()
-
-    def count(self) -> int:
-        return int(self.session.scalar(select(func.count()).select_from(m.PlatformCredential)) or 0)
 
 
 class RoleRepository:
