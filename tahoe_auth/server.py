@@ -16,7 +16,7 @@ from types import FrameType
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
-from envoy.service.ratelimit.v3 import rls_pb2_grpc
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -181,7 +181,8 @@ GOVERNED_SERVICES = [
     decision_pb2.DESCRIPTOR.services_by_name["DecisionService"],
 ]
 # Reported to health checks (Envoy checks the ext_authz service by name) and reflection.
-SERVICE_NAMES = [service.full_name for service in GOVERNED_SERVICES] + [ext_authz.SERVICE_NAME]
+RATE_LIMIT_SERVICE = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
+SERVICE_NAMES = [service.full_name for service in GOVERNED_SERVICES] + [ext_authz.SERVICE_NAME, RATE_LIMIT_SERVICE]
 
 
 def method_names(services: list[ServiceDescriptor]) -> list[str]:

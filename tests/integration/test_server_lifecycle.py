@@ -49,7 +49,15 @@ def listed_services(channel: grpc.Channel) -> set[str]:
 
 
 def test_reflection_lists_services(embedded_server: RunningServer) -> None:
-    assert {"tahoe_auth.v1.AuthService", "grpc.health.v1.Health"} <= listed_services(embedded_server.channel)
+    expected = {
+        "tahoe_auth.v1.AuthService",
+        "tahoe_auth.v1.TenantService",
+        "tahoe_auth.v1.UsageService",
+        "envoy.service.auth.v3.Authorization",
+        "envoy.service.ratelimit.v3.RateLimitService",
+        "grpc.health.v1.Health",
+    }
+    assert expected <= listed_services(embedded_server.channel)
 
 
 def test_reflection_can_be_turned_off(sqlite_url: str, tmp_path: Path) -> None:
