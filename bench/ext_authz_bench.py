@@ -75,7 +75,7 @@ def auth_env(tmp: Path, args: argparse.Namespace) -> dict[str, str]:
         "TAHOE_GRPC_ADDR": f"127.0.0.1:{harness.free_port()}",
         "TAHOE_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
         "TAHOE_LOG_LEVEL": "WARNING",
-        "TAHOE_GRPC_WORKERS": str(THREADS),
+        "TAHOE_GRPC_WORKERS": str(args.threads),
         "TAHOE_RATE_LIMITS": NEVER_LIMITED,
     }
     if not args.sqlite:
@@ -235,7 +235,7 @@ def run(args: argparse.Namespace, redis_per_request: list[float]) -> list[Row]:
         bearer = {"authorization": f"Bearer {creds.access_token}"}
         floor_port = harness.free_port()
         floor_argv = [sys.executable, str(ROOT / "bench" / "server_model.py"), "--serve", "sync"]
-        floor_argv += ["--port", str(floor_port), "--threads", str(THREADS)]
+        floor_argv += ["--port", str(floor_port), "--threads", str(args.threads)]
         floor = stack.enter_context(harness.managed_process(floor_argv, tmp / "floor.log", ready_port=floor_port))
         provider = harness.JwtProvider(creds.issuer, creds.jwks_json, audiences=(creds.audience,))
         direct = stack.enter_context(envoy_for(tmp))
@@ -303,6 +303,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the table shows medians")
     parser.add_argument("--connections", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--sqlite", action="store_true", help="embedded default instead of PostgreSQL + Redis")
+    parser.add_argument("--threads", type=int, default=THREADS, help="gRPC worker threads (ours and the floor's)")
     parser.add_argument("--cases", nargs="+", metavar="LETTER", help="only these cases (e.g. --cases d f)")
     parser.add_argument(
         "--database-url",
@@ -316,7 +317,7 @@ def main() -> int:
     print(
         f"ext_authz benchmark: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
         f"wrk 1 thread, {args.rounds} x {args.duration} s per row; Envoy --concurrency 1; "
-        f"Python: sync grpc.server, {THREADS} threads"
+        f"Python: sync grpc.server, {args.threads} threads"
     )
     redis_per_request: list[float] = []
     rows = run(args, redis_per_request)
