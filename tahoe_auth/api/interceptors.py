@@ -22,6 +22,7 @@ import grpc
 
 from tahoe_auth import logs
 from tahoe_auth.api.errors import code_for, to_status
+from tahoe_auth.authz.access import bearer_credential
 from tahoe_auth.authz.authenticator import Authenticator
 from tahoe_auth.domain import decision as decisions
 from tahoe_auth.domain import errors
@@ -149,11 +150,10 @@ class Authenticate:
     def __call__(self, call: Call, proceed: Callable[[], Any]) -> Any:
         if call.policy.public:
             return proceed()
-        header = call.metadata.get("authorization", "")
-        scheme, _, credential = header.partition(" ")
-        if scheme.lower() != "bearer" or not credential.strip():
+        credential = bearer_credential(call.metadata.get("authorization", ""))
+        if not credential:
             raise errors.Unauthenticated("send `authorization: Bearer <token>`")
-        call.principal = self._authenticator.authenticate(credential.strip())
+        call.principal = self._authenticator.authenticate(credential)
         logs.tenant_var.set(call.principal.tenant_id)
         logs.subject_var.set(f"{call.principal.subject_type}:{call.principal.subject}")
         return proceed()
