@@ -101,3 +101,12 @@ def embedded_server(sqlite_url: str, tmp_path: Path) -> Iterator[support.Running
     env = {"TAHOE_DATABASE_URL": sqlite_url, "TAHOE_VAR_DIR": str(tmp_path / "var")}
     with support.running_server(env) as running:
         yield running
+
+
+@pytest.fixture
+def pair(pg_env: dict[str, str]) -> Iterator[tuple[support.RunningServer, support.RunningServer]]:
+    """Two instances sharing PostgreSQL and Redis, both listening for changes."""
+    with support.running_server(pg_env) as a, support.running_server(pg_env) as b:
+        for instance in (a, b):
+            assert instance.app.store.subscribed.wait(5)  # type: ignore[attr-defined]
+        yield a, b

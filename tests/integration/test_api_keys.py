@@ -8,14 +8,13 @@ import time
 from collections.abc import Iterator
 
 import grpc
-import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 from sqlalchemy import event
 
 from tahoe_auth.domain import apikeys
 from tahoe_auth.v1 import auth_pb2, tenant_pb2
 from tests.integration.test_no_secrets_at_rest import dump_database
-from tests.support import RunningServer, bearer, call_error, error_reason, running_server, wait_until
+from tests.support import RunningServer, bearer, call_error, error_reason, wait_until
 
 
 @contextlib.contextmanager
@@ -205,14 +204,6 @@ def test_members_see_and_revoke_only_their_own_keys(server: RunningServer) -> No
         server.auth.RotateApiKey, auth_pb2.RotateApiKeyRequest(api_key_id=members_key.id), metadata=bearer(member)
     )
     assert rotate.code() == grpc.StatusCode.FAILED_PRECONDITION
-
-
-@pytest.fixture
-def pair(pg_env: dict[str, str]) -> Iterator[tuple[RunningServer, RunningServer]]:
-    with running_server(pg_env) as a, running_server(pg_env) as b:
-        for instance in (a, b):
-            assert instance.app.store.subscribed.wait(5)  # type: ignore[attr-defined]
-        yield a, b
 
 
 def test_a_revoked_key_is_refused_by_every_instance_within_a_second(

@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import grpc
-import pytest
 
 from tahoe_auth.v1 import auth_pb2
-from tests.support import RunningServer, running_server
-
-
-@pytest.fixture
-def pair(pg_env: dict[str, str]) -> Iterator[tuple[RunningServer, RunningServer]]:
-    with running_server(pg_env) as a, running_server(pg_env) as b:
-        for instance in (a, b):
-            assert instance.app.store.subscribed.wait(5)  # type: ignore[attr-defined]
-        yield a, b
+from tests.support import RunningServer
 
 
 def valid(instance: RunningServer, token: str) -> bool:

@@ -4,15 +4,13 @@ changes reaching access tokens already issued, on every instance, within a secon
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-import pytest
 from google.protobuf import field_mask_pb2
 
 from tahoe_auth.v1 import auth_pb2, tenant_pb2
-from tests.support import RunningServer, bearer, call_error, error_reason, running_server, wait_until
+from tests.support import RunningServer, bearer, call_error, error_reason, wait_until
 
 
 def create_role(server: RunningServer, token: str, name: str, permissions: list[str]) -> tenant_pb2.Role:
@@ -180,14 +178,6 @@ def test_a_role_in_use_is_not_deleted_silently(server: RunningServer) -> None:
     assert permissions_of(server, token) == set()
     user = server.tenants.GetUser(tenant_pb2.GetUserRequest(user_id=user_id), metadata=bearer(owner)).user
     assert list(user.roles) == []
-
-
-@pytest.fixture
-def pair(pg_env: dict[str, str]) -> Iterator[tuple[RunningServer, RunningServer]]:
-    with running_server(pg_env) as a, running_server(pg_env) as b:
-        for instance in (a, b):
-            assert instance.app.store.subscribed.wait(5)  # type: ignore[attr-defined]
-        yield a, b
 
 
 def test_role_changes_reach_issued_tokens_on_every_instance_within_a_second(
