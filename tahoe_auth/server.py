@@ -27,7 +27,16 @@ from tahoe_auth.api.audit_servicer import AuditServicer
 from tahoe_auth.api.auth_servicer import AuthServicer
 from tahoe_auth.api.decision_servicer import DecisionServicer
 from tahoe_auth.api.envoy_ratelimit import EnvoyRateLimitServicer
-from tahoe_auth.api.interceptors import AccessLog, Authenticate, Authorize, Chain, MethodPolicy, RequestId, Step
+from tahoe_auth.api.interceptors import (
+    AccessLog,
+    Authenticate,
+    Authorize,
+    Chain,
+    MethodPolicy,
+    RequestId,
+    Step,
+    Validate,
+)
 from tahoe_auth.api.key_servicer import KeyServicer
 from tahoe_auth.api.rate_limit import RateLimit
 from tahoe_auth.api.tenant_servicer import TenantServicer, TenantUseCases
@@ -234,7 +243,14 @@ class HealthReporter:
 def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthReporter]:
     """Build the server with every service; bind `address` (port 0 picks one)."""
     check_policies()
-    steps: list[Step] = [RequestId(), AccessLog(), RateLimit(app.limiter), Authenticate(app.authenticator), Authorize()]
+    steps: list[Step] = [
+        RequestId(),
+        AccessLog(),
+        Validate(),
+        RateLimit(app.limiter),
+        Authenticate(app.authenticator),
+        Authorize(),
+    ]
     tracer = tracing.configure()
     if tracer is not None:
         steps.insert(1, tracing.Trace(tracer))

@@ -9,6 +9,7 @@ from tahoe_auth.api.interceptors import current_call
 from tahoe_auth.authz import upstream
 from tahoe_auth.authz.access import AccessRequest, bearer_credential
 from tahoe_auth.authz.explain import DecisionExplainer
+from tahoe_auth.domain import permissions
 from tahoe_auth.v1 import decision_pb2, decision_pb2_grpc
 
 
@@ -21,6 +22,8 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     ) -> decision_pb2.ExplainDecisionResponse:
         ctx = current_call()
         caller = ctx.require_principal()
+        if request.required_permission:
+            permissions.parse(request.required_permission, "required_permission")
         own = not request.credential
         credential = request.credential.strip()
         if own:

@@ -1,10 +1,15 @@
 """One ordered interceptor chain for every RPC:
 
-    RequestId -> AccessLog -> RateLimit -> Authenticate -> Authorize -> (servicer)
+    RequestId -> AccessLog -> Validate -> RateLimit -> Authenticate -> Authorize -> (servicer)
 
 with exceptions turned into statuses in one place (api/errors.py) at the outer edge.
 Each step is a small callable `step(call, proceed)`; the chain runs inside a single
 grpc.ServerInterceptor so that the hot path pays for one wrapper, not four.
+
+The chain also owns request parsing: grpc's own answer to bytes that do not parse (or
+carry invalid UTF-8) is INTERNAL with a logged traceback. Every method's deserializer
+is wrapped so that such a request reaches the chain as `Undecodable` and is answered
+INVALID_ARGUMENT with an ErrorInfo, like any other bad input.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any, Protocol
 import grpc
 
 from tahoe_auth import logs
+from tahoe_auth.api import boundary
 from tahoe_auth.api.errors import code_for, to_status
 from tahoe_auth.authz.access import bearer_credential
 from tahoe_auth.authz.authenticator import Authenticator
@@ -33,9 +39,9 @@ from tahoe_auth.store.kv import StoreUnavailable
 
 log = logging.getLogger("tahoe_auth.access")
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}\Z")
 # W3C trace context: version-traceid-parentid-flags (all-zero ids are invalid).
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}\Z")
 
 
 def valid_traceparent(value: str) -> str:
@@ -123,9 +129,12 @@ class AccessLog:
 
     def __call__(self, call: Call, proceed: Callable[[], Any]) -> Any:
         started = time.perf_counter()
-        reason, code = "OK", "OK"
+        reason, code, field = "OK", "OK", ""
         try:
             return proceed()
+        except errors.InvalidArgument as exc:
+            reason, code, field = exc.reason, code_for(exc).name, exc.field
+            raise
         except errors.TahoeError as exc:
             reason, code = exc.reason, code_for(exc).name
             raise
@@ -137,8 +146,23 @@ class AccessLog:
         finally:
             elapsed = time.perf_counter() - started
             RPC_DURATION.labels(call.method, code).observe(elapsed)
-            if call.policy.log_calls:
-                log.info("rpc %s %s", call.method, reason, extra={"duration_ms": round(elapsed * 1000, 2)})
+            timing = {"duration_ms": round(elapsed * 1000, 2)}
+            if field:
+                # Bad input is the caller's mistake or a probe: worth a look, never a traceback.
+                log.warning("rpc %s %s field=%s", call.method, reason, field, extra=timing)
+            elif call.policy.log_calls:
+                log.info("rpc %s %s", call.method, reason, extra=timing)
+
+
+class Validate:
+    """The boundary rule (api/boundary.py) on every request, before anything reads it."""
+
+    def __call__(self, call: Call, proceed: Callable[[], Any]) -> Any:
+        if isinstance(call.request, Undecodable):
+            raise errors.InvalidArgument("request", f"the request is not a valid {call.request.message_name} message")
+        if call.request is not None:
+            boundary.check_request(call.request)
+        return proceed()
 
 
 class Authenticate:
@@ -186,6 +210,31 @@ def denial_error(outcome: decisions.Decision) -> errors.TahoeError:
     return decisions.denial(outcome)
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """What a request whose bytes did not parse as `message_name` becomes."""
+
+    message_name: str
+
+
+def tolerant(deserializer: Callable[[bytes], Any] | None, method: str) -> Callable[[bytes], Any] | None:
+    """`deserializer`, answering `Undecodable` instead of raising (grpc would log a
+    traceback and answer INTERNAL)."""
+    if deserializer is None:
+        return None
+    message_class = getattr(deserializer, "__self__", None)
+    name = getattr(getattr(message_class, "DESCRIPTOR", None), "full_name", method)
+    undecodable = Undecodable(name)
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # DecodeError, or invalid UTF-8 in a string field
+            return undecodable
+
+    return deserialize
+
+
 class Chain(grpc.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, steps: list[Step], policies: Mapping[str, MethodPolicy], default: MethodPolicy) -> None:
         self._steps = steps
@@ -202,21 +251,37 @@ class Chain(grpc.ServerInterceptor):  # type: ignore[misc]
             return None
         method: str = details.method
         policy = self._policies.get(method, self._default)
-        if not policy.intercept:
-            return handler
+        deserialize = tolerant(handler.request_deserializer, method)
+        serialize = handler.response_serializer
         if handler.unary_unary is not None:
+            unary = handler.unary_unary
+            if policy.intercept:
+                unary = self._wrap_unary(method, policy, unary)
+            else:
+                unary = _refusing_undecodable(method, unary)
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, policy, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                unary, request_deserializer=deserialize, response_serializer=serialize
             )
         if handler.unary_stream is not None:
+            stream = handler.unary_stream
+            if policy.intercept:
+                stream = self._wrap_stream(method, policy, stream)
+            else:
+                stream = _refusing_undecodable(method, stream)
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, policy, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                stream, request_deserializer=deserialize, response_serializer=serialize
             )
-        return handler
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                _refusing_undecodable_stream(method, handler.stream_unary),
+                request_deserializer=deserialize,
+                response_serializer=serialize,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            _refusing_undecodable_stream(method, handler.stream_stream),
+            request_deserializer=deserialize,
+            response_serializer=serialize,
+        )
 
     def _run(self, call: Call, innermost: Callable[[], Any]) -> Any:
         def proceed_from(index: int) -> Any:
@@ -262,3 +327,34 @@ def _abort(context: grpc.ServicerContext, exc: Exception, request_id: str) -> No
 def _is_abort(exc: Exception) -> bool:
     # grpc raises a bare Exception from context.abort(); let it through untouched.
     return type(exc) is Exception
+
+
+def _refuse(context: grpc.ServicerContext, method: str, request: Undecodable) -> None:
+    log.warning("rpc %s INVALID_ARGUMENT field=request (does not parse as %s)", method, request.message_name)
+    error = errors.InvalidArgument("request", f"the request is not a valid {request.message_name} message")
+    context.abort_with_status(to_status(error, ""))
+
+
+def _refusing_undecodable(method: str, behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Any:
+    """For handlers outside the chain (Check); in the chain, the Validate step refuses
+    undecodable requests, with the request id and the access log line."""
+
+    def checked(request: Any, context: grpc.ServicerContext) -> Any:
+        if isinstance(request, Undecodable):
+            _refuse(context, method, request)
+        return behavior(request, context)
+
+    return checked
+
+
+def _refusing_undecodable_stream(method: str, behavior: Callable[[Iterator[Any], grpc.ServicerContext], Any]) -> Any:
+    def checked(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        def parsed() -> Iterator[Any]:
+            for request in requests:
+                if isinstance(request, Undecodable):
+                    _refuse(context, method, request)
+                yield request
+
+        return behavior(parsed(), context)
+
+    return checked

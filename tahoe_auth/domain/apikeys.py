@@ -22,7 +22,7 @@ PLATFORM_KEY = "pa"
 SERVICE_SECRET = "sa"
 KINDS = (API_KEY, PLATFORM_KEY, SERVICE_SECRET)
 
-_FORMAT = re.compile(rf"^tahoe_({'|'.join(KINDS)})_([0-9A-Za-z]{{{BODY_LENGTH + CHECKSUM_LENGTH}}})$")
+_FORMAT = re.compile(rf"^tahoe_({'|'.join(KINDS)})_([0-9A-Za-z]{{{BODY_LENGTH + CHECKSUM_LENGTH}}})\Z")
 
 
 def _base62(number: int, width: int) -> str:

@@ -54,7 +54,7 @@ SUCCEEDED = "succeeded"
 DEAD = "dead"
 DUE_STATUSES = (PENDING, RETRYING)
 
-_FILTER = re.compile(r"^(\*|[a-z][a-z0-9_]*(\.([a-z][a-z0-9_]*|\*))*)$")
+_FILTER = re.compile(r"^(\*|[a-z][a-z0-9_]*(\.([a-z][a-z0-9_]*|\*))*)\Z")
 
 
 def validate_filters(event_types: Iterable[str]) -> list[str]:

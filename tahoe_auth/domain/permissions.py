@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from tahoe_auth.domain.errors import InvalidArgument
 
 WILDCARD = "*"
-_SEGMENT = re.compile(r"^(\*|[a-z][a-z0-9_.-]{0,62})$")
+_SEGMENT = re.compile(r"^(\*|[a-z][a-z0-9_.-]{0,62})\Z")
 
 
 def parse(permission: str, field: str = "permission") -> tuple[str, str]:
@@ -136,7 +136,7 @@ BUILTIN_ROLES: dict[str, tuple[str, ...]] = {
 
 
 OWNER = "owner"
-_ROLE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_ROLE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}\Z")
 
 
 def is_builtin(role: str) -> bool:

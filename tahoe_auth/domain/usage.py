@@ -25,8 +25,8 @@ API_REQUESTS = "api.requests"
 THRESHOLD_EVENT = "usage.threshold_reached"
 THRESHOLDS = (80, 100)
 
-METRIC = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){0,7}$")
-DIMENSION_KEY = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
+METRIC = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){0,7}\Z")
+DIMENSION_KEY = re.compile(r"^[a-z][a-z0-9_.-]{0,62}\Z")
 MAX_METRIC_LENGTH = 100
 MAX_DIMENSIONS = 16
 MAX_DIMENSION_VALUE = 256
@@ -141,7 +141,7 @@ class Period:
     end: dt.datetime
 
 
-_PERIOD = re.compile(r"^(\d{4})-(\d{2})$")
+_PERIOD = re.compile(r"^(\d{4})-(\d{2})\Z")
 
 
 def period_of(moment: dt.datetime) -> Period:

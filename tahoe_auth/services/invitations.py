@@ -20,7 +20,7 @@ from tahoe_auth.domain.errors import (
     NotFound,
     TenantSuspended,
 )
-from tahoe_auth.domain.fields import check_email
+from tahoe_auth.domain.fields import check_display_name, check_email
 from tahoe_auth.domain.principal import USER, Principal
 from tahoe_auth.services import access
 from tahoe_auth.services.audit import Actor, AuditLog
@@ -236,7 +236,7 @@ class Invitations:
             m.User(
                 tenant_id=invitation.tenant_id,
                 email=invitation.email,
-                display_name=display_name.strip()[:200],
+                display_name=check_display_name(display_name),
                 password_hash=password_hash,
                 password_changed_at=self._clock.now(),
             )

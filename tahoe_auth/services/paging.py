@@ -11,6 +11,7 @@ from tahoe_auth.domain.errors import InvalidArgument
 
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_TOKEN_LENGTH = 512
 
 
 def next_token(rows: list[Any], limit: int) -> str:

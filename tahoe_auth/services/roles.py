@@ -14,6 +14,7 @@ from typing import Any
 from tahoe_auth.authz.directory import user_permissions
 from tahoe_auth.domain import events, permissions
 from tahoe_auth.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, LastOwner, NotFound, RoleInUse
+from tahoe_auth.domain.fields import check_description
 from tahoe_auth.domain.permissions import BUILTIN_ROLES, OWNER, PermissionSet
 from tahoe_auth.domain.principal import API_KEY, SERVICE, USER
 from tahoe_auth.services import access
@@ -104,7 +105,7 @@ class Roles:
         access.ensure_can_grant(principal, grants)
         with self._db.unit_of_work(tenant_id) as uow:
             row = uow.roles.add(
-                m.Role(tenant_id=tenant_id, name=name, description=description[:500], permissions=grants)
+                m.Role(tenant_id=tenant_id, name=name, description=check_description(description), permissions=grants)
             )
             self._changed(uow, ctx, tenant_id, "role.create", name, {"permissions": grants})
             uow.commit()
@@ -127,7 +128,7 @@ class Roles:
                 row.permissions = self._check_grants(grants)
                 access.ensure_can_grant(principal, row.permissions)
             if "description" in mask:
-                row.description = description[:500]
+                row.description = check_description(description)
             self._changed(uow, ctx, tenant_id, "role.update", name, {"permissions": sorted(row.permissions)})
             uow.commit()
         self._notifier.tenant_changed(tenant_id)

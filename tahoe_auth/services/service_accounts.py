@@ -21,6 +21,7 @@ from tahoe_auth.clock import Clock
 from tahoe_auth.config import Settings
 from tahoe_auth.domain import apikeys, crypto, events, permissions, tokens
 from tahoe_auth.domain.errors import ClientCredentialsInvalid, InvalidArgument, TenantSuspended
+from tahoe_auth.domain.fields import check_description
 from tahoe_auth.domain.principal import SERVICE
 from tahoe_auth.services import access
 from tahoe_auth.services.api_keys import check_grace
@@ -72,7 +73,7 @@ class ServiceAccounts:
         secret, prefix = self._new_secret()
         with self._db.unit_of_work(scope) as uow:
             model = m.ServiceAccount if scope != SYSTEM else m.PlatformServiceAccount
-            account: Account = model(name=name, description=description[:500], permissions=grants)
+            account: Account = model(name=name, description=check_description(description), permissions=grants)
             if isinstance(account, m.ServiceAccount):
                 account.tenant_id = scope
             self._set_secret(account, secret, prefix, None)
@@ -113,7 +114,7 @@ class ServiceAccounts:
                 account.permissions = permissions.validate(grants, "service_account.permissions")
                 access.ensure_can_grant(principal, account.permissions)
             if "description" in mask:
-                account.description = description[:500]
+                account.description = check_description(description)
             details = {"permissions": sorted(account.permissions), "changed": sorted(mask)}
             self._audited(uow, ctx, scope, "service_account.update", account_id, details)
             uow.commit()

@@ -23,7 +23,7 @@ from tahoe_auth.services.paging import decode_page_token, next_token, page_size_
 from tahoe_auth.store import models as m
 from tahoe_auth.store.db import SYSTEM, Database, UnitOfWork
 
-PLAN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+PLAN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}\Z")
 ACTIVE, SUSPENDED = "active", "suspended"
 DEFAULT_PLAN = "free"
 # Fields a tenant's own administrators may change; the rest (slug, plan, limits)

@@ -33,7 +33,7 @@ from tahoe_auth.store.kv import KeyValueStore, StoreUnavailable
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 5000
-PLAN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+PLAN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
 
 
 @dataclass(frozen=True)

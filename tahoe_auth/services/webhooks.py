@@ -19,6 +19,7 @@ from tahoe_auth.clock import Clock
 from tahoe_auth.domain import crypto, events
 from tahoe_auth.domain import webhooks as standard
 from tahoe_auth.domain.errors import FailedPrecondition, InvalidArgument
+from tahoe_auth.domain.fields import check_description
 from tahoe_auth.services import access
 from tahoe_auth.services.audit import AuditLog
 from tahoe_auth.services.context import CallContext
@@ -119,7 +120,7 @@ class WebhookAdmin:
                 id=m.new_id(),
                 tenant_id=tenant_id,
                 url=url,
-                description=spec.description[:500],
+                description=check_description(spec.description),
                 event_types=filters,
                 status="active" if spec.enabled else "disabled",
                 disabled_reason="" if spec.enabled else "disabled on creation",
@@ -169,7 +170,7 @@ class WebhookAdmin:
             if "url" in paths:
                 endpoint.url = check_endpoint_url(spec.url, self._policy)
             if "description" in paths:
-                endpoint.description = spec.description[:500]
+                endpoint.description = check_description(spec.description)
             if "event_types" in paths:
                 endpoint.event_types = events.validate_filters(spec.event_types)
             if "enabled" in paths:

@@ -16,12 +16,12 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.orm import ORMExecuteState, sessionmaker, with_loader_criteria
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from tahoe_auth.domain.errors import Unavailable
+from tahoe_auth.domain.errors import InvalidArgument, Unavailable
 from tahoe_auth.metrics import DATABASE_ERRORS
 from tahoe_auth.store import repositories as r
 from tahoe_auth.store.audit_repository import AuditRepository
@@ -37,14 +37,16 @@ SYSTEM = "system"
 
 
 def make_engine(url: str, role: str | None = None) -> Engine:
+    # hide_parameters: a driver error's message would otherwise carry the statement's
+    # parameters (emails, hashes, tokens' digests) into logs and exception chains.
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN; issue it ourselves so that
         # a unit of work is one transaction (BEGIN IMMEDIATE would serialise readers).
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         return engine
-    engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_timeout=5)
+    engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_timeout=5, hide_parameters=True)
     if role:
         event.listen(engine, "connect", _set_role(role))
     return engine
@@ -126,6 +128,10 @@ class Database:
             if exc.connection_invalidated or _is_connection_error(exc):
                 log.warning("database unreachable: %s", type(exc.orig).__name__)
                 raise Unavailable("database is unavailable") from exc
+            if isinstance(exc, DataError):
+                # The boundary rule (api/boundary.py) should have refused the value first.
+                log.warning("database refused a value: %s", type(exc.orig).__name__)
+                raise InvalidArgument("request", "a value in the request is outside what can be stored") from None
             raise
         finally:
             session.close()
