@@ -2,7 +2,12 @@
 transcription service and Envoy in front of it, and print what to do next.
 
 Everything runs on embedded defaults (SQLite under ./var, in-process store) unless
-TAHOE_* variables say otherwise. Ctrl-C stops it all.
+TAHOE_* variables say otherwise. Every address can be moved, for a second run or a test:
+TAHOE_GRPC_ADDR, TAHOE_HTTP_ADDR, TRANSCRIPTION_ADDR (the demo), TAHOE_RUN_ENVOY_ADDR and
+TAHOE_RUN_ENVOY_ADMIN_ADDR; TAHOE_VAR_DIR moves ./var.
+
+Ctrl-C, SIGTERM (a process manager, `kill`) and SIGHUP (its terminal closed) all stop
+it the same way: the children are asked to stop, waited for, and killed if they linger.
 """
 
 from __future__ import annotations
@@ -17,16 +22,39 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VAR = ROOT / "var"
+VAR = Path(os.environ.get("TAHOE_VAR_DIR") or ROOT / "var").resolve()
 DEMO_FILE = VAR / "demo.json"
 TENANTS = {"demo": "owner@demo.test", "acme": "owner@acme.test"}
 SERVICE = "transcription_service"
 CLI = [sys.executable, "-m", "tahoe_auth"]
 BIN = Path(sys.executable).parent
 ENVOY_CONFIG = ROOT / "envoy" / "envoy.yaml"
-ENVOY_ADDR = "127.0.0.1:8080"
-DEMO_ADDR = "127.0.0.1:9300"
 DEFAULT_GRPC, DEFAULT_HTTP = "127.0.0.1:9200", "127.0.0.1:9201"
+DEFAULT_DEMO, DEFAULT_ENVOY, DEFAULT_ENVOY_ADMIN = "127.0.0.1:9300", "127.0.0.1:8080", "127.0.0.1:9901"
+ENVOY_ADDR = os.environ.get("TAHOE_RUN_ENVOY_ADDR") or DEFAULT_ENVOY
+ENVOY_ADMIN_ADDR = os.environ.get("TAHOE_RUN_ENVOY_ADMIN_ADDR") or DEFAULT_ENVOY_ADMIN
+DEMO_ADDR = os.environ.get("TRANSCRIPTION_ADDR") or DEFAULT_DEMO
+STOP_GRACE = 15.0
+"""Seconds the children get, all together, between SIGTERM and SIGKILL (serve drains
+in-flight calls for up to 10 s)."""
+
+
+class Stop(Exception):
+    """Ctrl-C, SIGTERM or SIGHUP arrived: stop everything."""
+
+
+_stop_requests: list[int] = []
+
+
+def _request_stop(signum: int, frame: object) -> None:
+    # Only noted here and acted on by `check_stop` in the waiting loops: raising at an
+    # arbitrary point (say, inside Popen) could lose a child just started, left running.
+    _stop_requests.append(signum)
+
+
+def check_stop() -> None:
+    if _stop_requests:
+        raise Stop(signal.Signals(_stop_requests[0]).name)
 
 
 def bootstrap(env: dict[str, str]) -> dict[str, dict[str, str]]:
@@ -68,6 +96,7 @@ def wait_for(address: str, process: subprocess.Popen[bytes], what: str, timeout:
     host, _, port = address.rpartition(":")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        check_stop()
         if process.poll() is not None:
             sys.exit(f"{what} exited with {process.returncode}; see the lines above")
         try:
@@ -78,13 +107,24 @@ def wait_for(address: str, process: subprocess.Popen[bytes], what: str, timeout:
     sys.exit(f"{what} is not listening on {address} after {timeout:.0f} s")
 
 
-def envoy_config(grpc_addr: str, http_addr: str) -> Path:
-    """envoy/envoy.yaml as committed, or a copy pointing at non-default auth addresses."""
-    if grpc_addr == DEFAULT_GRPC:
+def envoy_config(grpc_addr: str) -> Path:
+    """envoy/envoy.yaml as committed, or a copy with the addresses that were moved."""
+    moves = {
+        DEFAULT_ENVOY_ADMIN: ENVOY_ADMIN_ADDR,
+        DEFAULT_ENVOY: ENVOY_ADDR,
+        DEFAULT_GRPC: grpc_addr,
+        DEFAULT_DEMO: DEMO_ADDR,
+    }
+    if all(old == new for old, new in moves.items()):
         return ENVOY_CONFIG
     text = ENVOY_CONFIG.read_text()
-    host, _, port = grpc_addr.rpartition(":")
-    text = text.replace("{address: 127.0.0.1, port_value: 9200}", f"{{address: {host}, port_value: {port}}}")
+    for old, new in moves.items():
+        old_host, _, old_port = old.rpartition(":")
+        host, _, port = new.rpartition(":")
+        written = f"{{address: {old_host}, port_value: {old_port}}}"
+        if text.count(written) != 1:  # the committed config changed shape: say so, never run a half-moved copy
+            sys.exit(f"{ENVOY_CONFIG} does not name {old} exactly once; cannot move it to {new}")
+        text = text.replace(written, f"{{address: {host}, port_value: {port}}}")
     path = VAR / "envoy.yaml"
     path.write_text(text)
     return path
@@ -141,22 +181,50 @@ Ctrl-C stops everything.
 """
 
 
-def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, env=env, cwd=ROOT)
+def start(argv: list[str], env: dict[str, str], processes: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    check_stop()
+    process = subprocess.Popen(argv, env=env, cwd=ROOT)
+    processes.append(process)
+    return process
+
+
+def name_of(process: subprocess.Popen[bytes]) -> str:
+    args = process.args
+    return str(args[0] if isinstance(args, list | tuple) else args)
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]], grace: float = STOP_GRACE) -> None:
+    """SIGTERM to every child still running (the last started first), then SIGKILL to
+    those still there after `grace` seconds; every child is reaped before returning."""
+    for process in reversed(processes):
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + grace
+    for process in reversed(processes):
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"{name_of(process)} did not stop within {grace:.0f} s: killing it", file=sys.stderr)
+            process.kill()
+            process.wait()
 
 
 def main() -> int:
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _request_stop)
     env = dict(os.environ)
-    env.setdefault("TAHOE_VAR_DIR", str(VAR))
+    env["TAHOE_VAR_DIR"] = str(VAR)
     grpc_addr = env.setdefault("TAHOE_GRPC_ADDR", DEFAULT_GRPC)
     http_addr = env.setdefault("TAHOE_HTTP_ADDR", DEFAULT_HTTP)
     VAR.mkdir(exist_ok=True)
-    subprocess.run([*CLI, "migrate"], env=env, check=True, cwd=ROOT)
-    demo = bootstrap(env)
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        auth = start([*CLI, "serve"], env)
-        processes.append(auth)
+        migrated = subprocess.run([*CLI, "migrate"], env=env, check=False, cwd=ROOT)
+        check_stop()  # a Ctrl-C reaches migrate too: that is a stop, not a failure
+        if migrated.returncode != 0:
+            sys.exit(f"migrate failed with {migrated.returncode}; see the lines above")
+        demo = bootstrap(env)
+        auth = start([*CLI, "serve"], env, processes)
         wait_for(grpc_addr, auth, "the auth server")
         wait_for(http_addr, auth, "the auth server's HTTP side port")
         demo_env = {
@@ -169,30 +237,23 @@ def main() -> int:
             "TRANSCRIPTION_CLIENT_ID": demo[SERVICE]["client_id"],
             "TRANSCRIPTION_CLIENT_SECRET": demo[SERVICE]["client_secret"],
         }
-        transcription = start([sys.executable, "-m", "transcription_demo"], demo_env)
-        processes.append(transcription)
+        transcription = start([sys.executable, "-m", "transcription_demo"], demo_env, processes)
         wait_for(DEMO_ADDR, transcription, "the transcription demo")
-        envoy_argv = [str(BIN / "envoy"), "-c", str(envoy_config(grpc_addr, http_addr)), "--log-level", "warn"]
-        envoy = start([*envoy_argv, "--disable-hot-restart"], env)
-        processes.append(envoy)
+        envoy_argv = [str(BIN / "envoy"), "-c", str(envoy_config(grpc_addr)), "--log-level", "warn"]
+        envoy = start([*envoy_argv, "--disable-hot-restart"], env, processes)
         wait_for(ENVOY_ADDR, envoy, "Envoy")
         print(walkthrough(demo, grpc_addr, http_addr), flush=True)
         while all(p.poll() is None for p in processes):
-            time.sleep(0.5)
+            check_stop()
+            time.sleep(0.2)
         failed = next(p for p in processes if p.poll() is not None)
-        print(f"{failed.args[0]} exited with {failed.returncode}; stopping the rest", file=sys.stderr)
+        print(f"{name_of(failed)} exited with {failed.returncode}; stopping the rest", file=sys.stderr)
         return failed.returncode or 1
-    except KeyboardInterrupt:
+    except Stop as stop:
+        print(f"{stop}: stopping the auth server, the demo and Envoy", file=sys.stderr, flush=True)
         return 0
     finally:
-        for process in reversed(processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in reversed(processes):
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ with a small JSON body `{"error": ..., "message": ...}`:
     cannot decide              503 + retry-after (database/Redis unreachable for a cold
                                credential, or an unexpected error): fail closed
 
+Every answer but the 503 also carries the `ratelimit-*` headers of the limit that
+counted the request (authz/admission.py check_hook; docs/usage.md).
+
 Only a failure to answer at all (server down, timeout) is left to Envoy, whose
 `status_on_error` is 503 as well. The handler runs outside the interceptor chain
 (server.POLICIES) and never raises into gRPC.

@@ -11,10 +11,17 @@
    recorder (flushed every second: no round trip here).
 A request denied by its quota costs no Redis call and takes nothing from its rate limits.
 
-`check_hook` applies all of it to ext_authz Check as a post-decision hook: allowed
-requests are admitted (429 when refused, `ratelimit-*` headers either way); requests
-refused for their credential count against the per-address limit only, so a flood of
-guessed credentials from one address turns from 401s into 429s.
+`check_hook` applies all of it to ext_authz Check as a post-decision hook. Every
+request Check decides is counted by the limiter and answered with its `ratelimit-*`
+headers, whatever the answer (200, 401, 403, 404 or the 429 itself):
+- allowed requests are admitted as above (429 when refused);
+- requests refused for their credential (401) count against the per-address limit
+  only, so a flood of guessed credentials from one address turns from 401s into 429s;
+- requests refused for an authenticated principal (403, 404) count against that
+  principal's rate limits like an allowed request (no quota check, nothing metered),
+  so probing other tenants' ids or forbidden routes is limited like any traffic, and
+  the headers describe the same policies as the principal's allowed responses.
+Only a 503 (the decision could not be made) carries none: nothing was counted.
 """
 
 from __future__ import annotations
@@ -64,6 +71,20 @@ class AdmissionControl:
         quota = self._quotas.check(tenant_id, API_REQUESTS) if tenant_id else None
         if quota is not None and not quota.allowed:
             return Admission(False, quota_headers(quota), quota_denial_body(quota), QUOTA_EXCEEDED, quota=quota)
+        admission = self._rate_limit(tenant_id, client_address, subject_type, subject_id, quota)
+        if admission.allowed and tenant_id:
+            self._recorder.record_request(tenant_id, route, subject_type)
+        return admission
+
+    def count_refused(self, *, tenant_id: str, client_address: str, subject_type: str, subject_id: str) -> Admission:
+        """A request already refused for its principal (403, 404): it takes from the
+        principal's rate limits like any other, and is not metered. Its quota is not
+        checked: the request would not be served anyway. `allowed` = not rate limited."""
+        return self._rate_limit(tenant_id, client_address, subject_type, subject_id, None)
+
+    def _rate_limit(
+        self, tenant_id: str, client_address: str, subject_type: str, subject_id: str, quota: QuotaDecision | None
+    ) -> Admission:
         subject = RateLimitSubject(
             client_address=client_address,
             tenant_id=tenant_id,
@@ -74,8 +95,6 @@ class AdmissionControl:
         headers = ratelimit.headers(rate)
         if not rate.allowed:
             return Admission(False, headers, ratelimit.denial_body(rate), RATE_LIMITED, rate, quota)
-        if tenant_id:
-            self._recorder.record_request(tenant_id, route, subject_type)
         return Admission(True, headers, None, "", rate, quota)
 
     def admit_anonymous(self, client_address: str) -> Admission:
@@ -83,8 +102,13 @@ class AdmissionControl:
         return self.admit(tenant_id="", client_address=client_address, subject_type="", subject_id="", route="")
 
     def check_hook(self, context: CheckContext, outcome: CheckOutcome) -> CheckOutcome:
+        """Every decided request is counted and gets `ratelimit-*` headers (module docstring)."""
         principal = outcome.decision.principal
-        if outcome.allowed and principal is not None:
+        if outcome.decision.reason == decision.UNAVAILABLE:
+            return outcome  # no decision was made: nothing to count (Redis may be why)
+        if principal is None or outcome.decision.reason in _UNAUTHENTICATED:
+            admission = self.admit_anonymous(context.client_address)
+        elif outcome.allowed:
             admission = self.admit(
                 tenant_id=principal.tenant_id,
                 client_address=context.client_address,
@@ -92,10 +116,13 @@ class AdmissionControl:
                 subject_id=principal.subject,
                 route=context.route,
             )
-        elif outcome.decision.reason in _UNAUTHENTICATED:
-            admission = self.admit_anonymous(context.client_address)
         else:
-            return outcome
+            admission = self.count_refused(
+                tenant_id=principal.tenant_id,
+                client_address=context.client_address,
+                subject_type=principal.subject_type,
+                subject_id=principal.subject,
+            )
         outcome.response_headers.update(admission.headers)
         if not admission.allowed:
             message = (admission.body or {}).get("message", "too many requests")

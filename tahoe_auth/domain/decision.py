@@ -20,6 +20,10 @@ UNAVAILABLE = "unavailable"
 RATE_LIMITED = "rate_limited"
 QUOTA_EXCEEDED = "quota_exceeded"
 
+# What a caller hears about another tenant's resource, existing or not; the gRPC API's
+# errors.NotFound("resource") says the same.
+NOT_FOUND_MESSAGE = "resource not found"
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -76,7 +80,15 @@ def decide(
             False, SUBJECT_DISABLED, f"{principal.subject_type} is disabled", principal, required_permission
         )
     if resource_tenant and resource_tenant != principal.tenant_id and not principal.platform_scoped:
-        return Decision(False, WRONG_TENANT, "resource belongs to another tenant", principal, required_permission)
+        # The same words whether that tenant exists or not: anything else is an existence oracle.
+        return Decision(
+            False,
+            WRONG_TENANT,
+            NOT_FOUND_MESSAGE,
+            principal,
+            required_permission,
+            detail="the resource's tenant is not the caller's",
+        )
     if tenant_required and not (principal.tenant_id or resource_tenant):
         return Decision(False, TENANT_REQUIRED, "this credential is bound to no tenant", principal, required_permission)
     if platform_only and not principal.platform_admin:
@@ -121,5 +133,5 @@ def denial(outcome: Decision) -> errors.TahoeError:
         return errors.UserDisabled()
     if outcome.reason == WRONG_TENANT:
         # No existence oracle: another tenant's resources are simply not there.
-        return errors.NotFound("resource")
+        return errors.NotFound("resource", NOT_FOUND_MESSAGE)
     return errors.PermissionDenied(outcome.message, permission=outcome.permission)

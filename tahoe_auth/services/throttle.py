@@ -1,38 +1,23 @@
-"""Login throttling with growing delays, per account and per client address.
+"""Login throttling with growing delays, per account and per client address
+(the policies and why they differ: domain/throttle.py).
 
-After `free_failures` failures an account (or address) must wait before the next
-attempt: 1 s, 2 s, 4 s, ... up to `max_delay`. The count forgets itself `window`
-seconds after the first failure, and a success clears the account's count, so an
-attacker can slow a victim's logins down but never lock them out for good. If the
-store is unreachable, throttling fails open (logged): logins must not stop with Redis.
+After its free failures an account (or address) must wait before the next attempt,
+the wait growing up to a cap. The count forgets itself `window` seconds after the
+first failure, and a success clears the account's count, so an attacker can slow a
+victim's logins down but never lock them out for good. If the store is unreachable,
+throttling fails open (logged): logins must not stop with Redis.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from tahoe_auth.domain.crypto import sha256_hex
 from tahoe_auth.domain.errors import LoginThrottled
+from tahoe_auth.domain.throttle import ACCOUNT_POLICY, ADDRESS_POLICY, ThrottlePolicy
 from tahoe_auth.store.kv import KeyValueStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ThrottlePolicy:
-    free_failures: int
-    max_delay: float = 900.0
-    window: float = 3600.0
-
-    def delay_after(self, failures: int) -> float:
-        if failures < self.free_failures:
-            return 0.0
-        return min(self.max_delay, 2.0 ** (failures - self.free_failures))
-
-
-ACCOUNT_POLICY = ThrottlePolicy(free_failures=5)
-ADDRESS_POLICY = ThrottlePolicy(free_failures=20)
 
 
 class LoginThrottle:

@@ -76,3 +76,41 @@ def test_check_turns_a_flood_of_bad_credentials_from_one_address_into_429(pg_env
     _, headers, body = answers[-1]
     assert body["error"] == "rate_limited" and int(headers["retry-after"]) >= 1
     assert answers[0][1]["ratelimit-limit"] == "3"
+
+
+def test_every_answer_check_decides_is_counted_and_says_so(pg_env: dict[str, str]) -> None:
+    """200, 401, 403, 404 and 429 alike carry the `ratelimit-*` headers of the limit
+    that counted them: here one address's, which each of them takes from."""
+    from tests.integration.test_ext_authz import check, check_request, denial
+    from tests.scenarios import user_with_role
+
+    env = {**pg_env, "TAHOE_RATE_LIMITS": json.dumps({"per_address": {"limit": 5, "period": 60}})}
+    with support.running_server(env) as server:
+        mine, theirs = server.create_tenant(), server.create_tenant()
+        owner = f"Bearer {server.login(mine).tokens.access_token}"
+        viewer = f"Bearer {user_with_role(server, mine, 'viewer')}"
+        requests = {
+            "allowed": check_request(owner),
+            "forbidden": check_request(viewer, required_permission="transcription:write"),
+            "another tenant": check_request(
+                owner, path=f"/v1/tenants/{theirs.id}/jobs", tenant_path_prefix="/v1/tenants/"
+            ),
+            "bad credential": check_request("Bearer tahoe_sk_guessed"),
+            "allowed again": check_request(owner),
+            "over the limit": check_request(owner),
+        }
+        answers: dict[str, tuple[int, dict[str, str]]] = {}
+        for name, request in requests.items():
+            request.attributes.source.address.socket_address.address = "198.51.100.4"
+            response = check(server, request)
+            if response.HasField("ok_response"):
+                headers = {h.header.key: h.header.value for h in response.ok_response.response_headers_to_add}
+                answers[name] = (200, headers)
+            else:
+                code, headers, _ = denial(response)
+                answers[name] = (code, headers)
+    assert [code for code, _ in answers.values()] == [200, 403, 404, 401, 200, 429]
+    assert [headers.get("ratelimit-limit") for _, headers in answers.values()] == ["5"] * 6
+    assert [headers.get("ratelimit-remaining") for _, headers in answers.values()] == ["4", "3", "2", "1", "0", "0"]
+    assert all(int(headers["ratelimit-reset"]) > 0 for _, headers in answers.values())
+    assert "retry-after" in answers["over the limit"][1]

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,24 @@ def test_another_tenants_resource_is_404(server: RunningServer) -> None:
     assert upstream_headers(allowed)["x-tahoe-tenant-id"] == mine.id
     denied = check(server, check_request(f"Bearer {token}", path=f"/v1/tenants/{theirs.id}/jobs", **prefix))
     assert denial(denied)[0] == 404 and denial(denied)[2]["error"] == "not_found"
+
+
+def test_another_tenant_and_no_tenant_at_all_get_the_same_404(server: RunningServer) -> None:
+    """No existence oracle: naming a tenant that exists and one that does not read the
+    same, and neither claims the resource belongs to anyone."""
+    mine, theirs = server.create_tenant(), server.create_tenant()
+    token = server.login(mine).tokens.access_token
+
+    def answer(tenant_id: str) -> tuple[int, int, str, dict[str, Any], list[str]]:
+        path = f"/v1/tenants/{tenant_id}/jobs"
+        response = check(server, check_request(f"Bearer {token}", path=path, tenant_path_prefix="/v1/tenants/"))
+        code, headers, body = denial(response)
+        # Header values such as ratelimit-remaining move with every request; names must not.
+        return code, response.status.code, response.status.message, body, sorted(headers)
+
+    existing, missing = answer(theirs.id), answer(str(uuid.uuid4()))
+    assert existing == missing
+    assert existing[0] == 404 and existing[3] == {"error": "not_found", "message": "resource not found"}
 
 
 def test_platform_keys_act_only_in_the_tenant_a_route_names(server: RunningServer) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import importlib
 import secrets
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,3 +282,18 @@ def test_the_matrix_covers_every_governed_method() -> None:
     assert {f"/{s.full_name}/{m.name}" for s, m in METHODS} == set(
         server_module.method_names(server_module.GOVERNED_SERVICES)
     )
+
+
+def test_naming_another_tenant_or_none_at_all_reads_the_same(server: RunningServer) -> None:
+    """The Authorize step answers a tenant that exists and one that does not alike."""
+    mine, theirs = server.create_tenant(), server.create_tenant()
+    token = server.login(mine).tokens.access_token
+
+    def answer(tenant_id: str) -> tuple[grpc.StatusCode, str, str]:
+        error = support.call_error(
+            server.tenants.ListUsers, tenant_pb2.ListUsersRequest(tenant_id=tenant_id), metadata=bearer(token)
+        )
+        return error.code(), error.details(), support.error_reason(error)
+
+    existing, missing = answer(theirs.id), answer(str(uuid.uuid4()))
+    assert existing == missing == (grpc.StatusCode.NOT_FOUND, "resource not found", "NOT_FOUND")
