@@ -45,6 +45,8 @@ RELOAD_INTERVAL = 1.0
 REFRESH_INTERVAL = 2.0
 """Every instance rereads the key rows this often (changes from other processes)."""
 
+KEY_REFRESH_THREAD = "signing-keys"
+
 RevocationListener = Callable[[frozenset[str]], None]
 
 
@@ -175,7 +177,7 @@ class KeyManager:
         if self._thread is not None:
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._refresh_loop, name="signing-keys", daemon=True)
+        self._thread = threading.Thread(target=self._refresh_loop, name=KEY_REFRESH_THREAD, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
