@@ -69,7 +69,7 @@ class KeyRing:
     @property
     def signing_key(self) -> SigningKey:
         if self.active_kid is None or self.keys[self.active_kid].private_key is None:
-            raise RuntimeError("no active signing key: run `tahoe-auth keys rotate`")
+            raise RuntimeError("no active signing key (`tahoe-auth serve` makes one at start)")
         return self.keys[self.active_kid]
 
     def jwks(self) -> dict[str, Any]:

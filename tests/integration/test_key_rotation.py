@@ -119,11 +119,13 @@ def test_identity_verifiers_accept_every_identity_token_across_a_rotation(pg_env
     without refetching; one that fetched before the rotation refetches once."""
     with running_server(pg_env, **STAGED) as server, side_port(server) as base:
         fetches = {"early": 0, "staged": 0}
+        cache_control: set[str] = set()
 
         def counting(name: str):  # type: ignore[no-untyped-def]
             def fetch(url: str, timeout: float) -> bytes:
                 fetches[name] += 1
-                with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (our own URL)
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    cache_control.add(response.headers["cache-control"])
                     body: bytes = response.read()
                 return body
 
@@ -155,6 +157,7 @@ def test_identity_verifiers_accept_every_identity_token_across_a_rotation(pg_env
             assert staged.verify(token).token_id
             assert early.verify(token).token_id
         assert fetches == {"staged": 1, "early": 2}
+        assert cache_control == {"public, max-age=1"}  # below the 2 s publication delay
 
 
 @pytest.mark.postgres
@@ -184,7 +187,7 @@ def test_revoking_the_active_key_refuses_its_tokens_everywhere_at_once(
     assert not valid(a, token)
     wait_until(lambda: not valid(b, token), limit=1.0)
     for instance in (a, b):
-        status, headers, body = denial(check(instance, check_request(f"Bearer {token}")))
+        status, _, body = denial(check(instance, check_request(f"Bearer {token}")))
         assert status == 401 and body["error"] == "invalid_token", body
         ring = instance.app.keys.ring()
         assert compromised not in ring.keys and ring.active_kid == next_kid
