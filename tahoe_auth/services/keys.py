@@ -94,6 +94,8 @@ class KeyManager:
         self._listeners: list[RevocationListener] = []
         self._lock = threading.RLock()
         self._last_reload = 0.0
+        self.unknown_kid_reloads = 0
+        self._refresh_failing = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -168,6 +170,7 @@ class KeyManager:
         """A token names a kid we do not know: reload, but not more than once a second."""
         if time.monotonic() - self._last_reload < RELOAD_INTERVAL:
             return None
+        self.unknown_kid_reloads += 1
         return self.reload()
 
     # --- the refresh timer ---------------------------------------------------------
@@ -191,7 +194,13 @@ class KeyManager:
             try:
                 self.reload()
             except Exception as exc:  # keep the keys we have; the next tick tries again
-                log.warning("reloading signing keys failed (keeping the current ones): %s", exc)
+                if not self._refresh_failing:
+                    log.warning("reloading signing keys failed (keeping the current ones): %s", exc)
+                self._refresh_failing = True
+            else:
+                if self._refresh_failing:
+                    log.info("reloading signing keys works again")
+                self._refresh_failing = False
 
     # --- changing ------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ instance without any notification, the old key published until its tokens expire
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import subprocess
@@ -20,7 +21,12 @@ from pathlib import Path
 import grpc
 import jwt
 import pytest
+from sqlalchemy import event
 
+from tahoe_auth.app import build_app
+from tahoe_auth.clock import FakeClock
+from tahoe_auth.config import Settings
+from tahoe_auth.domain.key_schedule import KeyState
 from tahoe_auth.http_side import SideServer
 from tahoe_auth.identity import IdentityVerifier
 from tahoe_auth.v1 import auth_pb2, keys_pb2, keys_pb2_grpc
@@ -273,3 +279,28 @@ def test_embedded_default_picks_up_a_rotation_and_a_revocation_from_another_proc
         wait_until(lambda: not valid(server, after), limit=4.0)
         assert valid(server, before)  # the retired key was not revoked
         assert kid_of(server.login(tenant).tokens.access_token) == revoked["active_kid"]
+
+
+def test_activation_is_computed_from_the_rows_and_the_clock_without_io(sqlite_url: str, tmp_path: Path) -> None:
+    """A fake clock past the activation time: the ring switches keys on its own, with
+    no reload, no notification and no SQL."""
+    clock = FakeClock(dt.datetime.now(dt.UTC))
+    settings = Settings.from_env({"TAHOE_DATABASE_URL": sqlite_url, "TAHOE_VAR_DIR": str(tmp_path / "var")})
+    app = build_app(settings, clock=clock)
+    try:
+        app.keys.ensure_active_key()
+        old_kid = app.keys.ring().active_kid
+        staged = app.keys.rotate()
+        assert staged.activates_at == clock.now() + dt.timedelta(seconds=settings.signing_key_publish_delay)
+        statements: list[str] = []
+        event.listen(app.db.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        clock.advance(settings.signing_key_publish_delay - 1)
+        assert app.keys.ring().active_kid == old_kid
+        clock.advance(1)
+        assert app.keys.ring().active_kid == staged.kid
+        assert app.keys.schedule().status(old_kid).state is KeyState.RETIRED  # type: ignore[arg-type, union-attr]
+        clock.advance(app.keys.retention.total_seconds())
+        assert list(app.keys.ring().keys) == [staged.kid]  # the retired key left the JWKS
+        assert statements == []
+    finally:
+        app.close()
