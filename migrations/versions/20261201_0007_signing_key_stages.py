@@ -12,7 +12,8 @@ the previous immediate rotation did (a key's retirement equalled its successor's
 creation), so the same key signs and the same keys stay published.
 
 Downgrade restores `retired_at` as the successor's activation time and deletes
-revoked keys (the previous schema has no way to refuse a key it still holds).
+revoked keys (the previous schema has no way to refuse a key it still holds). A NEXT
+key then signs at once under the previous code, which knows no staging.
 """
 
 from __future__ import annotations
@@ -39,11 +40,11 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("signing_keys", schema=None) as batch_op:
         batch_op.add_column(sa.Column("retired_at", sa.DateTime(timezone=True), nullable=True))
-    op.execute("DELETE FROM signing_keys WHERE revoked_at IS NOT NULL")
     op.execute(
         "UPDATE signing_keys SET retired_at = (SELECT MIN(later.activates_at) FROM signing_keys AS later"
         " WHERE later.activates_at > signing_keys.activates_at)"
     )
+    op.execute("DELETE FROM signing_keys WHERE revoked_at IS NOT NULL")
     with op.batch_alter_table("signing_keys", schema=None) as batch_op:
         batch_op.drop_column("revoked_at")
         batch_op.drop_column("activates_at")

@@ -31,7 +31,7 @@ from tahoe_auth.http_side import SideServer
 from tahoe_auth.identity import IdentityVerifier
 from tahoe_auth.v1 import auth_pb2, keys_pb2, keys_pb2_grpc
 from tests.integration.test_ext_authz import check, check_request, denial, upstream_headers
-from tests.support import RunningServer, bearer, call_error, error_reason, running_server, wait_until
+from tests.support import RunningServer, Tenant, bearer, call_error, error_reason, running_server, wait_until
 
 STAGED = {"signing_key_publish_delay": 2, "jwks_max_age": 1, "signing_key_refresh_interval": 1}
 STAGED_ENV = {
@@ -52,6 +52,21 @@ def valid(instance: RunningServer, token: str) -> bool:
     except grpc.RpcError as error:
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
         return False
+
+
+class Session:
+    """A login whose refresh token mints access tokens without a password hash (fast
+    enough to land inside a 2 s publication window on a loaded machine)."""
+
+    def __init__(self, server: RunningServer, tenant: Tenant) -> None:
+        self._server = server
+        tokens = server.login(tenant).tokens
+        self.first, self._refresh = tokens.access_token, tokens.refresh_token
+
+    def token(self, via: RunningServer | None = None) -> str:
+        tokens = (via or self._server).auth.Refresh(auth_pb2.RefreshRequest(refresh_token=self._refresh)).tokens
+        self._refresh = tokens.refresh_token
+        return tokens.access_token
 
 
 def keys_stub(server: RunningServer) -> keys_pb2_grpc.KeyServiceStub:
@@ -81,9 +96,9 @@ def staged_pair(pg_env: dict[str, str]) -> Iterator[tuple[RunningServer, Running
 @pytest.mark.redis
 def test_staged_rotation_across_two_instances_rejects_nothing(staged_pair: tuple[RunningServer, RunningServer]) -> None:
     a, b = staged_pair
-    tenant = a.create_tenant()
+    session = Session(a, a.create_tenant())
     old_kid = a.app.keys.ring().active_kid
-    before = a.login(tenant).tokens.access_token
+    before = session.first
 
     rotated = keys_stub(a).RotateSigningKey(keys_pb2.RotateSigningKeyRequest(), metadata=bearer(a.platform_key))
     new_kid = rotated.next_kid
@@ -97,13 +112,13 @@ def test_staged_rotation_across_two_instances_rejects_nothing(staged_pair: tuple
     # Published at once on both instances (b by the notification), not signing yet.
     for instance in (a, b):
         wait_until(lambda i=instance: new_kid in i.app.keys.ring().keys, limit=1.0)  # type: ignore[misc]
-    just_after = a.login(tenant).tokens.access_token
+    just_after = session.token()
     assert kid_of(just_after) == old_kid
 
     # Both switch at the activation time by themselves: no notification is involved.
     for instance in (a, b):
         wait_until(lambda i=instance: i.app.keys.ring().active_kid == new_kid, limit=4.0)  # type: ignore[misc]
-    after_a, after_b = a.login(tenant).tokens.access_token, b.login(tenant).tokens.access_token
+    after_a, after_b = session.token(a), session.token(b)
     assert kid_of(after_a) == kid_of(after_b) == new_kid
     for token in (before, just_after, after_a, after_b):
         assert valid(a, token) and valid(b, token)
@@ -142,9 +157,12 @@ def test_identity_verifiers_accept_every_identity_token_across_a_rotation(pg_env
                 f"{base}/.well-known/jwks.json", audience="transcription", jwks_ttl=600.0, fetch=counting(name)
             )
 
+        # Three callers logged in up front (password hashing is slow); each one's first
+        # Check mints a fresh identity token, signed by the key active at that moment.
+        callers = iter([server.owner_token(server.create_tenant()) for _ in range(3)])
+
         def identity_token() -> str:
-            tenant = server.create_tenant()  # new facts: a fresh identity token, signed by the active key
-            token = server.login(tenant).tokens.access_token
+            token = next(callers)
             return upstream_headers(check(server, check_request(f"Bearer {token}")))["x-tahoe-identity"]
 
         early, staged = verifier("early"), verifier("staged")
