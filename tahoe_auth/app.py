@@ -96,11 +96,13 @@ class App:
 
     def start_background(self) -> None:
         """Threads a serving instance runs (the recorder and quotas start on first use)."""
+        self.keys.start_refresh()
         self.usage_pipeline.start()
         if self.settings.webhook_worker:
             self.webhook_worker.start()
 
     def close(self) -> None:
+        self.keys.stop()
         self.webhook_worker.stop()
         self.denials.stop()
         self.usage_watch.stop()
@@ -144,7 +146,16 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     notifier = ChangeNotifier(store)
     max_token_ttl = max(settings.access_token_ttl, IDENTITY_TOKEN_TTL)
     audit_log = AuditLog(db, clock)
-    keys = KeyManager(db, settings.master_key, notifier, clock, max_token_ttl, audit_log)
+    keys = KeyManager(
+        db,
+        settings.master_key,
+        notifier,
+        clock,
+        max_token_ttl,
+        audit_log,
+        publish_delay=settings.signing_key_publish_delay,
+        refresh_interval=settings.signing_key_refresh_interval,
+    )
     p = settings.password
     hasher = passwords.BoundedHasher(
         passwords.PasswordHasher(p.memory_kib, p.time_cost, p.parallelism),
@@ -191,6 +202,15 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     notifier.apply_locally(gatekeeper.apply_change)
     CACHES.register("check_decisions", gatekeeper.decisions)
     CACHES.register("identity_tokens", identity.cache)
+
+    def drop_what_revoked_keys_signed(_: frozenset[str]) -> None:
+        # Cached verifications, identity tokens and allowed decisions may carry a
+        # revoked key's signature: drop them all (revocation is rare).
+        authenticator.tokens.clear()
+        identity.clear()
+        gatekeeper.decisions.clear()
+
+    keys.on_revoked(drop_what_revoked_keys_signed)
     return App(
         settings=settings,
         clock=clock,

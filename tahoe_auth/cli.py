@@ -4,14 +4,19 @@ usage, worker, audit."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import secrets
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from tahoe_auth import logs
 from tahoe_auth.config import ConfigError, Settings
 from tahoe_auth.domain.errors import TahoeError
+
+if TYPE_CHECKING:
+    from tahoe_auth.app import App
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -74,13 +79,64 @@ def cmd_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
         app.close()
 
 
+def _key_listing(app: App) -> dict[str, object]:
+    schedule = app.keys.schedule()
+
+    def when(moment: dt.datetime | None) -> str | None:
+        return moment.isoformat() if moment is not None else None
+
+    return {
+        "active_kid": schedule.active_kid,
+        "published_kids": list(schedule.published_kids),
+        "keys": [
+            {
+                "kid": k.kid,
+                "state": k.state.value,
+                "published": k.published,
+                "created_at": when(k.created_at),
+                "activates_at": when(k.activates_at),
+                "retired_at": when(k.retired_at),
+                "revoked_at": when(k.revoked_at),
+                "unpublish_at": when(k.unpublish_at),
+            }
+            for k in schedule.keys
+        ],
+    }
+
+
 def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    """Stage a new key; running instances pick it up from the database by themselves."""
     from tahoe_auth.app import build_app
 
     app = build_app(settings)
     try:
-        kid = app.keys.rotate()
-        print(json.dumps({"active_kid": kid, "published_kids": sorted(app.keys.ring().keys)}))
+        staged = app.keys.rotate()
+        print(
+            json.dumps({"next_kid": staged.kid, "activates_at": staged.activates_at.isoformat(), **_key_listing(app)})
+        )
+        return 0
+    finally:
+        app.close()
+
+
+def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from tahoe_auth.app import build_app
+
+    app = build_app(settings)
+    try:
+        app.keys.revoke(args.kid)
+        print(json.dumps({"revoked_kid": args.kid, **_key_listing(app)}))
+        return 0
+    finally:
+        app.close()
+
+
+def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from tahoe_auth.app import build_app
+
+    app = build_app(settings)
+    try:
+        print(json.dumps(_key_listing(app), indent=2))
         return 0
     finally:
         app.close()
@@ -196,6 +252,22 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if not problems else 1
 
 
+def _add_keys_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = sub.add_parser("keys", help="token signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    rotate = keys_sub.add_parser(
+        "rotate", help="publish a next signing key; it signs after TAHOE_SIGNING_KEY_PUBLISH_DELAY (no restart)"
+    )
+    rotate.set_defaults(run=cmd_keys_rotate)
+    revoke = keys_sub.add_parser(
+        "revoke", help="emergency: unpublish a compromised key and refuse its tokens now; signing moves on at once"
+    )
+    revoke.add_argument("kid", help="the key id (see `keys list`)")
+    revoke.set_defaults(run=cmd_keys_revoke)
+    listing = keys_sub.add_parser("list", help="every signing key with its state and times")
+    listing.set_defaults(run=cmd_keys_list)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="tahoe-auth", description="Tahoe Auth: authentication and authorization service"
@@ -219,10 +291,7 @@ def parser() -> argparse.ArgumentParser:
     boot.add_argument("--if-missing", action="store_true", help="do nothing if the tenant exists")
     boot.set_defaults(run=cmd_bootstrap)
 
-    keys = sub.add_parser("keys", help="token signing keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    rotate = keys_sub.add_parser("rotate", help="add a new active signing key (no restart needed)")
-    rotate.set_defaults(run=cmd_keys_rotate)
+    _add_keys_commands(sub)
 
     accounts = sub.add_parser("service-account", help="internal services' client credentials")
     accounts_sub = accounts.add_subparsers(dest="service_account_command", required=True)

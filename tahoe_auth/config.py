@@ -46,6 +46,11 @@ class Settings:
     grpc_workers: int = 8
     var_dir: Path = Path("var")
     access_token_ttl: int = 15 * 60
+    # Staged key rotation: a new key is published this long before it signs; verifiers
+    # are told (Cache-Control max-age on the JWKS) to cache it for less than that.
+    signing_key_publish_delay: int = 900
+    jwks_max_age: int = 300
+    signing_key_refresh_interval: int = 2
     session_idle_ttl: int = 7 * 24 * 3600
     session_absolute_ttl: int = 30 * 24 * 3600
     refresh_reuse_leeway: int = 0
@@ -91,6 +96,13 @@ class Settings:
             grpc_workers=reader.integer("TAHOE_GRPC_WORKERS", cls.grpc_workers, 2, 256),
             var_dir=var_dir,
             access_token_ttl=reader.integer("TAHOE_ACCESS_TOKEN_TTL", cls.access_token_ttl, 30, 24 * 3600),
+            signing_key_publish_delay=reader.integer(
+                "TAHOE_SIGNING_KEY_PUBLISH_DELAY", cls.signing_key_publish_delay, 1, 7 * 86400
+            ),
+            jwks_max_age=reader.integer("TAHOE_JWKS_MAX_AGE", cls.jwks_max_age, 0, 86400),
+            signing_key_refresh_interval=reader.integer(
+                "TAHOE_SIGNING_KEY_REFRESH_INTERVAL", cls.signing_key_refresh_interval, 1, 60
+            ),
             session_idle_ttl=reader.integer("TAHOE_SESSION_IDLE_TTL", cls.session_idle_ttl, 60, 365 * 86400),
             session_absolute_ttl=reader.integer(
                 "TAHOE_SESSION_ABSOLUTE_TTL", cls.session_absolute_ttl, 60, 3 * 365 * 86400
@@ -115,6 +127,11 @@ class Settings:
         )
         if settings.webhook_lease <= settings.webhook_timeout:
             raise ConfigError("TAHOE_WEBHOOK_LEASE must be longer than TAHOE_WEBHOOK_TIMEOUT")
+        if settings.jwks_max_age >= settings.signing_key_publish_delay:
+            raise ConfigError(
+                "TAHOE_JWKS_MAX_AGE must be shorter than TAHOE_SIGNING_KEY_PUBLISH_DELAY"
+                " (verifiers must refetch the JWKS before a published key starts signing)"
+            )
         if settings.session_absolute_ttl < settings.session_idle_ttl:
             raise ConfigError("TAHOE_SESSION_ABSOLUTE_TTL must not be shorter than TAHOE_SESSION_IDLE_TTL")
         return settings

@@ -43,7 +43,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/.well-known/jwks.json":
-            self._json(200, self.app.keys.ring().jwks(), cache="public, max-age=60")
+            # max-age < the publication delay: a verifier that honours it holds a NEXT key
+            # before the key signs (docs/operations.md, key rotation).
+            max_age = self.app.settings.jwks_max_age
+            self._json(200, self.app.keys.ring().jwks(), cache=f"public, max-age={max_age}")
         elif path == "/metrics":
             payload = generate_latest(REGISTRY)
             self.send_response(200)

@@ -17,7 +17,9 @@ the network between Envoy and itself::
 
 Keys come from the auth service's JWKS, cached for `jwks_ttl` seconds and refetched
 (at most once per `min_refresh_interval`) when a token names an unknown key, so key
-rotation needs no restart. Verified tokens are cached until they expire (the auth
+rotation needs no restart. Rotation is staged (a new key is published for the server's
+TAHOE_SIGNING_KEY_PUBLISH_DELAY, 900 s, before it signs): keep `jwks_ttl` below that and
+the new key is already cached when its first token arrives. Verified tokens are cached until they expire (the auth
 service reuses one token per caller for a while), so most requests cost a dict lookup.
 Checked: signature (ES256 only, keys only from the JWKS), `typ`, `iss`, `aud`, `exp`,
 `iat`; and, when the plain headers are present, that they say the same thing.

@@ -177,6 +177,7 @@ POLICIES: dict[str, MethodPolicy] = {
     # Platform administrators only (the servicer checks too).
     KEYS + "RotateSigningKey": PLATFORM_ONLY,
     KEYS + "ListSigningKeys": PLATFORM_ONLY,
+    KEYS + "RevokeSigningKey": PLATFORM_ONLY,
 }
 DEFAULT_POLICY = MethodPolicy()
 

@@ -86,9 +86,9 @@ class Authenticator:
 
     def _verify_jwt(self, token: str) -> tokens.AccessClaims:
         cached = self.tokens.get(token)
-        if cached is not None:
-            return cached
         ring = self._keys.ring()
+        if cached is not None and cached.key_id in ring.keys:
+            return cached  # (a revoked key is no longer in the ring: verify afresh, and fail)
         try:
             claims = tokens.verify_access_token(token, ring, issuer=self._issuer, audience=self._audience)
         except tokens.UnknownKey:

@@ -16,7 +16,8 @@ TahoeError
 ├── AlreadyExists              (metadata: resource)
 ├── FailedPrecondition
 │   ├── LastOwner
-│   └── RoleInUse              (metadata: role, holders)
+│   ├── RoleInUse              (metadata: role, holders)
+│   └── SigningKeyRevoked      (metadata: kid)
 ├── Aborted                    concurrent change, retry
 ├── ResourceExhausted          (retry_after seconds)
 │   ├── LoginThrottled
@@ -143,6 +144,13 @@ class RoleInUse(FailedPrecondition):
             role=role,
             holders=str(holders),
         )
+
+
+class SigningKeyRevoked(FailedPrecondition):
+    reason = "SIGNING_KEY_REVOKED"
+
+    def __init__(self, kid: str) -> None:
+        super().__init__(f"signing key {kid} is already revoked", kid=kid)
 
 
 class Aborted(TahoeError):

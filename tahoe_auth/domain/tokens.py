@@ -69,7 +69,7 @@ class KeyRing:
     @property
     def signing_key(self) -> SigningKey:
         if self.active_kid is None or self.keys[self.active_kid].private_key is None:
-            raise RuntimeError("no active signing key: run `tahoe-auth keys rotate`")
+            raise RuntimeError("no active signing key (`tahoe-auth serve` makes one at start)")
         return self.keys[self.active_kid]
 
     def jwks(self) -> dict[str, Any]:
@@ -87,6 +87,9 @@ class AccessClaims:
     token_id: str
     issued_at: int
     expires_at: int
+    key_id: str = ""
+    """The `kid` it was verified with (not a claim): a cached verification holds only
+    while that key is still published."""
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -132,12 +135,17 @@ def issue_access_token(
         token_id=uuid.uuid4().hex,
         issued_at=now,
         expires_at=now + ttl,
+        key_id=ring.signing_key.kid,
     )
     return sign(claims.to_payload(), ring.signing_key, ACCESS_TOKEN_TYPE), claims
 
 
 def decode_verified(token: str, ring: KeyRing, *, token_type: str, issuer: str, audience: str) -> dict[str, Any]:
     """Verify signature, type, issuer, audience and times (against the wall clock)."""
+    return _verified(token, ring, token_type=token_type, issuer=issuer, audience=audience)[1]
+
+
+def _verified(token: str, ring: KeyRing, *, token_type: str, issuer: str, audience: str) -> tuple[str, dict[str, Any]]:
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
@@ -161,11 +169,11 @@ def decode_verified(token: str, ring: KeyRing, *, token_type: str, issuer: str, 
         )
     except jwt.PyJWTError as exc:
         raise TokenRejected(f"{type(exc).__name__}: {exc}") from None
-    return payload
+    return kid, payload
 
 
 def verify_access_token(token: str, ring: KeyRing, *, issuer: str, audience: str) -> AccessClaims:
-    payload = decode_verified(token, ring, token_type=ACCESS_TOKEN_TYPE, issuer=issuer, audience=audience)
+    kid, payload = _verified(token, ring, token_type=ACCESS_TOKEN_TYPE, issuer=issuer, audience=audience)
     tenant_id, subject_type = payload.get("tid"), payload.get("sty")
     if not isinstance(tenant_id, str) or subject_type not in ("user", "service"):
         raise TokenRejected("missing tenant or subject type claim")
@@ -179,6 +187,7 @@ def verify_access_token(token: str, ring: KeyRing, *, issuer: str, audience: str
         token_id=str(payload["jti"]),
         issued_at=int(payload["iat"]),
         expires_at=int(payload["exp"]),
+        key_id=kid,
     )
 
 

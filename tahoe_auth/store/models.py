@@ -170,7 +170,11 @@ class RefreshToken(TenantScoped, Base):
 
 
 class SigningKey(Base):
-    """Token signing keys; the private half sealed under TAHOE_MASTER_KEY."""
+    """Token signing keys; the private half sealed under TAHOE_MASTER_KEY.
+
+    A key signs from `activates_at` until the next key's `activates_at`
+    (domain/key_schedule.py computes states from these rows and the clock);
+    `revoked_at` removes it from the JWKS and refuses its tokens at once."""
 
     __tablename__ = "signing_keys"
 
@@ -179,7 +183,8 @@ class SigningKey(Base):
     public_jwk: Mapped[dict[str, Any]]
     private_key_sealed: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    retired_at: Mapped[dt.datetime | None]
+    activates_at: Mapped[dt.datetime]
+    revoked_at: Mapped[dt.datetime | None]
 
 
 class PlatformCredential(Base):

@@ -267,19 +267,17 @@ class SigningKeyRepository:
         self.session.add(key)
         self.session.flush()
 
-    def all(self) -> Sequence[m.SigningKey]:
-        return self.session.scalars(select(m.SigningKey).order_by(m.SigningKey.created_at)).all()
+    def all(self, *, for_update: bool = False) -> Sequence[m.SigningKey]:
+        """Every key; `for_update` locks the rows (PostgreSQL) so that concurrent
+        rotations and revocations are applied one after the other."""
+        query = select(m.SigningKey).order_by(m.SigningKey.created_at)
+        if for_update:
+            query = query.with_for_update()
+        return self.session.scalars(query).all()
 
-    def retire_all_except(self, kid: str, now: dt.datetime) -> None:
-        self.session.execute(
-            update(m.SigningKey)
-            .where(m.SigningKey.kid != kid, m.SigningKey.retired_at.is_(None))
-            .values(retired_at=now)
-        )
-
-    def delete_retired_before(self, cutoff: dt.datetime) -> None:
-        for key in self.session.scalars(select(m.SigningKey).where(m.SigningKey.retired_at < cutoff)):
-            self.session.delete(key)
+    def delete(self, kids: Sequence[str]) -> None:
+        if kids:
+            self.session.execute(delete(m.SigningKey).where(m.SigningKey.kid.in_(kids)))
 
 
 class PlatformCredentialRepository:

@@ -78,6 +78,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The invitation token is unknown, already used, revoked or expired."""
     ERROR_REASON_CLIENT_CREDENTIALS_INVALID: _ErrorReason.ValueType  # 32
     """The service account's client id or secret is wrong, or its secret was revoked."""
+    ERROR_REASON_SIGNING_KEY_REVOKED: _ErrorReason.ValueType  # 40
+    """(40-49: signing keys.)
+    The signing key was revoked already. Metadata: `kid`.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason values are sent as `google.rpc.ErrorInfo.reason` (without the
@@ -140,4 +144,8 @@ ERROR_REASON_INVITATION_INVALID: ErrorReason.ValueType  # 31
 """The invitation token is unknown, already used, revoked or expired."""
 ERROR_REASON_CLIENT_CREDENTIALS_INVALID: ErrorReason.ValueType  # 32
 """The service account's client id or secret is wrong, or its secret was revoked."""
+ERROR_REASON_SIGNING_KEY_REVOKED: ErrorReason.ValueType  # 40
+"""(40-49: signing keys.)
+The signing key was revoked already. Metadata: `kid`.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

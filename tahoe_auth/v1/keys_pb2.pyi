@@ -10,6 +10,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -21,6 +22,35 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _SigningKeyState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SigningKeyStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SigningKeyState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SIGNING_KEY_STATE_UNSPECIFIED: _SigningKeyState.ValueType  # 0
+    SIGNING_KEY_STATE_NEXT: _SigningKeyState.ValueType  # 1
+    """Published, not signing yet: signs from `activate_time`."""
+    SIGNING_KEY_STATE_ACTIVE: _SigningKeyState.ValueType  # 2
+    """Signs new tokens."""
+    SIGNING_KEY_STATE_RETIRED: _SigningKeyState.ValueType  # 3
+    """No longer signs; published until `unpublish_time` (its last token has expired)."""
+    SIGNING_KEY_STATE_REVOKED: _SigningKeyState.ValueType  # 4
+    """Revoked: not published, its tokens are refused."""
+
+class SigningKeyState(_SigningKeyState, metaclass=_SigningKeyStateEnumTypeWrapper): ...
+
+SIGNING_KEY_STATE_UNSPECIFIED: SigningKeyState.ValueType  # 0
+SIGNING_KEY_STATE_NEXT: SigningKeyState.ValueType  # 1
+"""Published, not signing yet: signs from `activate_time`."""
+SIGNING_KEY_STATE_ACTIVE: SigningKeyState.ValueType  # 2
+"""Signs new tokens."""
+SIGNING_KEY_STATE_RETIRED: SigningKeyState.ValueType  # 3
+"""No longer signs; published until `unpublish_time` (its last token has expired)."""
+SIGNING_KEY_STATE_REVOKED: SigningKeyState.ValueType  # 4
+"""Revoked: not published, its tokens are refused."""
+Global___SigningKeyState: _TypeAlias = SigningKeyState  # noqa: Y015
+
 @_typing.final
 class SigningKey(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -28,19 +58,53 @@ class SigningKey(_message.Message):
     KID_FIELD_NUMBER: _builtins.int
     ALGORITHM_FIELD_NUMBER: _builtins.int
     ACTIVE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PUBLISHED_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    ACTIVATE_TIME_FIELD_NUMBER: _builtins.int
+    RETIRE_TIME_FIELD_NUMBER: _builtins.int
+    REVOKE_TIME_FIELD_NUMBER: _builtins.int
+    UNPUBLISH_TIME_FIELD_NUMBER: _builtins.int
     kid: _builtins.str
     algorithm: _builtins.str
     active: _builtins.bool
+    """Whether it signs new tokens now (state ACTIVE)."""
+    state: Global___SigningKeyState.ValueType
+    published: _builtins.bool
+    """Whether /.well-known/jwks.json lists it."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def activate_time(self) -> _timestamp_pb2.Timestamp:
+        """When it starts (NEXT) or started signing."""
+
+    @_builtins.property
+    def retire_time(self) -> _timestamp_pb2.Timestamp:
+        """When it stopped signing (RETIRED, REVOKED after signing)."""
+
+    @_builtins.property
+    def revoke_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def unpublish_time(self) -> _timestamp_pb2.Timestamp:
+        """When it leaves (or left) the JWKS; unset while NEXT or ACTIVE."""
+
     def __init__(
         self,
         *,
         kid: _builtins.str = ...,
         algorithm: _builtins.str = ...,
         active: _builtins.bool = ...,
+        state: Global___SigningKeyState.ValueType = ...,
+        published: _builtins.bool = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        activate_time: _timestamp_pb2.Timestamp | None = ...,
+        retire_time: _timestamp_pb2.Timestamp | None = ...,
+        revoke_time: _timestamp_pb2.Timestamp | None = ...,
+        unpublish_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activate_time", b"activate_time", "create_time", b"create_time", "retire_time", b"retire_time", "revoke_time", b"revoke_time", "unpublish_time", b"unpublish_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "algorithm", b"algorithm", "kid", b"kid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activate_time", b"activate_time", "active", b"active", "algorithm", b"algorithm", "create_time", b"create_time", "kid", b"kid", "published", b"published", "retire_time", b"retire_time", "revoke_time", b"revoke_time", "state", b"state", "unpublish_time", b"unpublish_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -68,22 +132,32 @@ class RotateSigningKeyResponse(_message.Message):
     ACTIVE_KID_FIELD_NUMBER: _builtins.int
     KEYS_FIELD_NUMBER: _builtins.int
     ROTATE_TIME_FIELD_NUMBER: _builtins.int
+    NEXT_KID_FIELD_NUMBER: _builtins.int
+    ACTIVATE_TIME_FIELD_NUMBER: _builtins.int
     active_kid: _builtins.str
-    """The new active key id."""
+    """The key that signs now (the same as before the rotation: the new key waits for
+    its activation time).
+    """
+    next_kid: _builtins.str
+    """The new key: published now, signing from `activate_time`."""
     @_builtins.property
     def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___SigningKey]: ...
     @_builtins.property
     def rotate_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def activate_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         active_kid: _builtins.str = ...,
         keys: _abc.Iterable[Global___SigningKey] | None = ...,
         rotate_time: _timestamp_pb2.Timestamp | None = ...,
+        next_kid: _builtins.str = ...,
+        activate_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["rotate_time", b"rotate_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activate_time", b"activate_time", "rotate_time", b"rotate_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_kid", b"active_kid", "keys", b"keys", "rotate_time", b"rotate_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activate_time", b"activate_time", "active_kid", b"active_kid", "keys", b"keys", "next_kid", b"next_kid", "rotate_time", b"rotate_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -109,17 +183,67 @@ class ListSigningKeysResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     KEYS_FIELD_NUMBER: _builtins.int
+    ACTIVE_KID_FIELD_NUMBER: _builtins.int
+    active_kid: _builtins.str
     @_builtins.property
     def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___SigningKey]: ...
     def __init__(
         self,
         *,
         keys: _abc.Iterable[Global___SigningKey] | None = ...,
+        active_kid: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_kid", b"active_kid", "keys", b"keys"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSigningKeysResponse: _TypeAlias = ListSigningKeysResponse  # noqa: Y015
+
+@_typing.final
+class RevokeSigningKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KID_FIELD_NUMBER: _builtins.int
+    kid: _builtins.str
+    def __init__(
+        self,
+        *,
+        kid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kid", b"kid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeSigningKeyRequest: _TypeAlias = RevokeSigningKeyRequest  # noqa: Y015
+
+@_typing.final
+class RevokeSigningKeyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVE_KID_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    REVOKE_TIME_FIELD_NUMBER: _builtins.int
+    active_kid: _builtins.str
+    """The key that signs from now on."""
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___SigningKey]: ...
+    @_builtins.property
+    def revoke_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        active_kid: _builtins.str = ...,
+        keys: _abc.Iterable[Global___SigningKey] | None = ...,
+        revoke_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["revoke_time", b"revoke_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_kid", b"active_kid", "keys", b"keys", "revoke_time", b"revoke_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeSigningKeyResponse: _TypeAlias = RevokeSigningKeyResponse  # noqa: Y015

@@ -29,8 +29,11 @@ if _version_not_supported:
 
 class KeyServiceStub:
     """Token signing keys, for platform administrators (the same as
-    `tahoe-auth keys rotate`). Verifiers fetch public keys from the HTTP side port's
-    /.well-known/jwks.json; retired keys stay published until their tokens expire.
+    `tahoe-auth keys rotate` / `keys revoke`). Verifiers fetch public keys from the HTTP
+    side port's /.well-known/jwks.json. Rotation is staged: a new key is published
+    first and signs only after the publication delay (TAHOE_SIGNING_KEY_PUBLISH_DELAY,
+    longer than the JWKS max-age), so that verifiers' cached JWKS already hold it;
+    retired keys stay published until their tokens expire.
     """
 
     def __init__(self, channel):
@@ -49,23 +52,42 @@ class KeyServiceStub:
                 request_serializer=tahoe__auth_dot_v1_dot_keys__pb2.ListSigningKeysRequest.SerializeToString,
                 response_deserializer=tahoe__auth_dot_v1_dot_keys__pb2.ListSigningKeysResponse.FromString,
                 _registered_method=True)
+        self.RevokeSigningKey = channel.unary_unary(
+                '/tahoe_auth.v1.KeyService/RevokeSigningKey',
+                request_serializer=tahoe__auth_dot_v1_dot_keys__pb2.RevokeSigningKeyRequest.SerializeToString,
+                response_deserializer=tahoe__auth_dot_v1_dot_keys__pb2.RevokeSigningKeyResponse.FromString,
+                _registered_method=True)
 
 
 class KeyServiceServicer:
     """Token signing keys, for platform administrators (the same as
-    `tahoe-auth keys rotate`). Verifiers fetch public keys from the HTTP side port's
-    /.well-known/jwks.json; retired keys stay published until their tokens expire.
+    `tahoe-auth keys rotate` / `keys revoke`). Verifiers fetch public keys from the HTTP
+    side port's /.well-known/jwks.json. Rotation is staged: a new key is published
+    first and signs only after the publication delay (TAHOE_SIGNING_KEY_PUBLISH_DELAY,
+    longer than the JWKS max-age), so that verifiers' cached JWKS already hold it;
+    retired keys stay published until their tokens expire.
     """
 
     def RotateSigningKey(self, request, context):
-        """Adds a new active signing key; every instance uses it within a second.
+        """Publishes a NEXT key, which every instance starts signing with at its activation
+        time (`activate_time`); until then the current key keeps signing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListSigningKeys(self, request, context):
-        """The published keys, the active one first.
+        """Every key the server holds with its state and times, the active one first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeSigningKey(self, request, context):
+        """Emergency, for a compromised key: removes it from the JWKS and refuses every
+        token it signed, on every instance at once. If it was signing, a published NEXT
+        key signs from now on, or a new key (verifiers holding a JWKS without that key
+        reject its tokens until they refetch).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,6 +106,11 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     request_deserializer=tahoe__auth_dot_v1_dot_keys__pb2.ListSigningKeysRequest.FromString,
                     response_serializer=tahoe__auth_dot_v1_dot_keys__pb2.ListSigningKeysResponse.SerializeToString,
             ),
+            'RevokeSigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSigningKey,
+                    request_deserializer=tahoe__auth_dot_v1_dot_keys__pb2.RevokeSigningKeyRequest.FromString,
+                    response_serializer=tahoe__auth_dot_v1_dot_keys__pb2.RevokeSigningKeyResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'tahoe_auth.v1.KeyService', rpc_method_handlers)
@@ -94,8 +121,11 @@ def add_KeyServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class KeyService:
     """Token signing keys, for platform administrators (the same as
-    `tahoe-auth keys rotate`). Verifiers fetch public keys from the HTTP side port's
-    /.well-known/jwks.json; retired keys stay published until their tokens expire.
+    `tahoe-auth keys rotate` / `keys revoke`). Verifiers fetch public keys from the HTTP
+    side port's /.well-known/jwks.json. Rotation is staged: a new key is published
+    first and signs only after the publication delay (TAHOE_SIGNING_KEY_PUBLISH_DELAY,
+    longer than the JWKS max-age), so that verifiers' cached JWKS already hold it;
+    retired keys stay published until their tokens expire.
     """
 
     @staticmethod
@@ -142,6 +172,33 @@ class KeyService:
             '/tahoe_auth.v1.KeyService/ListSigningKeys',
             tahoe__auth_dot_v1_dot_keys__pb2.ListSigningKeysRequest.SerializeToString,
             tahoe__auth_dot_v1_dot_keys__pb2.ListSigningKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeSigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tahoe_auth.v1.KeyService/RevokeSigningKey',
+            tahoe__auth_dot_v1_dot_keys__pb2.RevokeSigningKeyRequest.SerializeToString,
+            tahoe__auth_dot_v1_dot_keys__pb2.RevokeSigningKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

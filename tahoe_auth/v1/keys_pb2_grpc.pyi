@@ -30,8 +30,11 @@ GRPC_VERSION: str
 
 class KeyServiceStub:
     """Token signing keys, for platform administrators (the same as
-    `tahoe-auth keys rotate`). Verifiers fetch public keys from the HTTP side port's
-    /.well-known/jwks.json; retired keys stay published until their tokens expire.
+    `tahoe-auth keys rotate` / `keys revoke`). Verifiers fetch public keys from the HTTP
+    side port's /.well-known/jwks.json. Rotation is staged: a new key is published
+    first and signs only after the publication delay (TAHOE_SIGNING_KEY_PUBLISH_DELAY,
+    longer than the JWKS max-age), so that verifiers' cached JWKS already hold it;
+    retired keys stay published until their tokens expire.
     """
 
     @_typing.overload
@@ -39,27 +42,49 @@ class KeyServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> KeyServiceAsyncStub: ...
     RotateSigningKey: _grpc.UnaryUnaryMultiCallable[_keys_pb2.RotateSigningKeyRequest, _keys_pb2.RotateSigningKeyResponse]
-    """Adds a new active signing key; every instance uses it within a second."""
+    """Publishes a NEXT key, which every instance starts signing with at its activation
+    time (`activate_time`); until then the current key keeps signing.
+    """
     ListSigningKeys: _grpc.UnaryUnaryMultiCallable[_keys_pb2.ListSigningKeysRequest, _keys_pb2.ListSigningKeysResponse]
-    """The published keys, the active one first."""
+    """Every key the server holds with its state and times, the active one first."""
+    RevokeSigningKey: _grpc.UnaryUnaryMultiCallable[_keys_pb2.RevokeSigningKeyRequest, _keys_pb2.RevokeSigningKeyResponse]
+    """Emergency, for a compromised key: removes it from the JWKS and refuses every
+    token it signed, on every instance at once. If it was signing, a published NEXT
+    key signs from now on, or a new key (verifiers holding a JWKS without that key
+    reject its tokens until they refetch).
+    """
 
 @_typing.type_check_only
 class KeyServiceAsyncStub(KeyServiceStub):
     """Token signing keys, for platform administrators (the same as
-    `tahoe-auth keys rotate`). Verifiers fetch public keys from the HTTP side port's
-    /.well-known/jwks.json; retired keys stay published until their tokens expire.
+    `tahoe-auth keys rotate` / `keys revoke`). Verifiers fetch public keys from the HTTP
+    side port's /.well-known/jwks.json. Rotation is staged: a new key is published
+    first and signs only after the publication delay (TAHOE_SIGNING_KEY_PUBLISH_DELAY,
+    longer than the JWKS max-age), so that verifiers' cached JWKS already hold it;
+    retired keys stay published until their tokens expire.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     RotateSigningKey: _aio.UnaryUnaryMultiCallable[_keys_pb2.RotateSigningKeyRequest, _keys_pb2.RotateSigningKeyResponse]  # type: ignore[assignment]
-    """Adds a new active signing key; every instance uses it within a second."""
+    """Publishes a NEXT key, which every instance starts signing with at its activation
+    time (`activate_time`); until then the current key keeps signing.
+    """
     ListSigningKeys: _aio.UnaryUnaryMultiCallable[_keys_pb2.ListSigningKeysRequest, _keys_pb2.ListSigningKeysResponse]  # type: ignore[assignment]
-    """The published keys, the active one first."""
+    """Every key the server holds with its state and times, the active one first."""
+    RevokeSigningKey: _aio.UnaryUnaryMultiCallable[_keys_pb2.RevokeSigningKeyRequest, _keys_pb2.RevokeSigningKeyResponse]  # type: ignore[assignment]
+    """Emergency, for a compromised key: removes it from the JWKS and refuses every
+    token it signed, on every instance at once. If it was signing, a published NEXT
+    key signs from now on, or a new key (verifiers holding a JWKS without that key
+    reject its tokens until they refetch).
+    """
 
 class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
     """Token signing keys, for platform administrators (the same as
-    `tahoe-auth keys rotate`). Verifiers fetch public keys from the HTTP side port's
-    /.well-known/jwks.json; retired keys stay published until their tokens expire.
+    `tahoe-auth keys rotate` / `keys revoke`). Verifiers fetch public keys from the HTTP
+    side port's /.well-known/jwks.json. Rotation is staged: a new key is published
+    first and signs only after the publication delay (TAHOE_SIGNING_KEY_PUBLISH_DELAY,
+    longer than the JWKS max-age), so that verifiers' cached JWKS already hold it;
+    retired keys stay published until their tokens expire.
     """
 
     @_abc_1.abstractmethod
@@ -68,7 +93,9 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _keys_pb2.RotateSigningKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_keys_pb2.RotateSigningKeyResponse, _abc.Awaitable[_keys_pb2.RotateSigningKeyResponse]]:
-        """Adds a new active signing key; every instance uses it within a second."""
+        """Publishes a NEXT key, which every instance starts signing with at its activation
+        time (`activate_time`); until then the current key keeps signing.
+        """
 
     @_abc_1.abstractmethod
     def ListSigningKeys(
@@ -76,6 +103,18 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _keys_pb2.ListSigningKeysRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_keys_pb2.ListSigningKeysResponse, _abc.Awaitable[_keys_pb2.ListSigningKeysResponse]]:
-        """The published keys, the active one first."""
+        """Every key the server holds with its state and times, the active one first."""
+
+    @_abc_1.abstractmethod
+    def RevokeSigningKey(
+        self,
+        request: _keys_pb2.RevokeSigningKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keys_pb2.RevokeSigningKeyResponse, _abc.Awaitable[_keys_pb2.RevokeSigningKeyResponse]]:
+        """Emergency, for a compromised key: removes it from the JWKS and refuses every
+        token it signed, on every instance at once. If it was signing, a published NEXT
+        key signs from now on, or a new key (verifiers holding a JWKS without that key
+        reject its tokens until they refetch).
+        """
 
 def add_KeyServiceServicer_to_server(servicer: KeyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -134,10 +134,16 @@ def test_operations_recipes_run_as_documented(
     assert denial["details"]["count"] == 7 and denial["outcome"] == "AUDIT_OUTCOME_DENIED"
 
     (rotated,) = steps["rotate"]
-    assert rotated["active_kid"] != kid_before and rotated["active_kid"] == server.app.keys.ring().active_kid
+    assert rotated["active_kid"] == kid_before != rotated["next_kid"]  # staged: the current key keeps signing
     (published,) = steps["published keys"]
-    assert published["keys"][0] == {"kid": rotated["active_kid"], "algorithm": "ES256", "active": True}
-    assert kid_before in [k["kid"] for k in published["keys"]]
+    first, staged = published["keys"]
+    assert first["kid"] == kid_before and first["active"] and first["state"] == "SIGNING_KEY_STATE_ACTIVE"
+    assert staged["kid"] == rotated["next_kid"] and staged["state"] == "SIGNING_KEY_STATE_NEXT"
+    assert staged["published"] and staged["activate_time"] == rotated["activate_time"]
+    (revoked,) = steps["revoke the key that signs now"]
+    assert revoked["active_kid"] == rotated["next_kid"] == server.app.keys.ring().active_kid  # promoted at once
+    states = {k["kid"]: k["state"] for k in revoked["keys"]}
+    assert states == {kid_before: "SIGNING_KEY_STATE_REVOKED", rotated["next_kid"]: "SIGNING_KEY_STATE_ACTIVE"}
 
     (dead,) = steps["dead deliveries"]
     assert len(dead["deliveries"]) == 2

@@ -155,6 +155,14 @@ def _rotate_signing_key(w: World) -> Callable[[], object]:
     return lambda: stub.RotateSigningKey(keys_pb2.RotateSigningKeyRequest(), metadata=w.md(w.server.platform_key))
 
 
+def _revoke_signing_key(w: World) -> Callable[[], object]:
+    stub = keys_pb2_grpc.KeyServiceStub(w.server.channel)
+    kid = w.server.app.keys.ring().active_kid
+    return lambda: stub.RevokeSigningKey(
+        keys_pb2.RevokeSigningKeyRequest(kid=kid), metadata=w.md(w.server.platform_key)
+    )
+
+
 def _webhook_create(w: World) -> Callable[[], object]:
     token = w.token()
     return lambda: w.hooks.CreateWebhookEndpoint(
@@ -425,6 +433,7 @@ CASES = [
     ("define a plan", _upsert_plan, "platform", "plan.upsert", audit.SUCCESS),
     ("change a tenant's plan", _assign_plan, "tenant", "plan.assign", audit.SUCCESS),
     ("rotate the signing key", _rotate_signing_key, "platform", "signing_key.rotate", audit.SUCCESS),
+    ("revoke the signing key", _revoke_signing_key, "platform", "signing_key.revoke", audit.SUCCESS),
     ("create a webhook endpoint", _webhook_create, "tenant", "webhook.endpoint_create", audit.SUCCESS),
     ("update a webhook endpoint", _webhook_update, "tenant", "webhook.endpoint_update", audit.SUCCESS),
     ("rotate a webhook secret", _webhook_rotate, "tenant", "webhook.secret_rotate", audit.SUCCESS),

@@ -40,12 +40,25 @@ def test_postgres_needs_a_master_key() -> None:
         ({"TAHOE_ACCESS_TOKEN_TTL": "ten"}, "not an integer"),
         ({"TAHOE_ARGON2_MEMORY_KIB": "1024"}, "outside"),
         ({"TAHOE_SESSION_IDLE_TTL": "7200", "TAHOE_SESSION_ABSOLUTE_TTL": "3600"}, "ABSOLUTE"),
+        ({"TAHOE_SIGNING_KEY_PUBLISH_DELAY": "300"}, "TAHOE_JWKS_MAX_AGE must be shorter"),
+        ({"TAHOE_SIGNING_KEY_PUBLISH_DELAY": "60", "TAHOE_JWKS_MAX_AGE": "60"}, "TAHOE_JWKS_MAX_AGE must be shorter"),
+        ({"TAHOE_SIGNING_KEY_PUBLISH_DELAY": "0"}, "outside"),
     ],
 )
 def test_bad_configuration_is_one_clear_line(env: dict[str, str], message: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         Settings.from_env({"TAHOE_VAR_DIR": str(tmp_path), **env})
     assert "\n" not in str(info.value)
+
+
+def test_staged_rotation_defaults(tmp_path: Path) -> None:
+    settings = Settings.from_env({"TAHOE_VAR_DIR": str(tmp_path)})
+    assert (settings.jwks_max_age, settings.signing_key_publish_delay) == (300, 900)
+    assert settings.signing_key_refresh_interval == 2
+    short = Settings.from_env(
+        {"TAHOE_VAR_DIR": str(tmp_path), "TAHOE_SIGNING_KEY_PUBLISH_DELAY": "2", "TAHOE_JWKS_MAX_AGE": "1"}
+    )
+    assert (short.jwks_max_age, short.signing_key_publish_delay) == (1, 2)
 
 
 def test_reflection_can_be_turned_off(tmp_path: Path) -> None:
