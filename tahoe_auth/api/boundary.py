@@ -53,6 +53,7 @@ MAX_LENGTH: Mapping[str, int] = {
     "delivery_id": ID_LENGTH,
     "event_id": ID_LENGTH,
     "client_id": ID_LENGTH,
+    "kid": ID_LENGTH,
     # People and names.
     "email": 320,
     "owner_email": 320,
