@@ -31,10 +31,11 @@ node_modules/.bin/buf: package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	@touch $@
 
-lint: $(STAMP) node_modules/.bin/buf ## ruff, mypy, buf lint, buf breaking, stale-stub check
+lint: $(STAMP) node_modules/.bin/buf ## ruff, mypy, import contracts, buf lint, buf breaking, stale-stub check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy tahoe_auth
+	$(BIN)/lint-imports
 	cd protos && ../node_modules/.bin/buf lint
 	$(BIN)/python scripts/buf_breaking.py
 	$(BIN)/python scripts/gen_protos.py --check

@@ -4,36 +4,35 @@ import time). Servers, the CLI and tests all start from `build_app`."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tahoe_auth.authz.access import AccessEvaluator
 from tahoe_auth.authz.admission import AdmissionControl
-from tahoe_auth.authz.apikeys import HMAC_PURPOSE as API_KEY_HMAC_PURPOSE
-from tahoe_auth.authz.apikeys import ApiKeyResolver
+from tahoe_auth.authz.apikeys import ApiKeyResolver, PlatformKeyResolver
 from tahoe_auth.authz.authenticator import Authenticator
 from tahoe_auth.authz.check import Gatekeeper
-from tahoe_auth.authz.directory import Directory
 from tahoe_auth.authz.explain import DecisionExplainer
-from tahoe_auth.authz.last_used import LastUsedRecorder
 from tahoe_auth.authz.ratelimit import RateLimiter
-from tahoe_auth.authz.tenant_config import TenantConfigCache, database_loader
 from tahoe_auth.authz.upstream import IdentityTokens
-from tahoe_auth.clock import Clock
 from tahoe_auth.config import Settings
 from tahoe_auth.domain import apikeys, crypto, passwords
 from tahoe_auth.domain.principal import SERVICE
-from tahoe_auth.metrics import CACHES
+from tahoe_auth.kernel.changes import ChangeListener, ChangeNotifier
+from tahoe_auth.kernel.clock import Clock
+from tahoe_auth.kernel.metrics import CACHES
 from tahoe_auth.services.api_keys import ApiKeys
 from tahoe_auth.services.audit import AuditLog, AuditReader, AuditVerifier
-from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.denials import DenialAuditor
 from tahoe_auth.services.invitations import Invitations
 from tahoe_auth.services.keys import KeyManager
+from tahoe_auth.services.last_used import LastUsedRecorder
 from tahoe_auth.services.platform import PlatformCredentials
 from tahoe_auth.services.quotas import Quotas
 from tahoe_auth.services.roles import Roles
 from tahoe_auth.services.service_accounts import ServiceAccounts
 from tahoe_auth.services.sessions import SessionService
+from tahoe_auth.services.tenant_config import TenantConfigCache, database_loader
 from tahoe_auth.services.tenants import TenantAdmin
 from tahoe_auth.services.throttle import LoginThrottle
 from tahoe_auth.services.usage import UsageService
@@ -42,14 +41,15 @@ from tahoe_auth.services.usage_pipeline import UsagePipeline
 from tahoe_auth.services.usage_recorder import UsageRecorder
 from tahoe_auth.services.usage_watch import UsageWatch
 from tahoe_auth.services.users import Users
+from tahoe_auth.services.webhook_delivery import WebhookWorker, WorkerConfig
 from tahoe_auth.services.webhooks import WebhookAdmin
 from tahoe_auth.store.db import Database
+from tahoe_auth.store.directory import Directory
 from tahoe_auth.store.kv import KeyValueStore, MemoryStore
 from tahoe_auth.store.limiter_backends import LeasingBackend, MemoryLimiterBackend, RedisLimiterBackend
 from tahoe_auth.store.live_counters import LiveCounters, MemoryLiveCounters, RedisLiveCounters
 from tahoe_auth.store.redis_store import RedisStore
 from tahoe_auth.webhooks.sender import EgressPolicy
-from tahoe_auth.webhooks.worker import WebhookWorker, WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class App:
     keys: KeyManager
     hasher: passwords.BoundedHasher
     authenticator: Authenticator
+    api_key_resolver: ApiKeyResolver
     sessions: SessionService
     tenants: TenantAdmin
     platform: PlatformCredentials
@@ -93,6 +94,7 @@ class App:
     denials: DenialAuditor
     webhooks: WebhookAdmin
     webhook_worker: WebhookWorker
+    change_listeners: tuple[ChangeListener, ...]
 
     def start_background(self) -> None:
         """Threads a serving instance runs (the recorder and quotas start on first use)."""
@@ -139,6 +141,15 @@ def build_live_counters(store: KeyValueStore) -> LiveCounters:
     return RedisLiveCounters(store.client) if isinstance(store, RedisStore) else MemoryLiveCounters()
 
 
+def wire_changes(store: KeyValueStore, notifier: ChangeNotifier, listeners: Sequence[ChangeListener]) -> None:
+    """Every cache hears every change, here and nowhere else: this instance's own at
+    once (the notifier applies them before publishing), other instances' through the
+    store's pub/sub, and ("", "") when notifications may have been missed."""
+    for listener in listeners:
+        notifier.apply_locally(listener.apply_change)
+        store.subscribe(listener.apply_change)
+
+
 def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValueStore | None = None) -> App:
     clock = clock or Clock()
     db = Database(settings.database_url, settings.database_role)
@@ -166,21 +177,19 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     authenticator = Authenticator(keys, directory, store, clock, issuer=settings.issuer, audience=settings.audience)
     authenticator.register_subject_type(SERVICE, directory.service_facts)
     platform = PlatformCredentials(db, settings.master_key)
-    authenticator.register_secret(apikeys.PLATFORM_KEY, platform.resolve)
+    platform_keys = PlatformKeyResolver(db, platform.hmac_key)
+    authenticator.register_secret(apikeys.PLATFORM_KEY, platform_keys.resolve)
     last_used = LastUsedRecorder(db)
-    api_key_resolver = ApiKeyResolver(
-        db, crypto.derive_key(settings.master_key, API_KEY_HMAC_PURPOSE), authenticator, store, last_used
-    )
+    api_key_hmac = crypto.derive_key(settings.master_key, apikeys.HMAC_PURPOSE)
+    api_key_resolver = ApiKeyResolver(db, api_key_hmac, authenticator, store, last_used)
     authenticator.register_secret(apikeys.API_KEY, api_key_resolver.resolve)
-    notifier.apply_locally(authenticator.apply_change)
-    notifier.apply_locally(api_key_resolver.apply_change)
     sessions = SessionService(db, keys, hasher, LoginThrottle(store), notifier, settings, clock, audit_log)
     invitations = Invitations(db, hasher, sessions, notifier, clock, audit_log)
     for name, cache in (
         ("tokens", authenticator.tokens),
         ("sessions", authenticator.sessions),
         ("subjects", authenticator.subjects),
-        ("platform_keys", platform.cache),
+        ("platform_keys", platform_keys.cache),
     ):
         CACHES.register(name, cache)
     policy = egress_policy(settings)
@@ -188,18 +197,19 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     access = AccessEvaluator(authenticator)
     identity = IdentityTokens(keys, settings.issuer, IDENTITY_TOKEN_TTL)
     denials = DenialAuditor(audit_log, clock.timestamp)
-    tenant_config = TenantConfigCache(database_loader(db), store, settings.rate_limits)
+    tenant_config = TenantConfigCache(database_loader(db), settings.rate_limits)
     live = build_live_counters(store)
     ledger = UsageLedger(db, live, clock)
     totals = UsageTotals(db, live, clock)
     watch = UsageWatch(totals, clock, max_streams=max(1, settings.grpc_workers // 2))
     limiter = build_limiter(settings, store, tenant_config)
-    quotas = Quotas(db, tenant_config, totals, store, clock)
+    quotas = Quotas(db, tenant_config, totals, clock)
     recorder = UsageRecorder(ledger)
     admission = AdmissionControl(limiter, quotas, recorder)
     # Check: decide, then admit (quota, rate limits, metering) in the same hop.
     gatekeeper = Gatekeeper(access, identity, store, hooks=[admission.check_hook], denials=denials)
-    notifier.apply_locally(gatekeeper.apply_change)
+    listeners = (authenticator, api_key_resolver, tenant_config, quotas, gatekeeper)
+    wire_changes(store, notifier, listeners)
     CACHES.register("check_decisions", gatekeeper.decisions)
     CACHES.register("identity_tokens", identity.cache)
 
@@ -220,20 +230,21 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         keys=keys,
         hasher=hasher,
         authenticator=authenticator,
+        api_key_resolver=api_key_resolver,
         sessions=sessions,
         tenants=TenantAdmin(db, hasher, clock, notifier, invitations, audit_log),
         platform=platform,
         users=Users(db, hasher, sessions, notifier, clock, audit_log),
         roles=Roles(db, notifier, audit_log),
         invitations=invitations,
-        api_keys=ApiKeys(db, api_key_resolver, last_used, notifier, clock, audit_log),
+        api_keys=ApiKeys(db, api_key_hmac, last_used, notifier, clock, audit_log),
         service_accounts=ServiceAccounts(db, keys, notifier, settings, clock, audit_log),
         last_used=last_used,
         gatekeeper=gatekeeper,
         explainer=DecisionExplainer(access),
         tenant_config=tenant_config,
         limiter=limiter,
-        usage=UsageService(db, ledger, watch, notifier, store, clock, audit_log),
+        usage=UsageService(db, ledger, watch, notifier, clock, audit_log),
         usage_ledger=ledger,
         usage_totals=totals,
         usage_pipeline=UsagePipeline(db, ledger, totals, clock),
@@ -247,6 +258,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         denials=denials,
         webhooks=webhooks,
         webhook_worker=WebhookWorker(db, webhooks.box, policy, audit_log, clock, worker_config(settings)),
+        change_listeners=listeners,
     )
 
 

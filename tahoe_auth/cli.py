@@ -11,9 +11,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from tahoe_auth import logs
 from tahoe_auth.config import ConfigError, Settings
 from tahoe_auth.domain.errors import TahoeError
+from tahoe_auth.kernel import logs
 
 if TYPE_CHECKING:
     from tahoe_auth.app import App

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 if TYPE_CHECKING:
     from tahoe_auth.app import App
-    from tahoe_auth.server import HealthReporter
+    from tahoe_auth.health import HealthReporter
 
 log = logging.getLogger(__name__)
 

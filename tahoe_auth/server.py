@@ -18,7 +18,7 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf.descriptor import ServiceDescriptor
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tahoe_auth import tracing
@@ -43,6 +43,7 @@ from tahoe_auth.api.tenant_servicer import TenantServicer, TenantUseCases
 from tahoe_auth.api.usage_servicer import UsageServicer
 from tahoe_auth.api.webhook_servicer import WebhookServicer
 from tahoe_auth.app import App
+from tahoe_auth.health import HealthReporter
 from tahoe_auth.http_side import SideServer
 from tahoe_auth.v1 import (
     audit_pb2,
@@ -63,7 +64,6 @@ from tahoe_auth.v1 import (
 
 log = logging.getLogger(__name__)
 
-HEALTH_INTERVAL = 2.0
 GRACE_SECONDS = 10.0
 
 AUTH = "/tahoe_auth.v1.AuthService/"
@@ -206,41 +206,6 @@ def check_policies(policies: dict[str, MethodPolicy] = POLICIES) -> None:
         raise RuntimeError(f"methods without a policy in server.POLICIES: {', '.join(missing)}")
 
 
-class HealthReporter:
-    """NOT_SERVING while the database is unreachable, checked every few seconds."""
-
-    def __init__(self, app: App, servicer: health.HealthServicer) -> None:
-        self._app = app
-        self._servicer = servicer
-        self._stop = threading.Event()
-        self.ready = False
-
-    def check_once(self) -> bool:
-        ready = self._app.db.ping()
-        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ["", *SERVICE_NAMES]:
-            self._servicer.set(name, status)
-        if ready != self.ready:
-            log.log(
-                logging.INFO if ready else logging.ERROR, "health: %s", "serving" if ready else "database unreachable"
-            )
-        self.ready = ready
-        return ready
-
-    def run(self) -> None:
-        while not self._stop.wait(HEALTH_INTERVAL):
-            self.check_once()
-
-    def start(self) -> None:
-        self.check_once()
-        threading.Thread(target=self.run, name="health", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for name in ["", *SERVICE_NAMES]:
-            self._servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-
-
 def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthReporter]:
     """Build the server with every service; bind `address` (port 0 picks one)."""
     check_policies()
@@ -282,7 +247,7 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
-    return server, port, HealthReporter(app, health_servicer)
+    return server, port, HealthReporter(app, health_servicer, SERVICE_NAMES)
 
 
 def freeze_startup_heap() -> None:

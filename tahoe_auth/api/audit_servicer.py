@@ -10,9 +10,8 @@ from google.protobuf import struct_pb2
 from tahoe_auth.api import convert
 from tahoe_auth.api.interceptors import current_call
 from tahoe_auth.domain import audit
-from tahoe_auth.services.audit import AuditReader, check_filters
-from tahoe_auth.store import models as m
-from tahoe_auth.store.audit_repository import AuditFilter
+from tahoe_auth.domain.audit import AuditFilter
+from tahoe_auth.services.audit import AuditEvent, AuditReader, check_filters
 from tahoe_auth.v1 import audit_pb2, audit_pb2_grpc
 
 OUTCOMES = {
@@ -23,7 +22,7 @@ OUTCOMES = {
 OUTCOME_NAMES = {value: key for key, value in OUTCOMES.items()}
 
 
-def audit_event(row: m.AuditEvent) -> audit_pb2.AuditEvent:
+def audit_event(row: AuditEvent) -> audit_pb2.AuditEvent:
     details = struct_pb2.Struct()
     details.update(row.details)
     return audit_pb2.AuditEvent(

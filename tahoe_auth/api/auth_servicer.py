@@ -8,9 +8,9 @@ from tahoe_auth.api import convert
 from tahoe_auth.api import convert_tenants as c
 from tahoe_auth.api.interceptors import current_call
 from tahoe_auth.authz.authenticator import Authenticator
-from tahoe_auth.clock import Clock
 from tahoe_auth.domain import decision
 from tahoe_auth.domain.errors import InvalidArgument, Unauthenticated
+from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services.api_keys import ApiKeys
 from tahoe_auth.services.service_accounts import ServiceAccounts
 from tahoe_auth.services.sessions import SessionService

@@ -46,12 +46,12 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_authz_grpc
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from tahoe_auth import logs, metrics
 from tahoe_auth.authz import upstream
 from tahoe_auth.authz.access import AccessRequest, bearer_credential
-from tahoe_auth.authz.cache import TTLCache
 from tahoe_auth.authz.check import CheckContext, CheckOutcome, Gatekeeper, resource_tenant
 from tahoe_auth.domain import decision
+from tahoe_auth.kernel import logs, metrics
+from tahoe_auth.kernel.cache import TTLCache
 
 log = logging.getLogger("tahoe_auth.ext_authz")
 

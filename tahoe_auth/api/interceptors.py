@@ -25,7 +25,6 @@ from typing import Any, Protocol
 
 import grpc
 
-from tahoe_auth import logs
 from tahoe_auth.api import boundary
 from tahoe_auth.api.errors import code_for, to_status
 from tahoe_auth.authz.access import bearer_credential
@@ -33,7 +32,8 @@ from tahoe_auth.authz.authenticator import Authenticator
 from tahoe_auth.domain import decision as decisions
 from tahoe_auth.domain import errors
 from tahoe_auth.domain.principal import Principal
-from tahoe_auth.metrics import RPC_DURATION
+from tahoe_auth.kernel import logs
+from tahoe_auth.kernel.metrics import RPC_DURATION
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.store.kv import StoreUnavailable
 

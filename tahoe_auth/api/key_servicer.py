@@ -7,9 +7,9 @@ import grpc
 
 from tahoe_auth.api import convert
 from tahoe_auth.api.interceptors import current_call
-from tahoe_auth.clock import Clock
 from tahoe_auth.domain.errors import InvalidArgument
 from tahoe_auth.domain.key_schedule import KeyState, KeyStatus
+from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services.keys import KeyManager
 from tahoe_auth.services.usage import require_platform
 from tahoe_auth.v1 import keys_pb2, keys_pb2_grpc

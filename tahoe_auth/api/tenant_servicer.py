@@ -14,8 +14,8 @@ import grpc
 from tahoe_auth.api import convert
 from tahoe_auth.api import convert_tenants as c
 from tahoe_auth.api.interceptors import current_call
-from tahoe_auth.clock import Clock
 from tahoe_auth.domain.errors import InvalidArgument
+from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services.invitations import Invitations
 from tahoe_auth.services.roles import Roles
 from tahoe_auth.services.service_accounts import ServiceAccounts

@@ -9,10 +9,10 @@ import grpc
 
 from tahoe_auth.api.convert import from_timestamp, timestamp
 from tahoe_auth.api.interceptors import current_call
-from tahoe_auth.clock import Clock
 from tahoe_auth.domain import usage
 from tahoe_auth.domain.errors import InvalidArgument
 from tahoe_auth.domain.usage import Granularity, QuotaRule
+from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services.usage import UsageService
 from tahoe_auth.services.usage_watch import Snapshot
 from tahoe_auth.v1 import usage_pb2, usage_pb2_grpc

@@ -9,12 +9,11 @@ from google.protobuf import duration_pb2
 
 from tahoe_auth.api import convert
 from tahoe_auth.api.interceptors import current_call
-from tahoe_auth.clock import Clock
 from tahoe_auth.domain import events
 from tahoe_auth.domain.errors import InvalidArgument
-from tahoe_auth.services.webhooks import EndpointSpec, WebhookAdmin
-from tahoe_auth.store import models as m
-from tahoe_auth.store.webhook_repository import DeliveryFilter
+from tahoe_auth.domain.webhooks import DeliveryFilter
+from tahoe_auth.kernel.clock import Clock
+from tahoe_auth.services.webhooks import EndpointSpec, WebhookAdmin, WebhookDelivery, WebhookEndpoint
 from tahoe_auth.v1 import webhooks_pb2 as pb
 from tahoe_auth.v1 import webhooks_pb2_grpc
 
@@ -27,7 +26,7 @@ STATUSES = {
 STATUS_NAMES = {value: key for key, value in STATUSES.items()}
 
 
-def endpoint(row: m.WebhookEndpoint, now: dt.datetime) -> pb.WebhookEndpoint:
+def endpoint(row: WebhookEndpoint, now: dt.datetime) -> pb.WebhookEndpoint:
     in_force = sum(
         1 for s in row.secrets if not s.get("expires_at") or dt.datetime.fromisoformat(s["expires_at"]) > now
     )
@@ -45,7 +44,7 @@ def endpoint(row: m.WebhookEndpoint, now: dt.datetime) -> pb.WebhookEndpoint:
     )
 
 
-def delivery(row: m.WebhookDelivery) -> pb.WebhookDelivery:
+def delivery(row: WebhookDelivery) -> pb.WebhookDelivery:
     due = row.status in events.DUE_STATUSES
     return pb.WebhookDelivery(
         id=row.id,

@@ -13,17 +13,16 @@ import time
 from dataclasses import dataclass
 
 from tahoe_auth.authz.authenticator import FACTS_MAX_AGE, Authenticator, InvalidCredential
-from tahoe_auth.authz.cache import TTLCache
-from tahoe_auth.authz.last_used import LastUsedRecorder
 from tahoe_auth.domain import apikeys, crypto
+from tahoe_auth.domain.errors import Unauthenticated
 from tahoe_auth.domain.permissions import PermissionSet
-from tahoe_auth.domain.principal import API_KEY, USER, Principal
-from tahoe_auth.services import changes
+from tahoe_auth.domain.principal import API_KEY, PLATFORM, USER, Principal
+from tahoe_auth.kernel import changes
+from tahoe_auth.kernel.cache import TTLCache
+from tahoe_auth.services.last_used import LastUsedRecorder
 from tahoe_auth.store import models as m
 from tahoe_auth.store.db import SYSTEM, Database
 from tahoe_auth.store.kv import KeyValueStore
-
-HMAC_PURPOSE = "api-key-hmac"
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,6 @@ class ApiKeyResolver:
         self._store = store
         self._last_used = last_used
         self.keys: TTLCache[str, KeyFacts] = TTLCache(max_entries)
-        store.subscribe(self.apply_change)
 
     def digest(self, secret: str) -> str:
         return crypto.hmac_sha256_hex(self._hmac_key, secret)
@@ -112,3 +110,36 @@ class ApiKeyResolver:
             self.keys.drop_items_where(lambda _, facts: facts.key_id == key_id and facts.tenant_id == tenant_id)
         elif channel == "":
             self.keys.clear()
+
+
+PLATFORM_KEY_CACHE_SECONDS = 30.0
+
+
+class PlatformKeyResolver:
+    """`tahoe_pa_…` keys (services/platform.py creates them) -> a platform principal."""
+
+    def __init__(self, db: Database, hmac_key: bytes) -> None:
+        self._db = db
+        self.hmac_key = hmac_key
+        self.cache: TTLCache[str, Principal] = TTLCache(1000)
+
+    def resolve(self, parsed: apikeys.ParsedSecret) -> Principal:
+        digest = crypto.hmac_sha256_hex(self.hmac_key, parsed.secret)
+        cached = self.cache.get(digest)
+        if cached is not None:
+            return cached
+        with self._db.unit_of_work(SYSTEM) as uow:
+            row = uow.platform_credentials.by_hash(digest)
+        # The lookup is by HMAC, itself a keyed hash of the whole secret; comparing the
+        # digests in constant time on top keeps timing independent of the stored value.
+        if row is None or row.revoked_at is not None or not crypto.constant_time_equal(row.secret_hash, digest):
+            raise Unauthenticated("credential is invalid, expired or revoked")
+        principal = Principal(
+            tenant_id="",
+            subject=row.id,
+            subject_type=PLATFORM,
+            platform_admin=True,
+            credential=f"platform key {row.prefix}",
+        )
+        self.cache.put(digest, principal, time.time() + PLATFORM_KEY_CACHE_SECONDS)
+        return principal

@@ -12,14 +12,14 @@ import logging
 import time
 from collections.abc import Callable
 
-from tahoe_auth.authz.cache import TTLCache
-from tahoe_auth.authz.directory import Directory, SessionFacts, SubjectFacts
-from tahoe_auth.clock import Clock
 from tahoe_auth.domain import apikeys, tokens
 from tahoe_auth.domain.errors import Unauthenticated
 from tahoe_auth.domain.principal import SERVICE, USER, Principal
-from tahoe_auth.services import changes
+from tahoe_auth.kernel import changes
+from tahoe_auth.kernel.cache import TTLCache
+from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services.keys import KeyManager
+from tahoe_auth.store.directory import Directory, SessionFacts, SubjectFacts
 from tahoe_auth.store.kv import KeyValueStore
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,6 @@ class Authenticator:
         self.subjects: TTLCache[tuple[str, str, str], SubjectFacts] = TTLCache(max_entries)
         self._secret_resolvers: dict[str, SecretResolver] = {}
         self._subject_loaders: dict[str, Callable[[str, str], SubjectFacts]] = {USER: directory.user_facts}
-        store.subscribe(self.apply_change)
 
     def register_secret(self, kind: str, resolver: SecretResolver) -> None:
         self._secret_resolvers[kind] = resolver

@@ -17,11 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tahoe_auth import logs
 from tahoe_auth.authz import upstream
 from tahoe_auth.authz.access import AccessEvaluator, AccessRequest
-from tahoe_auth.authz.cache import TTLCache
 from tahoe_auth.domain import decision
+from tahoe_auth.kernel import logs
+from tahoe_auth.kernel.cache import TTLCache
 from tahoe_auth.store.kv import KeyValueStore
 
 log = logging.getLogger("tahoe_auth.ext_authz")
@@ -108,7 +108,6 @@ class Gatekeeper:
         self._denial_log = logs.SampledLog(log)
         self._audit = denials
         self.decisions: TTLCache[tuple[AccessRequest, tuple[str, ...]], _Allowed] = TTLCache(max_entries)
-        store.subscribe(self.apply_change)
 
     def apply_change(self, channel: str, message: str) -> None:
         """Any change to credentials, sessions, users, roles or tenants: decide afresh."""

@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from tahoe_auth.authz.tenant_config import TenantConfigCache
 from tahoe_auth.domain.ratelimit import (
     UNLIMITED,
     US,
@@ -35,12 +34,13 @@ from tahoe_auth.domain.ratelimit import (
     decide,
     policy_checks,
 )
-from tahoe_auth.metrics import (
+from tahoe_auth.kernel.metrics import (
     RATELIMIT_DECISIONS,
     RATELIMIT_FALLBACK_ACTIVE,
     RATELIMIT_FALLBACK_DECISIONS,
     STORE_FAILURES,
 )
+from tahoe_auth.services.tenant_config import TenantConfigCache
 from tahoe_auth.store.kv import StoreUnavailable
 from tahoe_auth.store.limiter_backends import LimiterBackend
 

@@ -14,9 +14,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from tahoe_auth.authz.cache import TTLCache
 from tahoe_auth.domain import tokens
 from tahoe_auth.domain.decision import Decision
+from tahoe_auth.kernel.cache import TTLCache
 from tahoe_auth.services.keys import KeyManager
 
 PREFIX = "x-tahoe-"

@@ -21,6 +21,9 @@ API_KEY = "sk"
 PLATFORM_KEY = "pa"
 SERVICE_SECRET = "sa"
 KINDS = (API_KEY, PLATFORM_KEY, SERVICE_SECRET)
+# API keys and platform keys are stored as HMAC-SHA256 under a key derived from the
+# master key for this purpose (crypto.derive_key).
+HMAC_PURPOSE = "api-key-hmac"
 
 _FORMAT = re.compile(rf"^tahoe_({'|'.join(KINDS)})_([0-9A-Za-z]{{{BODY_LENGTH + CHECKSUM_LENGTH}}})\Z")
 

@@ -120,3 +120,12 @@ def scrub(details: Mapping[str, Any]) -> dict[str, Any]:
         else:
             clean[key] = value
     return clean
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    actor: str = ""
+    action: str = ""  # exact, or a prefix ending in "*" ("auth.*")
+    outcome: str = ""
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None

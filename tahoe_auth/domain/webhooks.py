@@ -105,3 +105,10 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
     except (TypeError, ValueError):
         return None
+
+
+@dataclass(frozen=True)
+class DeliveryFilter:
+    endpoint_id: str = ""
+    event_id: str = ""
+    status: str = ""

@@ -10,22 +10,21 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from tahoe_auth.authz.apikeys import ApiKeyResolver
-from tahoe_auth.authz.directory import user_permissions
-from tahoe_auth.authz.last_used import LastUsedRecorder
-from tahoe_auth.clock import Clock
-from tahoe_auth.domain import apikeys, events, permissions
+from tahoe_auth.domain import apikeys, crypto, events, permissions
 from tahoe_auth.domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from tahoe_auth.domain.principal import API_KEY, Principal
+from tahoe_auth.kernel.changes import ChangeNotifier
+from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services import access
 from tahoe_auth.services.audit import AuditLog
-from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.services.events import emit
 from tahoe_auth.services.invitations import actor
+from tahoe_auth.services.last_used import LastUsedRecorder
 from tahoe_auth.services.paging import decode_page_token, next_token, page_size_or_default
 from tahoe_auth.store import models as m
 from tahoe_auth.store.db import Database
+from tahoe_auth.store.directory import user_permissions
 
 MANAGE = "apikeys:manage"
 MAX_GRACE = dt.timedelta(days=7)
@@ -42,7 +41,7 @@ class ApiKeys:
     def __init__(
         self,
         db: Database,
-        resolver: ApiKeyResolver,
+        hmac_key: bytes,
         last_used: LastUsedRecorder,
         notifier: ChangeNotifier,
         clock: Clock,
@@ -50,7 +49,7 @@ class ApiKeys:
     ) -> None:
         self._audit = audit_log
         self._db = db
-        self._resolver = resolver
+        self._hmac_key = hmac_key
         self._last_used = last_used
         self._notifier = notifier
         self._clock = clock
@@ -92,7 +91,7 @@ class ApiKeys:
                     created_by=actor(principal),
                     name=name.strip(),
                     prefix=parsed.prefix,
-                    secret_hash=self._resolver.digest(secret),
+                    secret_hash=crypto.hmac_sha256_hex(self._hmac_key, secret),
                     scopes=scopes,
                     created_at=self._clock.now(),
                     expires_at=expires_at,
@@ -163,7 +162,7 @@ class ApiKeys:
                 raise FailedPrecondition("a revoked or expired key cannot be rotated")
             row.previous_secret_hash = row.secret_hash if grace else None
             row.previous_expires_at = now + grace if grace else None
-            row.secret_hash = self._resolver.digest(secret)
+            row.secret_hash = crypto.hmac_sha256_hex(self._hmac_key, secret)
             row.prefix = parsed.prefix
             row.rotated_at = now
             emit(uow, tenant_id, events.APIKEY_ROTATED, {"api_key_id": key_id, "user_id": row.user_id})

@@ -21,15 +21,18 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tahoe_auth import logs
-from tahoe_auth.clock import Clock
 from tahoe_auth.domain import audit
+from tahoe_auth.domain.audit import AuditFilter
 from tahoe_auth.domain.errors import InvalidArgument, NotFound
-from tahoe_auth.metrics import AUDIT_ENTRIES
+from tahoe_auth.kernel import logs
+from tahoe_auth.kernel.clock import Clock
+from tahoe_auth.kernel.metrics import AUDIT_ENTRIES
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.store import models as m
-from tahoe_auth.store.audit_repository import AuditFilter
 from tahoe_auth.store.db import SYSTEM, Database, UnitOfWork
+
+# The rows the reader returns, for converters that must not reach into the store.
+AuditEvent = m.AuditEvent
 
 log = logging.getLogger(__name__)
 

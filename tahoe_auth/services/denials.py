@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 
 from tahoe_auth.domain import audit
-from tahoe_auth.metrics import AUDIT_DENIALS_AGGREGATED, STORE_FAILURES
+from tahoe_auth.kernel.metrics import AUDIT_DENIALS_AGGREGATED, STORE_FAILURES
 from tahoe_auth.services.audit import AuditLog
 from tahoe_auth.services.context import CallContext
 

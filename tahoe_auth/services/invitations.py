@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tahoe_auth.clock import Clock
 from tahoe_auth.domain import crypto, events, passwords
 from tahoe_auth.domain.errors import (
     FailedPrecondition,
@@ -22,9 +21,10 @@ from tahoe_auth.domain.errors import (
 )
 from tahoe_auth.domain.fields import check_display_name, check_email
 from tahoe_auth.domain.principal import USER, Principal
+from tahoe_auth.kernel.changes import ChangeNotifier
+from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services import access
 from tahoe_auth.services.audit import Actor, AuditLog
-from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.services.events import emit
 from tahoe_auth.services.paging import decode_page_token, next_token, page_size_or_default

@@ -27,12 +27,12 @@ from collections.abc import Callable, Mapping
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tahoe_auth.clock import Clock
 from tahoe_auth.domain import audit, crypto, key_schedule, tokens
 from tahoe_auth.domain.errors import NotFound, SigningKeyRevoked
 from tahoe_auth.domain.key_schedule import KeyState
+from tahoe_auth.kernel.changes import ChangeNotifier
+from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services.audit import Actor, AuditLog
-from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.store import models as m
 from tahoe_auth.store.db import SYSTEM, Database, UnitOfWork

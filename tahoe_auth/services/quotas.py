@@ -18,8 +18,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tahoe_auth.authz.tenant_config import TenantConfigCache
-from tahoe_auth.clock import Clock
 from tahoe_auth.domain.errors import InvalidArgument
 from tahoe_auth.domain.usage import (
     API_REQUESTS,
@@ -30,15 +28,16 @@ from tahoe_auth.domain.usage import (
     parse_quotas,
     period_of,
 )
-from tahoe_auth.metrics import STORE_FAILURES
+from tahoe_auth.kernel import changes
+from tahoe_auth.kernel.clock import Clock
+from tahoe_auth.kernel.metrics import STORE_FAILURES
+from tahoe_auth.services.tenant_config import TenantConfigCache
 from tahoe_auth.services.usage_ledger import UsageTotals
 from tahoe_auth.store import models as m
 from tahoe_auth.store.db import SYSTEM, Database
-from tahoe_auth.store.kv import KeyValueStore
 
 log = logging.getLogger(__name__)
 
-PLANS_CHANGED = "usage.plans_changed"
 REFRESH_INTERVAL = 1.0
 PLANS_MAX_AGE = 30.0
 IDLE_AFTER = 300.0
@@ -70,7 +69,6 @@ class Quotas:
         db: Database,
         tenant_config: TenantConfigCache,
         totals: UsageTotals,
-        store: KeyValueStore,
         clock: Clock,
         *,
         refresh_interval: float = REFRESH_INTERVAL,
@@ -90,7 +88,6 @@ class Quotas:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        store.subscribe(self._on_change)
 
     def check(self, tenant_id: str, metric: str = API_REQUESTS) -> QuotaDecision:
         """From memory only. Unknown tenants are allowed while their state loads."""
@@ -135,8 +132,8 @@ class Quotas:
             self._plans_loaded = self._monotonic()
         return self._plans
 
-    def _on_change(self, channel: str, message: str) -> None:
-        if channel in (PLANS_CHANGED, ""):
+    def apply_change(self, channel: str, message: str) -> None:
+        if channel in (changes.PLANS_CHANGED, ""):
             self._plans = None
             self._wake.set()
 

@@ -11,19 +11,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tahoe_auth.authz.directory import user_permissions
 from tahoe_auth.domain import events, permissions
 from tahoe_auth.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, LastOwner, NotFound, RoleInUse
 from tahoe_auth.domain.fields import check_description
 from tahoe_auth.domain.permissions import BUILTIN_ROLES, OWNER, PermissionSet
 from tahoe_auth.domain.principal import API_KEY, SERVICE, USER
+from tahoe_auth.kernel.changes import ChangeNotifier
 from tahoe_auth.services import access
 from tahoe_auth.services.audit import AuditLog
-from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.services.events import emit
 from tahoe_auth.store import models as m
 from tahoe_auth.store.db import Database, UnitOfWork
+from tahoe_auth.store.directory import user_permissions
 
 UPDATABLE = frozenset({"description", "permissions"})
 

@@ -17,16 +17,16 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from tahoe_auth.clock import Clock
 from tahoe_auth.config import Settings
 from tahoe_auth.domain import apikeys, crypto, events, permissions, tokens
 from tahoe_auth.domain.errors import ClientCredentialsInvalid, InvalidArgument, TenantSuspended
 from tahoe_auth.domain.fields import check_description
 from tahoe_auth.domain.principal import SERVICE
+from tahoe_auth.kernel.changes import ChangeNotifier
+from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services import access
 from tahoe_auth.services.api_keys import check_grace
 from tahoe_auth.services.audit import AuditLog
-from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.services.events import emit
 from tahoe_auth.services.keys import KeyManager

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
-from tahoe_auth.clock import Clock
 from tahoe_auth.config import Settings
 from tahoe_auth.domain import audit, crypto, events, passwords, tokens
 from tahoe_auth.domain.errors import (
@@ -18,10 +17,11 @@ from tahoe_auth.domain.errors import (
     RefreshTokenReused,
 )
 from tahoe_auth.domain.principal import USER, Principal
-from tahoe_auth.metrics import STORE_FAILURES
+from tahoe_auth.kernel.changes import ChangeNotifier
+from tahoe_auth.kernel.clock import Clock
+from tahoe_auth.kernel.metrics import STORE_FAILURES
 from tahoe_auth.services import access, paging
 from tahoe_auth.services.audit import Actor, AuditLog
-from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.services.events import emit
 from tahoe_auth.services.keys import KeyManager

@@ -6,16 +6,16 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tahoe_auth.clock import Clock
 from tahoe_auth.domain import audit, events, passwords
 from tahoe_auth.domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from tahoe_auth.domain.fields import check_display_name, check_email, check_slug
 from tahoe_auth.domain.permissions import OWNER
 from tahoe_auth.domain.ratelimit import parse_limits
 from tahoe_auth.domain.usage import parse_quotas
+from tahoe_auth.kernel.changes import ChangeNotifier
+from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services import access
 from tahoe_auth.services.audit import Actor, AuditLog
-from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.services.events import emit
 from tahoe_auth.services.invitations import Invitations

@@ -13,22 +13,20 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from tahoe_auth.clock import Clock
 from tahoe_auth.domain import audit, events, usage
 from tahoe_auth.domain.errors import InvalidArgument, NotFound, PermissionDenied
 from tahoe_auth.domain.principal import Principal
 from tahoe_auth.domain.usage import Granularity, Period, QuotaDecision, QuotaRule, UsageEvent
-from tahoe_auth.metrics import STORE_FAILURES
+from tahoe_auth.kernel.changes import ChangeNotifier
+from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services import access
 from tahoe_auth.services.audit import AuditLog
-from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.services.events import emit
-from tahoe_auth.services.quotas import PLANS_CHANGED, rules_for
+from tahoe_auth.services.quotas import rules_for
 from tahoe_auth.services.usage_ledger import AppendResult, UsageLedger
 from tahoe_auth.services.usage_watch import Subscription, UsageWatch
 from tahoe_auth.store.db import SYSTEM, Database
-from tahoe_auth.store.kv import KeyValueStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +71,6 @@ class UsageService:
         ledger: UsageLedger,
         watch: UsageWatch,
         notifier: ChangeNotifier,
-        store: KeyValueStore,
         clock: Clock,
         audit_log: AuditLog,
     ) -> None:
@@ -82,7 +79,6 @@ class UsageService:
         self._ledger = ledger
         self._watch = watch
         self._notifier = notifier
-        self._store = store
         self._clock = clock
 
     # -- recording ------------------------------------------------------------------------
@@ -198,7 +194,7 @@ class UsageService:
                 uow, ctx, audit.PLATFORM_CHAIN, "plan.upsert", f"plan:{name}", details={"quotas": sorted(rules)}
             )
             uow.commit()
-        self._publish(PLANS_CHANGED, name)
+        self._notifier.plans_changed(name)
         return PlanView(plan.name, plan.display_name, dict(rules))
 
     def assign_plan(self, ctx: CallContext, tenant_id: str, plan_name: str) -> str:
@@ -220,13 +216,6 @@ class UsageService:
             tenant_id = tenant.id
         self._notifier.tenant_changed(tenant_id)
         return tenant_id
-
-    def _publish(self, channel: str, message: str) -> None:
-        try:
-            self._store.publish(channel, message)
-        except StoreUnavailable as exc:
-            STORE_FAILURES.labels("plans_publish", "fail_open").inc()
-            log.warning("could not announce plan change %s (%s); instances reload plans within 30 s", message, exc)
 
 
 def target_tenant(principal: Principal, tenant_id: str) -> str:

@@ -23,10 +23,10 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from tahoe_auth.clock import Clock
 from tahoe_auth.domain.errors import NotFound
 from tahoe_auth.domain.usage import UsageEvent, dedupe, period_of
-from tahoe_auth.metrics import STORE_FAILURES, USAGE_EVENTS
+from tahoe_auth.kernel.clock import Clock
+from tahoe_auth.kernel.metrics import STORE_FAILURES, USAGE_EVENTS
 from tahoe_auth.store.db import SYSTEM, Database
 from tahoe_auth.store.kv import StoreUnavailable
 from tahoe_auth.store.live_counters import LiveCounters, Totals

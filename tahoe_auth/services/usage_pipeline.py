@@ -20,9 +20,9 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from tahoe_auth.clock import Clock
 from tahoe_auth.domain.usage import THRESHOLD_EVENT, Granularity, period_of, reached_thresholds, truncate
-from tahoe_auth.metrics import STORE_FAILURES, USAGE_ROLLED_UP, USAGE_THRESHOLD_EVENTS
+from tahoe_auth.kernel.clock import Clock
+from tahoe_auth.kernel.metrics import STORE_FAILURES, USAGE_ROLLED_UP, USAGE_THRESHOLD_EVENTS
 from tahoe_auth.services.quotas import rules_for
 from tahoe_auth.services.usage_ledger import UsageLedger, UsageTotals
 from tahoe_auth.store.db import SYSTEM, Database, UnitOfWork

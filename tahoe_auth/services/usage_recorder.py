@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from tahoe_auth.domain.errors import NotFound
 from tahoe_auth.domain.usage import API_REQUESTS, UsageEvent
-from tahoe_auth.metrics import STORE_FAILURES, USAGE_RECORDER_BUFFERED
+from tahoe_auth.kernel.metrics import STORE_FAILURES, USAGE_RECORDER_BUFFERED
 from tahoe_auth.services.usage_ledger import UsageLedger
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from tahoe_auth.clock import Clock
 from tahoe_auth.domain.errors import RateLimited
 from tahoe_auth.domain.usage import period_of
-from tahoe_auth.metrics import STORE_FAILURES
+from tahoe_auth.kernel.clock import Clock
+from tahoe_auth.kernel.metrics import STORE_FAILURES
 from tahoe_auth.services.usage_ledger import UsageTotals
 from tahoe_auth.store.live_counters import Totals
 

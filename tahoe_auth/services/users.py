@@ -11,16 +11,15 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from tahoe_auth.authz.directory import user_permissions
-from tahoe_auth.clock import Clock
 from tahoe_auth.domain import events, passwords
 from tahoe_auth.domain.errors import FailedPrecondition, InvalidArgument, InvalidCredentials
 from tahoe_auth.domain.fields import check_display_name, check_email
 from tahoe_auth.domain.permissions import OWNER
 from tahoe_auth.domain.principal import Principal
+from tahoe_auth.kernel.changes import ChangeNotifier
+from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services import access
 from tahoe_auth.services.audit import AuditLog
-from tahoe_auth.services.changes import ChangeNotifier
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.services.events import emit
 from tahoe_auth.services.paging import decode_page_token, next_token, page_size_or_default
@@ -28,6 +27,7 @@ from tahoe_auth.services.roles import ensure_not_last_owner, role_grants
 from tahoe_auth.services.sessions import SessionService
 from tahoe_auth.store import models as m
 from tahoe_auth.store.db import Database, UnitOfWork
+from tahoe_auth.store.directory import user_permissions
 
 ACTIVE, DISABLED = "active", "disabled"
 UPDATABLE = frozenset({"display_name", "email"})

@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tahoe_auth.clock import Clock
 from tahoe_auth.domain import crypto, events
 from tahoe_auth.domain import webhooks as standard
 from tahoe_auth.domain.errors import FailedPrecondition, InvalidArgument
 from tahoe_auth.domain.fields import check_description
+from tahoe_auth.domain.webhooks import DeliveryFilter
+from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services import access
 from tahoe_auth.services.audit import AuditLog
 from tahoe_auth.services.context import CallContext
@@ -27,8 +28,11 @@ from tahoe_auth.services.events import emit
 from tahoe_auth.services.paging import decode_page_token, encode_page_token, page_size_or_default
 from tahoe_auth.store import models as m
 from tahoe_auth.store.db import Database, UnitOfWork
-from tahoe_auth.store.webhook_repository import DeliveryFilter
 from tahoe_auth.webhooks.sender import DeliveryRefused, EgressPolicy, check_url
+
+# The rows the use cases return, for converters that must not reach into the store.
+WebhookEndpoint = m.WebhookEndpoint
+WebhookDelivery = m.WebhookDelivery
 
 SEAL_PURPOSE = "webhook-secrets"
 DEFAULT_OVERLAP = dt.timedelta(hours=24)

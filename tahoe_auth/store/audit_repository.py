@@ -7,26 +7,15 @@ PostgreSQL is the second wall (migration 0006)."""
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as OrmSession
 
-from tahoe_auth.domain.audit import GENESIS, AuditFields, StoredEntry, chain_hash
+from tahoe_auth.domain.audit import GENESIS, AuditFields, AuditFilter, StoredEntry, chain_hash
 from tahoe_auth.store import models as m
-
-
-@dataclass(frozen=True)
-class AuditFilter:
-    actor: str = ""
-    action: str = ""  # exact, or a prefix ending in "*" ("auth.*")
-    outcome: str = ""
-    start: dt.datetime | None = None
-    end: dt.datetime | None = None
 
 
 class AuditRepository:

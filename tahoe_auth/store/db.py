@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from tahoe_auth.domain.errors import InvalidArgument, Unavailable
-from tahoe_auth.metrics import DATABASE_ERRORS
+from tahoe_auth.kernel.metrics import DATABASE_ERRORS
 from tahoe_auth.store import repositories as r
 from tahoe_auth.store.audit_repository import AuditRepository
 from tahoe_auth.store.models import PlatformServiceAccount, ServiceAccount, TenantScoped

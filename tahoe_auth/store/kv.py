@@ -12,13 +12,18 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-Listener = Callable[[str, str], None]
-"""Called with (channel, message) for every published message; or ("", "") when
-notifications may have been missed (a reconnect), so caches must be dropped."""
+from tahoe_auth.domain.errors import Unavailable
+from tahoe_auth.kernel.changes import Listener
+
+# A Listener is called with (channel, message) for every published message, or with
+# ("", "") when notifications may have been missed (a reconnect): drop every cache.
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(Unavailable):
     """The store could not be reached; each caller decides to fail open or closed."""
+
+    def __init__(self, message: object = "the key-value store is unavailable") -> None:
+        super().__init__(str(message))
 
 
 class KeyValueStore(Protocol):

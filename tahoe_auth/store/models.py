@@ -26,7 +26,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from tahoe_auth import logs
+from tahoe_auth.kernel import logs
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",

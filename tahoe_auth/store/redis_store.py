@@ -14,8 +14,9 @@ import time
 
 import redis
 
-from tahoe_auth.metrics import REDIS_ERRORS
-from tahoe_auth.store.kv import Listener, StoreUnavailable
+from tahoe_auth.kernel.changes import Listener
+from tahoe_auth.kernel.metrics import REDIS_ERRORS
+from tahoe_auth.store.kv import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

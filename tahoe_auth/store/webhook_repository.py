@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from tahoe_auth.domain import events
 from tahoe_auth.domain.errors import NotFound
+from tahoe_auth.domain.webhooks import DeliveryFilter
 from tahoe_auth.store import models as m
 
 
@@ -77,13 +78,6 @@ class Claimed:
     endpoint_id: str
     attempts: int
     window_start: dt.datetime
-
-
-@dataclass(frozen=True)
-class DeliveryFilter:
-    endpoint_id: str = ""
-    event_id: str = ""
-    status: str = ""
 
 
 class WebhookRepository:

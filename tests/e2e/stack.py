@@ -158,7 +158,7 @@ class Stack:
 @contextlib.contextmanager
 def side_server(auth: RunningServer) -> Iterator[str]:
     """The auth instance's HTTP side port (JWKS for the demo's identity verifier)."""
-    from tahoe_auth.server import HealthReporter
+    from tahoe_auth.health import HealthReporter
 
     side = SideServer(auth.app, HealthReporter(auth.app, _NoHealth()), "127.0.0.1:0")
     side.start()

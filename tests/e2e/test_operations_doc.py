@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from tahoe_auth.domain.webhooks import RetryPolicy
+from tahoe_auth.services.webhook_delivery import WebhookWorker, WorkerConfig
 from tahoe_auth.v1 import auth_pb2, webhooks_pb2, webhooks_pb2_grpc
 from tahoe_auth.webhooks.sender import EgressPolicy
-from tahoe_auth.webhooks.worker import WebhookWorker, WorkerConfig
 from tests import support
 from tests.support import RunningServer, bearer
 from tests.webhook_receiver import Receiver, Reply, receiver

@@ -10,7 +10,7 @@ import logging
 
 import pytest
 
-from tahoe_auth import logs
+from tahoe_auth.kernel import logs
 
 e2e = pytest.importorskip("tests.e2e.stack", reason="needs the ext_authz Envoy stack (issue 4)")
 

@@ -217,6 +217,6 @@ def test_a_revoked_key_is_refused_by_every_instance_within_a_second(
     owner = a.owner_token(tenant)
     created = create_key(a, owner, ["usage:read"])
     assert works(b, created.secret) and works(b, created.secret)  # b has it cached
-    assert len(b.app.api_keys._resolver.keys) == 1
+    assert len(b.app.api_key_resolver.keys) == 1
     a.auth.RevokeApiKey(auth_pb2.RevokeApiKeyRequest(api_key_id=created.api_key.id), metadata=bearer(owner))
     assert wait_until(lambda: not works(b, created.secret)) < 1.0

@@ -16,10 +16,10 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from sqlalchemy import create_engine, pool, text
 from sqlalchemy.exc import DBAPIError
 
-from tahoe_auth import cli, logs
+from tahoe_auth import cli
 from tahoe_auth.domain import audit
-from tahoe_auth.domain.audit import StoredEntry, verify_chain
-from tahoe_auth.store.audit_repository import AuditFilter
+from tahoe_auth.domain.audit import AuditFilter, StoredEntry, verify_chain
+from tahoe_auth.kernel import logs
 from tahoe_auth.store.db import SYSTEM
 from tahoe_auth.v1 import (
     audit_pb2,

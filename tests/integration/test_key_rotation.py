@@ -24,11 +24,11 @@ import pytest
 from sqlalchemy import event
 
 from tahoe_auth.app import build_app
-from tahoe_auth.clock import FakeClock
 from tahoe_auth.config import Settings
 from tahoe_auth.domain.key_schedule import KeyState
 from tahoe_auth.http_side import SideServer
 from tahoe_auth.identity import IdentityVerifier
+from tahoe_auth.kernel.clock import FakeClock
 from tahoe_auth.v1 import auth_pb2, keys_pb2, keys_pb2_grpc
 from tests.integration.test_ext_authz import check, check_request, denial, upstream_headers
 from tests.support import RunningServer, Tenant, bearer, call_error, error_reason, running_server, wait_until

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tahoe_auth import logs
 from tahoe_auth.domain import events
 from tahoe_auth.http_side import SideServer
+from tahoe_auth.kernel import logs
 from tahoe_auth.v1 import auth_pb2
 from tests import support
 from tests.support import RunningServer, bearer
@@ -47,7 +47,7 @@ def sample(samples: dict[str, float], name: str, **labels: str) -> float:
 
 @pytest.fixture
 def side(server: RunningServer) -> Iterator[str]:
-    from tahoe_auth.server import HealthReporter
+    from tahoe_auth.health import HealthReporter
 
     health = HealthReporter(server.app, __import__("grpc_health.v1.health", fromlist=["x"]).HealthServicer())
     health.check_once()
@@ -84,7 +84,7 @@ def test_webhook_metrics(pg_env: dict[str, str]) -> None:
         support.running_server(pg_env, webhook_allowed_networks=("127.0.0.0/8",), webhook_allow_http=True) as hooks,
         receiver() as sink,
     ):
-        from tahoe_auth import metrics
+        from tahoe_auth.kernel import metrics
 
         succeeded = metrics.WEBHOOK_ATTEMPTS.labels("succeeded")._value.get()
         lag_count = metrics.WEBHOOK_LAG._sum.get()
@@ -161,6 +161,6 @@ def test_malformed_traceparent_is_dropped(server: RunningServer, json_logs: _Cap
 
 
 def _all():  # type: ignore[no-untyped-def]
-    from tahoe_auth.store.audit_repository import AuditFilter
+    from tahoe_auth.domain.audit import AuditFilter
 
     return AuditFilter()

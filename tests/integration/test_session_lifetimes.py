@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from tahoe_auth.app import App, build_app
-from tahoe_auth.clock import FakeClock
 from tahoe_auth.config import PasswordParams, Settings
 from tahoe_auth.domain.errors import RefreshTokenInvalid
+from tahoe_auth.kernel.clock import FakeClock
 from tahoe_auth.services.context import CallContext
 
 PASSWORD = "lifetimes password"

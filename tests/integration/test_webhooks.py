@@ -20,10 +20,10 @@ from google.protobuf import duration_pb2, field_mask_pb2
 
 from tahoe_auth.domain import events
 from tahoe_auth.domain.webhooks import RetryPolicy
+from tahoe_auth.services.webhook_delivery import WebhookWorker, WorkerConfig
 from tahoe_auth.store.db import SYSTEM
 from tahoe_auth.v1 import auth_pb2, webhooks_pb2, webhooks_pb2_grpc
 from tahoe_auth.webhooks.sender import EgressPolicy
-from tahoe_auth.webhooks.worker import WebhookWorker, WorkerConfig
 from tests import support
 from tests.support import RunningServer, Tenant, bearer, error_reason
 from tests.webhook_receiver import Receiver, Reply, receiver
@@ -200,7 +200,7 @@ def test_gone_disables_the_endpoint_and_is_audited(hooks: RunningServer, sink: R
 
 
 def support_filter():  # type: ignore[no-untyped-def]
-    from tahoe_auth.store.audit_repository import AuditFilter
+    from tahoe_auth.domain.audit import AuditFilter
 
     return AuditFilter()
 

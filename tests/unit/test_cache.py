@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from tahoe_auth.authz.cache import TTLCache
+from tahoe_auth.kernel.cache import TTLCache
 
 
 class Clock:

@@ -15,7 +15,7 @@ from tahoe_auth.authz.check import CheckOutcome, resource_tenant
 from tahoe_auth.domain import decision
 from tahoe_auth.domain.permissions import PermissionSet
 from tahoe_auth.domain.principal import Principal
-from tahoe_auth.logs import SampledLog
+from tahoe_auth.kernel.logs import SampledLog
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,9 @@ class NotLive(MemoryStore):
 
 def gatekeeper(evaluator: Evaluator, store: MemoryStore | None = None) -> tuple[Gatekeeper, MemoryStore]:
     store = store or MemoryStore()
-    return Gatekeeper(evaluator, Identity(), store), store  # type: ignore[arg-type]
+    gate = Gatekeeper(evaluator, Identity(), store)  # type: ignore[arg-type]
+    store.subscribe(gate.apply_change)  # as the composition root wires it
+    return gate, store
 
 
 def context(credential: str = "tok", permission: str = "transcription:read") -> CheckContext:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tahoe_auth.clock import FakeClock
 from tahoe_auth.domain.key_schedule import KeyRecord, KeyState, prunable, schedule, successor_to_promote
+from tahoe_auth.kernel.clock import FakeClock
 
 RETENTION = dt.timedelta(seconds=905)  # a 900 s token lifetime plus clock skew
 DELAY = dt.timedelta(seconds=900)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tahoe_auth.clock import FakeClock
 from tahoe_auth.domain.errors import RateLimited
+from tahoe_auth.kernel.clock import FakeClock
 from tahoe_auth.services.usage_watch import UsageWatch
 
 

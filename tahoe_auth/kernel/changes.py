@@ -10,8 +10,30 @@ so that its very next request already sees it (the published copy arrives later)
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Protocol
 
-from tahoe_auth.store.kv import KeyValueStore, Listener, StoreUnavailable
+from tahoe_auth.domain.errors import Unavailable
+
+# Called with (channel, message) for every published message, or with ("", "") when
+# notifications may have been missed (a reconnect): drop every cache.
+Listener = Callable[[str, str], None]
+
+
+class Channel(Protocol):
+    """Where changes travel between instances (the key-value store's pub/sub)."""
+
+    def publish(self, channel: str, message: str) -> None: ...
+
+    def subscribe(self, listener: Listener) -> None: ...
+
+
+class ChangeListener(Protocol):
+    """A cache that drops what a change makes stale. The composition root (app.py
+    wire_changes) registers every one, both for this instance's changes and others'."""
+
+    def apply_change(self, channel: str, message: str) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +43,11 @@ TENANT_CHANGED = "tenant.changed"
 KEYS_CHANGED = "keys.changed"
 CREDENTIAL_REVOKED = "credential.revoked"
 SERVICE_CHANGED = "service.changed"
+PLANS_CHANGED = "usage.plans_changed"
 
 
 class ChangeNotifier:
-    def __init__(self, store: KeyValueStore) -> None:
+    def __init__(self, store: Channel) -> None:
         self._store = store
         self._local: list[Listener] = []
 
@@ -40,7 +63,7 @@ class ChangeNotifier:
                 log.exception("applying %s locally failed", channel)
         try:
             self._store.publish(channel, message)
-        except StoreUnavailable as exc:
+        except Unavailable as exc:
             log.error("could not publish %s %s: %s; other instances may serve stale caches", channel, message, exc)
 
     def sessions_revoked(self, tenant_id: str, session_ids: list[str]) -> None:
@@ -58,6 +81,10 @@ class ChangeNotifier:
 
     def credential_revoked(self, tenant_id: str, credential_id: str) -> None:
         self._publish(CREDENTIAL_REVOKED, f"{tenant_id}:{credential_id}")
+
+    def plans_changed(self, plan: str) -> None:
+        """A usage plan was created or changed (quotas reload plans)."""
+        self._publish(PLANS_CHANGED, plan)
 
     def service_changed(self, tenant_id: str, account_id: str) -> None:
         """A service account's permissions or secrets changed (tenant "" for platform-wide)."""

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 
-from tahoe_auth.authz.cache import TTLCache
+from tahoe_auth.kernel.cache import TTLCache
 from tahoe_auth.store.db import Database
 
 log = logging.getLogger(__name__)

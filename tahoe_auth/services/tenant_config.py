@@ -16,13 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tahoe_auth.authz.cache import TTLCache
 from tahoe_auth.domain.errors import InvalidArgument, NotFound
 from tahoe_auth.domain.ratelimit import DEFAULT_LIMITS, LimitSet, parse_limits
-from tahoe_auth.metrics import STORE_FAILURES
-from tahoe_auth.services import changes
+from tahoe_auth.kernel import changes
+from tahoe_auth.kernel.cache import TTLCache
+from tahoe_auth.kernel.metrics import STORE_FAILURES
 from tahoe_auth.store.db import Database
-from tahoe_auth.store.kv import KeyValueStore
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,6 @@ class TenantConfigCache:
     def __init__(
         self,
         load: Callable[[str], TenantRow | None],
-        store: KeyValueStore,
         defaults: LimitSet = DEFAULT_LIMITS,
         *,
         max_entries: int = 100_000,
@@ -70,7 +68,6 @@ class TenantConfigCache:
         self._clock = clock
         self.defaults = defaults
         self._cache: TTLCache[str, TenantConfig] = TTLCache(max_entries, clock)
-        store.subscribe(self._on_change)
 
     def get(self, tenant_id: str) -> TenantConfig:
         if not tenant_id:
@@ -102,7 +99,7 @@ class TenantConfigCache:
         quotas = row.settings.get("quotas")
         return TenantConfig(limits, row.plan, quotas if isinstance(quotas, Mapping) else {}), MAX_AGE
 
-    def _on_change(self, channel: str, message: str) -> None:
+    def apply_change(self, channel: str, message: str) -> None:
         if channel == changes.TENANT_CHANGED:
             self._cache.pop(message)
         elif channel == "":

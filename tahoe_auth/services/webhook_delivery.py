@@ -28,10 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from tahoe_auth.clock import Clock
 from tahoe_auth.domain import audit, events
 from tahoe_auth.domain import webhooks as standard
-from tahoe_auth.metrics import (
+from tahoe_auth.kernel.clock import Clock
+from tahoe_auth.kernel.metrics import (
     OUTBOX_DEPTH,
     STORE_FAILURES,
     WEBHOOK_ATTEMPT_DURATION,
