@@ -78,11 +78,9 @@ def get(url: str, tenant: str) -> tuple[int, dict[str, str]]:
         return error.code, {k.lower(): v for k, v in error.headers.items()}
 
 
-def test_envoy_rate_limit_filter_uses_the_tenant_policy(limited_server: support.RunningServer, tmp_path: Path) -> None:
-    try:
-        harness.find_binary("envoy")
-    except FileNotFoundError:
-        pytest.skip("envoy is not installed")
+def test_envoy_rate_limit_filter_uses_the_tenant_policy(
+    envoy_binary: str, limited_server: support.RunningServer, tmp_path: Path
+) -> None:
     port = int(limited_server.address.rsplit(":", 1)[1])
     listen = harness.free_port()
     with (
