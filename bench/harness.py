@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import http.client
 import http.server
 import json
 import os
@@ -371,8 +372,41 @@ def run_envoy(
         *("--log-level", log_level),
         "--disable-hot-restart",
     ]
-    with managed_process(argv, log_path, ready_port=listener_port) as proc:
+    with managed_process(argv, log_path) as proc:
+        wait_for_envoy_live(proc, admin_port, log_path)
+        _wait_ready(proc, listener_port, log_path, timeout_s=5.0)
         yield Envoy(proc, listener_port, admin_port, log_path)
+
+
+def wait_for_envoy_live(
+    proc: subprocess.Popen[bytes], admin_port: int, log_path: Path, timeout_s: float = 15.0
+) -> None:
+    """Block until Envoy's admin ``/ready`` answers 200 (server state LIVE).
+
+    An open listener port is not enough: Envoy binds and listens on it while the
+    cluster manager is still initialising (first health-check round included) and
+    before its workers run. LIVE means the clusters are initialised and the
+    listeners are active on the workers. The probe goes to the admin port, so it
+    passes no HTTP filter (no ext_authz call, nothing counted by a rate limit).
+    """
+    deadline = time.monotonic() + timeout_s
+    state = "not answering"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited early:\n{_tail(log_path)}")
+        conn = http.client.HTTPConnection(LOCALHOST, admin_port, timeout=1.0)
+        try:
+            conn.request("GET", "/ready")
+            response = conn.getresponse()
+            state = response.read().decode(errors="replace").strip() or str(response.status)
+            if response.status == 200:
+                return
+        except (OSError, http.client.HTTPException):
+            pass  # the admin listener is not up yet
+        finally:
+            conn.close()
+        time.sleep(0.02)
+    raise TimeoutError(f"Envoy not LIVE after {timeout_s:g}s (last state: {state}):\n{_tail(log_path)}")
 
 
 def envoy_stats(admin_port: int, name_regex: str = "") -> dict[str, int]:

@@ -19,13 +19,6 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/11"
 APP_ROLE = "tahoe_app"
 
 
-def _unavailable(what: str, detail: str) -> None:
-    message = f"{what} is not reachable ({detail})"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message}; in CI this is a failure, not a skip", pytrace=False)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
 def pg_url() -> str:
     url = os.environ.get("TAHOE_TEST_DATABASE_URL", DEFAULT_PG)
@@ -33,7 +26,7 @@ def pg_url() -> str:
         support.create_database(url)
         support.reset_schema(url)
     except Exception as exc:  # any failure to reach or prepare it
-        _unavailable("PostgreSQL", f"{type(exc).__name__}: {exc}")
+        support.unavailable(f"PostgreSQL is not reachable ({type(exc).__name__}: {exc})")
     return url
 
 
@@ -45,7 +38,7 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(url, socket_connect_timeout=1).ping()
     except redis.RedisError as exc:
-        _unavailable("Redis", str(exc))
+        support.unavailable(f"Redis is not reachable ({exc})")
     return url
 
 

@@ -5,8 +5,8 @@ Every request through Envoy comes here. The answer is always OK at the RPC level
 with the decision in `CheckResponse.status` and, when denied, a `denied_response`
 with a small JSON body `{"error": ..., "message": ...}`:
 
-    allowed                    upstream gets x-tahoe-* (overwrite); other client-sent
-                               x-tahoe-* headers are removed
+    allowed                    upstream gets x-tahoe-* (overwrite); `authorization` and
+                               other client-sent x-tahoe-* headers are removed
     no credential              401, www-authenticate: Bearer realm="tahoe"
     invalid/expired/revoked    401, www-authenticate: Bearer ... error="invalid_token"
     lacks the route permission 403, www-authenticate: Bearer ... error="insufficient_scope"

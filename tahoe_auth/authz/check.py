@@ -51,7 +51,8 @@ class CheckOutcome:
     # Headers added to the client's response, allowed or denied (e.g. rate limits).
     response_headers: dict[str, str] = field(default_factory=dict)
     # For allowed requests: headers set on the upstream request (overwrite), and
-    # client-sent headers removed from it.
+    # headers removed from it: the credential (upstream.CREDENTIAL_HEADERS), always,
+    # and client-sent x-tahoe-* ones that are not overwritten.
     upstream_headers: dict[str, str] = field(default_factory=dict)
     remove_headers: tuple[str, ...] = ()
 
@@ -141,7 +142,8 @@ class Gatekeeper:
         headers = facts.headers()
         headers[upstream.IDENTITY] = self._identity.token_for(facts, access.upstream or upstream.DEFAULT_AUDIENCE)
         result.upstream_headers = headers
-        result.remove_headers = tuple(name for name in context.client_tahoe_headers if name not in headers)
+        strays = tuple(name for name in context.client_tahoe_headers if name not in headers)
+        result.remove_headers = upstream.CREDENTIAL_HEADERS + strays
         if trusted:
             expires = time.time() + DECISION_TTL
             if outcome.principal is not None and outcome.principal.expires_at is not None:

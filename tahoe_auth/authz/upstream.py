@@ -1,5 +1,6 @@
 """What an upstream receives for an allowed request: the `x-tahoe-*` headers and the
-signed identity token carrying the same facts (`x-tahoe-identity`).
+signed identity token carrying the same facts (`x-tahoe-identity`), and never the
+caller's credential (CREDENTIAL_HEADERS are removed).
 
 Identity tokens are ES256 JWTs (`typ: tahoe-id+jwt`) signed with the service's keys,
 audience = the upstream's name (Envoy's `upstream` context extension, or
@@ -26,6 +27,9 @@ SUBJECT_TYPE = "x-tahoe-subject-type"
 PERMISSIONS = "x-tahoe-permissions"
 IDENTITY = "x-tahoe-identity"
 SET_HEADERS = (TENANT_ID, SUBJECT, SUBJECT_TYPE, PERMISSIONS, IDENTITY)
+CREDENTIAL_HEADERS = ("authorization",)
+"""Removed from every allowed request, whatever the Envoy config: Check has read the
+caller's credential (access token, API key, service token); no upstream receives it."""
 
 DEFAULT_AUDIENCE = "tahoe-upstream"
 REUSE_FRACTION = 1 / 3

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -20,20 +19,20 @@ from tests.e2e import stack as e2e
 pytestmark = pytest.mark.envoy
 
 
-def envoy_available() -> bool:
+@pytest.fixture(scope="session")
+def envoy_binary() -> str:
+    """The envoy executable; without one, e2e tests skip (fail under CI=true)."""
     try:
-        harness.find_binary("envoy")
-        return True
-    except FileNotFoundError:
-        return False
+        return harness.find_binary("envoy")
+    except FileNotFoundError as exc:
+        missing = str(exc)
+    support.unavailable(f"envoy is not installed ({missing}; make install provides it)")
 
 
 @pytest.fixture(scope="module")
-def module_env(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    if not envoy_available():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("envoy is not installed (make install provides it)")
-        pytest.skip("envoy is not installed")
+def module_env(
+    envoy_binary: str, pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     # A clean database and Redis for the module (its master key is new); the tests
     # then share them, each with its own tenants.
     support.truncate_all(pg_url)

@@ -8,7 +8,7 @@ import http.client
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,13 +174,19 @@ class _NoHealth:
 
 
 @contextlib.contextmanager
-def stack(env: Mapping[str, str], tmp: Path) -> Iterator[Stack]:
+def stack(
+    env: Mapping[str, str], tmp: Path, configure: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+) -> Iterator[Stack]:
+    """The whole stack; `configure` may rewrite the Envoy config (ports already set)."""
     with contextlib.ExitStack() as stack:
         auth = stack.enter_context(running_server(env))
         side = stack.enter_context(side_server(auth))
         demo_env = usage_credentials(auth)
         demo = stack.enter_context(demo_service(tmp, f"http://{side}/.well-known/jwks.json", demo_env))
-        envoy = stack.enter_context(harness.run_envoy(envoy_config([port_of(auth.address)], demo.port), tmp))
+        config = envoy_config([port_of(auth.address)], demo.port)
+        if configure is not None:
+            config = configure(config)
+        envoy = stack.enter_context(harness.run_envoy(config, tmp))
         yield Stack(auth, side, demo, envoy)
 
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from bench import harness
 from tahoe_auth.domain import permissions
 from tests.e2e.stack import ENVOY_DIR, load_envoy_config
 
@@ -24,12 +23,9 @@ def test_there_are_configs_and_no_python_in_the_envoy_folder() -> None:
 
 @pytest.mark.envoy
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_envoy_accepts_the_config(path: Path) -> None:
-    try:
-        envoy = harness.find_binary("envoy")
-    except FileNotFoundError:
-        pytest.skip("envoy is not installed")
-    result = subprocess.run([envoy, "--mode", "validate", "-c", str(path)], capture_output=True, text=True, check=False)
+def test_envoy_accepts_the_config(path: Path, envoy_binary: str) -> None:
+    argv = [envoy_binary, "--mode", "validate", "-c", str(path)]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -1,6 +1,5 @@
 """A W3C traceparent sent to Envoy reaches the upstream and the auth server's log
-lines for that request. Runs on the ext_authz stack of issue 4 (tests/e2e/stack.py and
-its `live` fixture); skipped where that stack is not present yet."""
+lines for that request, on the e2e stack (tests/e2e/stack.py, the `live` fixture)."""
 
 from __future__ import annotations
 
@@ -11,15 +10,14 @@ import logging
 import pytest
 
 from tahoe_auth.kernel import logs
-
-e2e = pytest.importorskip("tests.e2e.stack", reason="needs the ext_authz Envoy stack (issue 4)")
+from tests.e2e import stack as e2e
 
 pytestmark = [pytest.mark.envoy, pytest.mark.postgres]
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
-def test_traceparent_reaches_the_upstream_and_the_auth_log(live) -> None:  # type: ignore[no-untyped-def]
+def test_traceparent_reaches_the_upstream_and_the_auth_log(live: e2e.Stack) -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.addFilter(logs.ContextFilter())

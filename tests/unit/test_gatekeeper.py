@@ -1,12 +1,14 @@
 """The Gatekeeper's reuse of allowed decisions: per credential and route, cleared by any
 change notification, never past the credential's expiry, not while notifications
-might be missed; hooks still run on every request."""
+might be missed; hooks still run on every request. Allowed responses never pass the
+caller's credential on."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from tahoe_auth.api import ext_authz as api
 from tahoe_auth.authz import check as check_module
 from tahoe_auth.authz.access import AccessRequest
 from tahoe_auth.authz.check import CheckContext, CheckOutcome, Gatekeeper
@@ -49,8 +51,10 @@ def gatekeeper(evaluator: Evaluator, store: MemoryStore | None = None) -> tuple[
     return gate, store
 
 
-def context(credential: str = "tok", permission: str = "transcription:read") -> CheckContext:
-    return CheckContext(AccessRequest(credential, permission, "", "transcription"))
+def context(
+    credential: str = "tok", permission: str = "transcription:read", tahoe_headers: tuple[str, ...] = ()
+) -> CheckContext:
+    return CheckContext(AccessRequest(credential, permission, "", "transcription"), client_tahoe_headers=tahoe_headers)
 
 
 def test_an_allowed_decision_is_reused_for_the_same_credential_and_route() -> None:
@@ -115,3 +119,18 @@ def test_denials_are_not_reused_and_hooks_run_every_time() -> None:
     gate.check(context())
     gate.check(context())
     assert runs == ["tok", "tok"]
+
+
+def test_every_allowed_response_removes_the_credential() -> None:
+    gate, _ = gatekeeper(Evaluator())
+    fresh = gate.check(context(tahoe_headers=("x-tahoe-role", "x-tahoe-tenant-id")))
+    reused = gate.check(context(tahoe_headers=("x-tahoe-role", "x-tahoe-tenant-id")))
+    plain = gate.check(context(credential="other"))
+    for outcome in (fresh, reused, plain):
+        response = api.allowed_response(outcome)
+        assert response.ok_response.headers_to_remove[0] == "authorization"
+        assert "authorization" not in {option.header.key for option in response.ok_response.headers}
+        rate_limited = api.with_response_headers(response, {"ratelimit-remaining": "1"})
+        assert "authorization" in rate_limited.ok_response.headers_to_remove
+    assert list(api.allowed_response(fresh).ok_response.headers_to_remove) == ["authorization", "x-tahoe-role"]
+    assert list(api.allowed_response(plain).ok_response.headers_to_remove) == ["authorization"]
