@@ -1,1 +1,1 @@
-"""Benchmarks for Tahoe Auth (Envoy + wrk harness in ``bench.harness``)."""
+"""Benchmarks for Tahoe Auth (they share the Envoy + wrk harness of the tests: ``tests.harness``)."""

@@ -16,7 +16,7 @@ wrk drives Envoy (``--concurrency 1``) on 127.0.0.1; every route ends in a 200
 
 then (d)/(c), (d)/(b), (d)/(f) and the targets: (d) >= 80% of (c); p99 < 15 ms at 8
 connections and < 40 ms at 32; no non-2xx for valid credentials; (d) >= 85% of (f)
-(issue 5), with the Redis commands (d) sent per Check, from Redis's commandstats
+with the Redis commands (d) sent per Check, from Redis's commandstats
 (target: one round trip). Both servers run every Check step but the limiter: quota,
 metering and the rate limits, the latter set so high here that nothing is refused
 (the figure is the limiter's cost, not its denials). The auth server runs
@@ -46,7 +46,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from bench import harness
+from tests import harness
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench password 1234"
@@ -129,7 +129,7 @@ def credentials(target: str, http_addr: str) -> Credentials:
 
 
 def create_api_key(stub: object, token: str) -> str | None:
-    """An API key for row (e), when this build has API keys (issue 3)."""
+    """An API key for row (e), when this build has API keys."""
     from tahoe_auth.v1 import auth_pb2
 
     if not hasattr(auth_pb2, "CreateApiKeyRequest"):
@@ -252,7 +252,7 @@ def run(args: argparse.Namespace, redis_per_request: list[float]) -> list[Row]:
             Case("(f)", "as (d), rate limiting off", to_tahoe_off, (auth_off.pid,), bearer),
         ]
         if creds.api_key is None:
-            print("(e) ext_authz -> Tahoe Check, API key: skipped (no API keys in this build: issue 3)")
+            print("(e) ext_authz -> Tahoe Check, API key: skipped (no API keys in this build)")
         else:
             key = {"authorization": f"Bearer {creds.api_key}"}
             cases.append(Case("(e)", "ext_authz -> Tahoe Check, API key", to_tahoe, (auth.pid,), key))

@@ -35,7 +35,7 @@ from envoy.service.auth.v3 import external_auth_pb2 as authz
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from google.rpc import code_pb2, status_pb2
 
-from bench import harness
+from tests import harness
 
 LOAD_SERVICE = "bench.Load"
 LOGIN_METHOD = f"/{LOAD_SERVICE}/Login"

@@ -36,11 +36,11 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import harness
 from tahoe_auth.authz.ratelimit import RateLimiter
 from tahoe_auth.domain.ratelimit import LimitSet, Policy, RateLimitSubject, Strategy
 from tahoe_auth.store.limiter_backends import MemoryLimiterBackend, RedisLimiterBackend
 from tahoe_auth.v1 import usage_pb2, usage_pb2_grpc
+from tests import harness
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/tahoe_bench_usage"
 

@@ -15,11 +15,7 @@ from pathlib import Path
 
 import redis
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.harness import free_port
 
 
 class RedisProcess:
@@ -84,7 +80,6 @@ class OwnPostgres:
 
     def __init__(self) -> None:
         import glob
-        import socket
         import tempfile
 
         with socket.socket() as sock:

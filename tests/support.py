@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterator, Mapping
@@ -166,3 +168,29 @@ def wait_until(predicate: Any, limit: float = 3.0, step: float = 0.01) -> float:
         assert time.monotonic() - started < limit, "condition not reached in time"
         time.sleep(step)
     return time.monotonic() - started
+
+
+def parse_steps(output: str) -> dict[str, list[Any]]:
+    """What a docs test printed, by `### title` heading: the JSON documents and errors
+    (`Code: X`, with the ErrorInfo reason) printed after each (docs run by the tests)."""
+    steps: dict[str, list[Any]] = {}
+    for chunk in output.split("\n### ")[1:]:
+        title, _, body = chunk.partition("\n")
+        items: list[Any] = []
+        decoder, position = json.JSONDecoder(), 0
+        while position < len(body):
+            if body[position] == "{":
+                document, position = decoder.raw_decode(body, position)
+                if "@type" in document and items and "error" in items[-1]:
+                    items[-1]["reason"] = document["reason"]  # the error's google.rpc.ErrorInfo
+                else:
+                    items.append(document)
+            elif body.startswith("ERROR:", position):
+                code = re.compile(r"Code: (\w+)").search(body, position)
+                assert code is not None
+                items.append({"error": code.group(1)})
+                position = code.end()
+            else:
+                position += 1
+        steps[title.strip()] = items
+    return steps

@@ -275,7 +275,7 @@ class PlatformServiceAccount(ServiceAccountFields, Base):
     __table_args__ = (UniqueConstraint("name", name="uq_platform_service_accounts_name"),)
 
 
-# --- usage metering (issue 5) --------------------------------------------------------------
+# --- usage metering -----------------------------------------------------------------------
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -383,7 +383,7 @@ class OutboxEvent(TenantScoped, Base):
     dispatched_at: Mapped[dt.datetime | None]
 
 
-# --- audit log and webhooks (issue 6) -------------------------------------------------------
+# --- audit log and webhooks ----------------------------------------------------------------
 
 
 class AuditEvent(Base):

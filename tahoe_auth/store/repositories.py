@@ -446,19 +446,3 @@ class ServiceAccountRepository:
     def delete(self, account: m.ServiceAccountFields) -> None:
         self.session.delete(account)
         self.session.flush()
-
-
-class OutboxRepository:
-    def __init__(self, session: OrmSession) -> None:
-        self.session = session
-
-    def add(self, tenant_id: str, event_type: str, payload: dict[str, Any]) -> m.OutboxEvent:
-        event = m.OutboxEvent(tenant_id=tenant_id, type=event_type, payload=payload)
-        self.session.add(event)
-        self.session.flush()
-        return event
-
-    def of_type(self, event_type: str) -> Sequence[m.OutboxEvent]:
-        return self.session.scalars(
-            select(m.OutboxEvent).where(m.OutboxEvent.type == event_type).order_by(m.OutboxEvent.created_at)
-        ).all()

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench import harness
-from tests import support
+from tests import harness, support
 from tests.e2e import stack as e2e
 
 pytestmark = pytest.mark.envoy

@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from bench import harness
 from tahoe_auth.http_side import SideServer
 from tahoe_auth.v1 import tenant_pb2
+from tests import harness
 from tests.support import RunningServer, bearer, running_server
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,7 @@ import pytest
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
-from bench import harness
-from tests import support
+from tests import harness, support
 
 pytestmark = pytest.mark.envoy
 

@@ -21,9 +21,9 @@ from typing import Any
 import jwt
 import pytest
 
-from bench import harness
 from tahoe_auth.http_side import SideServer
 from tahoe_auth.v1 import auth_pb2, keys_pb2, keys_pb2_grpc
+from tests import harness
 from tests.support import RunningServer, bearer, running_server, wait_until
 
 pytestmark = [pytest.mark.envoy, pytest.mark.postgres, pytest.mark.redis]

@@ -1,7 +1,6 @@
 """docs/operations.md's recipes, run as written: every `sh` block, in order, through the
 real grpcurl binary against a real server, then each step's JSON is checked. Blocks
-marked `<!-- requires: SERVICE -->` run when the server offers that service (TenantService
-and DecisionService arrive with issues 3 and 4)."""
+marked `<!-- requires: SERVICE -->` run when the server offers that service."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -35,22 +33,6 @@ def blocks() -> list[tuple[str, str]]:
     found = [(required or "", body) for required, body in BLOCK.findall(DOC.read_text())]
     assert len(found) >= 6, "docs/operations.md lost its shell blocks"
     return found
-
-
-def parse_steps(output: str) -> dict[str, list[Any]]:
-    steps: dict[str, list[Any]] = {}
-    for chunk in output.split("\n### ")[1:]:
-        title, _, body = chunk.partition("\n")
-        items: list[Any] = []
-        decoder, position = json.JSONDecoder(), 0
-        while position < len(body):
-            if body[position] == "{":
-                document, position = decoder.raw_decode(body, position)
-                items.append(document)
-            else:
-                position += 1
-        steps[title.strip()] = items
-    return steps
 
 
 @pytest.fixture
@@ -117,7 +99,7 @@ def test_operations_recipes_run_as_documented(
     head = result.stdout.split("\n### ")[0]
     for service in ("AuditService", "WebhookService", "KeyService", "AuthService"):
         assert f"tahoe_auth.v1.{service}" in head
-    steps = parse_steps(result.stdout)
+    steps = support.parse_steps(result.stdout)
 
     (logins,) = steps["recent logins"]
     assert {e["actor"] for e in logins["events"]} == {values["OWNER_ID"]}

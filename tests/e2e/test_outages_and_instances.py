@@ -15,9 +15,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bench import harness
 from tahoe_auth.authz.check import DECISION_TTL
 from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
+from tests import harness
 from tests.e2e import stack as e2e
 from tests.scenarios import api_key, revoke_api_key, suspend
 from tests.support import OWNER_PASSWORD, RunningServer, bearer, running_server, wait_until

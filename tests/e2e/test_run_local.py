@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import harness
+from tests import harness
 from tests.e2e.conftest import envoy_available
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]

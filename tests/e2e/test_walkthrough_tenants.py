@@ -9,8 +9,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
+from tests import support
 from tests.support import RunningServer
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "walkthrough-tenants.md"
@@ -21,32 +21,6 @@ def script() -> str:
     blocks = BLOCK.findall(DOC.read_text())
     assert len(blocks) >= 6, "the walkthrough lost its shell blocks"
     return "\n".join(blocks)
-
-
-def parse_steps(output: str) -> dict[str, list[Any]]:
-    """`### title` headings, each with the JSON documents and errors (`Code: X` with the
-    ErrorInfo reason) printed after it."""
-    steps: dict[str, list[Any]] = {}
-    for chunk in output.split("\n### ")[1:]:
-        title, _, body = chunk.partition("\n")
-        items: list[Any] = []
-        decoder, position = json.JSONDecoder(), 0
-        while position < len(body):
-            if body[position] == "{":
-                document, position = decoder.raw_decode(body, position)
-                if "@type" in document and items and "error" in items[-1]:
-                    items[-1]["reason"] = document["reason"]  # the error's google.rpc.ErrorInfo
-                else:
-                    items.append(document)
-            elif body.startswith("ERROR:", position):
-                code = re.compile(r"Code: (\w+)").search(body, position)
-                assert code is not None
-                items.append({"error": code.group(1)})
-                position = code.end()
-            else:
-                position += 1
-        steps[title.strip()] = items
-    return steps
 
 
 def test_the_walkthrough_runs_as_documented(server: RunningServer, tmp_path: Path) -> None:
@@ -69,7 +43,7 @@ def test_the_walkthrough_runs_as_documented(server: RunningServer, tmp_path: Pat
     )
     assert result.returncode == 0, f"walkthrough failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     assert "tahoe_auth.v1.TenantService" in result.stdout.split("\n### ")[0]
-    steps = parse_steps(result.stdout)
+    steps = support.parse_steps(result.stdout)
 
     (acme,) = steps["create tenant acme"]
     assert acme["tenant"]["slug"] == "acme" and acme["owner_invitation"]["role"] == "owner"

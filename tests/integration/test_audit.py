@@ -214,7 +214,7 @@ def _authz_denials(w: World) -> Callable[[], object]:
     return act
 
 
-# -- TenantService and API keys (issue 3) ----------------------------------------------------
+# -- TenantService and API keys --------------------------------------------------------------
 
 
 def _tenants(w: World) -> tenant_pb2_grpc.TenantServiceStub:

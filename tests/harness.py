@@ -2,7 +2,7 @@
 
 Typical use::
 
-    from bench import harness
+    from tests import harness
 
     with harness.workdir() as tmp, harness.managed_process(argv, tmp / "srv.log", ready_port=p):
         config = harness.envoy_config(listen, ext_authz_ports=[p])
