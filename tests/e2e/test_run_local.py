@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from tests import harness
-from tests.e2e.conftest import envoy_available
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 
@@ -61,11 +60,9 @@ def listening(port: int) -> bool:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
-def test_a_signal_to_make_run_stops_every_child_and_frees_the_ports(signum: int, tmp_path: Path) -> None:
-    if not envoy_available():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("envoy is not installed (make install provides it)")
-        pytest.skip("envoy is not installed")
+def test_a_signal_to_make_run_stops_every_child_and_frees_the_ports(
+    signum: int, tmp_path: Path, envoy_binary: str
+) -> None:
     ports = {name: harness.free_port() for name in ("grpc", "http", "demo", "envoy", "admin")}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TAHOE_", "TRANSCRIPTION_"))}
     env.update(
