@@ -12,13 +12,28 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from tahoe_auth.domain.errors import Unavailable
+
 Listener = Callable[[str, str], None]
 """Called with (channel, message) for every published message; or ("", "") when
 notifications may have been missed (a reconnect), so caches must be dropped."""
 
 
-class StoreUnavailable(Exception):
-    """The store could not be reached; each caller decides to fail open or closed."""
+class StoreUnavailable(Unavailable):
+    """The store could not be reached; each caller decides to fail open or closed.
+
+    An `Unavailable` like any other: callers hear the generic `message`; the driver's
+    words stay in `detail` (and `str()`) for logs."""
+
+    MESSAGE = "a backing store is unavailable; retry shortly"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(self.MESSAGE)
+        self.detail = f"store unavailable: {detail}" if detail else "store unavailable"
+        self._raw = detail
+
+    def __str__(self) -> str:
+        return self._raw or self.message
 
 
 class KeyValueStore(Protocol):
