@@ -24,8 +24,8 @@ from tahoe_auth.domain.reasons import (
 __all__ = [
     "ALLOW",
     "INVALID_TOKEN",
-    "NO_CREDENTIAL",
     "NOT_FOUND",
+    "NO_CREDENTIAL",
     "PERMISSION_DENIED",
     "QUOTA_EXCEEDED",
     "RATE_LIMITED",

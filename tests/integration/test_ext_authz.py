@@ -3,9 +3,8 @@ without SQL, failing closed, hooks, and the one decision function."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import contextlib
+import dataclasses
 import json
 import logging
 import threading

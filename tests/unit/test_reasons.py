@@ -54,7 +54,7 @@ def test_the_grpc_api_raises_the_rows_error_with_the_rows_code_and_error_info(ro
     assert type(raised) is row.error
     assert code_for(raised) == grpc.StatusCode[row.grpc_code]
     assert raised.reason == row.error_reason
-    assert f"ERROR_REASON_{row.error_reason}" in errors_pb2.ErrorReason.keys()
+    assert errors_pb2.ErrorReason.Value(f"ERROR_REASON_{row.error_reason}") > 0  # ValueError if absent
     assert to_status(raised, "r").code == grpc.StatusCode[row.grpc_code]
 
 
