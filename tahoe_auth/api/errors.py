@@ -1,6 +1,6 @@
 """The one place where exceptions become gRPC statuses with google.rpc.ErrorInfo.
 
-Domain errors map by reason; store outages become UNAVAILABLE; anything else becomes
+Domain errors map by class (store outages are `Unavailable` too); anything else becomes
 INTERNAL with a generic message, and the full exception goes to the log under the
 request id. Raw driver messages never reach callers.
 """
@@ -16,7 +16,6 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from tahoe_auth.domain import errors
-from tahoe_auth.store.kv import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +48,6 @@ def _pack(message: object) -> any_pb2.Any:
 
 
 def to_status(error: BaseException, request_id: str) -> grpc.Status:
-    if isinstance(error, StoreUnavailable):
-        error = errors.Unavailable("a backing store is unavailable; retry shortly")
     if not isinstance(error, errors.TahoeError):
         log.error("unhandled error (request %s)", request_id, exc_info=error)
         error = errors.TahoeError(f"internal error; quote request id {request_id}")

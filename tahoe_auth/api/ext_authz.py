@@ -7,14 +7,19 @@ with a small JSON body `{"error": ..., "message": ...}`:
 
     allowed                    upstream gets x-tahoe-* (overwrite); `authorization` and
                                other client-sent x-tahoe-* headers are removed
-    no credential              401, www-authenticate: Bearer realm="tahoe"
-    invalid/expired/revoked    401, www-authenticate: Bearer ... error="invalid_token"
-    lacks the route permission 403, www-authenticate: Bearer ... error="insufficient_scope"
-    suspended tenant, disabled
-    subject, tenant-less key   403
-    another tenant's resource  404 (not there, for the caller)
-    cannot decide              503 + retry-after (database/Redis unreachable for a cold
-                               credential, or an unexpected error): fail closed
+    no credential              401 missing_credential, www-authenticate: Bearer realm="tahoe"
+    invalid/expired/revoked    401 invalid_token, www-authenticate: Bearer ... error="invalid_token"
+    lacks the route permission 403 permission_denied, www-authenticate: Bearer ...
+                               error="insufficient_scope", scope="<permission>"
+    suspended tenant, disabled 403 tenant_suspended, subject_disabled, tenant_required
+    subject, tenant-less key
+    another tenant's resource  404 not_found (not there, for the caller)
+    rate limit, quota          429 rate_limited, quota_exceeded (authz/admission.py)
+    cannot decide              503 unavailable + retry-after (database/Redis unreachable
+                               for a cold credential, or an unexpected error): fail closed
+
+The reason's row in domain/reasons.py gives each denial its gRPC code, HTTP status,
+body `error` (the reason itself) and challenge; metrics and logs use the same name.
 
 Every answer but the 503 also carries the `ratelimit-*` headers of the limit that
 counted the request (authz/admission.py check_hook; docs/usage.md).
@@ -36,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -49,7 +55,7 @@ from google.rpc import code_pb2, status_pb2
 from tahoe_auth.authz import upstream
 from tahoe_auth.authz.access import AccessRequest, bearer_credential
 from tahoe_auth.authz.check import CheckContext, CheckOutcome, Gatekeeper, resource_tenant
-from tahoe_auth.domain import decision
+from tahoe_auth.domain import decision, reasons
 from tahoe_auth.kernel import logs, metrics
 from tahoe_auth.kernel.cache import TTLCache
 
@@ -58,9 +64,6 @@ log = logging.getLogger("tahoe_auth.ext_authz")
 SERVICE_NAME = "envoy.service.auth.v3.Authorization"
 OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
-_RPC_CODES = {401: code_pb2.UNAUTHENTICATED, 429: code_pb2.RESOURCE_EXHAUSTED, 503: code_pb2.UNAVAILABLE}
-# The `error` of denial bodies: OAuth's `invalid_token` for bad credentials, else the reason.
-_ERRORS = {decision.INVALID_CREDENTIAL: "invalid_token", decision.WRONG_TENANT: "not_found"}
 UNAVAILABLE_MESSAGE = "authorization is temporarily unavailable; retry shortly"
 
 
@@ -107,47 +110,40 @@ def _repeated_header(name: str, value: str) -> HeaderValueOption:
     return _header(name, value)
 
 
-def with_response_headers(cached: ext_authz.CheckResponse, headers: dict[str, str]) -> ext_authz.CheckResponse:
+def with_response_headers(cached: ext_authz.CheckResponse, headers: Mapping[str, str]) -> ext_authz.CheckResponse:
     response = ext_authz.CheckResponse()
     response.CopyFrom(cached)
     response.ok_response.response_headers_to_add.extend(_repeated_header(k, v) for k, v in headers.items())
     return response
 
 
-def www_authenticate(reason: str, permission: str) -> str | None:
-    """RFC 6750: no error code when no credential was sent; `invalid_token` for a bad
-    one; `insufficient_scope` when the credential lacks the route's permission."""
-    if reason == decision.NO_CREDENTIAL:
-        return 'Bearer realm="tahoe"'
-    if reason == decision.INVALID_CREDENTIAL:
-        return 'Bearer realm="tahoe", error="invalid_token"'
-    if reason == decision.PERMISSION_DENIED:
-        return f'Bearer realm="tahoe", error="insufficient_scope", scope="{permission}"'
-    return None
-
-
 @lru_cache(maxsize=1024)
-def _denied(http_status: int, error: str, message: str, challenge: str | None) -> ext_authz.CheckResponse:
-    """Denials are few and fixed: built once each (callers must not mutate them)."""
+def _denied(reason: str, message: str, permission: str) -> ext_authz.CheckResponse:
+    """Denials are few and fixed: built once each (callers must not mutate them).
+    Code, status, body `error` and challenge all come from the reason's row."""
+    row = reasons.REASONS[reason]
     headers = [_header("content-type", "application/json")]
+    challenge = row.www_authenticate(permission)
     if challenge:
         headers.append(_header("www-authenticate", challenge))
-    if http_status == 503:
+    if row.http_status == 503:
         headers.append(_header("retry-after", "1"))
     return ext_authz.CheckResponse(
-        status=status_pb2.Status(code=_RPC_CODES.get(http_status, code_pb2.PERMISSION_DENIED), message=error),
+        status=status_pb2.Status(code=code_pb2.Code.Value(row.grpc_code), message=row.body_error),
         denied_response=ext_authz.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=http_status),
+            status=http_status_pb2.HttpStatus(code=row.http_status),
             headers=headers,
-            body=json.dumps({"error": error, "message": message}),
+            body=json.dumps({"error": row.body_error, "message": message}),
         ),
     )
 
 
 def denied_response(outcome: CheckOutcome) -> ext_authz.CheckResponse:
     d = outcome.decision
-    error = _ERRORS.get(d.reason, d.reason)
-    response = _denied(outcome.http_status, error, d.message, www_authenticate(d.reason, d.permission))
+    # Only the insufficient_scope challenge names the permission: keep the cache key small.
+    scoped = reasons.REASONS[d.reason].challenge == reasons.BEARER_INSUFFICIENT_SCOPE
+    permission = d.permission if scoped else ""
+    response = _denied(d.reason, d.message, permission)
     if not outcome.response_headers:
         return response
     extended = ext_authz.CheckResponse()
@@ -156,7 +152,7 @@ def denied_response(outcome: CheckOutcome) -> ext_authz.CheckResponse:
     return extended
 
 
-ERROR_RESPONSE = _denied(503, decision.UNAVAILABLE, UNAVAILABLE_MESSAGE, None)
+ERROR_RESPONSE = _denied(decision.UNAVAILABLE, UNAVAILABLE_MESSAGE, "")
 
 
 class AuthorizationServicer(ext_authz_grpc.AuthorizationServicer):  # type: ignore[misc]

@@ -35,7 +35,6 @@ from tahoe_auth.domain.principal import Principal
 from tahoe_auth.kernel import logs
 from tahoe_auth.kernel.metrics import RPC_DURATION
 from tahoe_auth.services.context import CallContext
-from tahoe_auth.store.kv import StoreUnavailable
 
 log = logging.getLogger("tahoe_auth.access")
 
@@ -139,7 +138,7 @@ class AccessLog:
             reason, code = exc.reason, code_for(exc).name
             raise
         except Exception as exc:
-            reason = code = "UNAVAILABLE" if isinstance(exc, StoreUnavailable) else "INTERNAL"
+            reason = code = "INTERNAL"
             if _is_abort(exc):
                 reason = code = "ABORTED_BY_HANDLER"
             raise

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from tahoe_auth.authz.authenticator import Authenticator
 from tahoe_auth.domain import decision
 from tahoe_auth.domain.errors import Unauthenticated, Unavailable
-from tahoe_auth.store.kv import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +51,10 @@ class AccessEvaluator:
             principal = self._authenticator.authenticate(request.credential)
         except Unauthenticated as exc:
             detail = getattr(exc, "detail", "") or exc.message
-            return decision.unauthenticated(decision.INVALID_CREDENTIAL, INVALID_MESSAGE, detail)
-        except (Unavailable, StoreUnavailable) as exc:
+            return decision.unauthenticated(decision.INVALID_TOKEN, INVALID_MESSAGE, detail)
+        except Unavailable as exc:  # store.kv.StoreUnavailable too
             # Fail closed: without the database or Redis the credential cannot be
             # judged, and a guess in either direction is wrong.
-            detail = exc.message if isinstance(exc, Unavailable) else f"store unavailable: {exc}"
+            detail = getattr(exc, "detail", "") or exc.message
             return decision.Decision(False, decision.UNAVAILABLE, UNAVAILABLE_MESSAGE, detail=detail)
         return decision.decide(principal, request.required_permission, request.resource_tenant, tenant_required=True)

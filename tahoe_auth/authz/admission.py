@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from tahoe_auth.authz.check import CheckContext, CheckOutcome
 from tahoe_auth.authz.ratelimit import RateLimiter
-from tahoe_auth.domain import decision, ratelimit
+from tahoe_auth.domain import decision, ratelimit, reasons
 from tahoe_auth.domain.principal import API_KEY, USER
 from tahoe_auth.domain.ratelimit import RateLimitDecision, RateLimitSubject
 from tahoe_auth.domain.usage import API_REQUESTS, QuotaDecision, quota_denial_body, quota_headers
@@ -40,7 +40,7 @@ from tahoe_auth.services.usage_recorder import UsageRecorder
 
 RATE_LIMITED = decision.RATE_LIMITED
 QUOTA_EXCEEDED = decision.QUOTA_EXCEEDED
-_UNAUTHENTICATED = (decision.NO_CREDENTIAL, decision.INVALID_CREDENTIAL)
+_UNAUTHENTICATED = (decision.NO_CREDENTIAL, decision.INVALID_TOKEN)
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class Admission:
 
     @property
     def http_status(self) -> int:
-        return 200 if self.allowed else 429
+        return reasons.REASONS[decision.ALLOW if self.allowed else self.reason].http_status
 
 
 class AdmissionControl:
@@ -102,7 +102,9 @@ class AdmissionControl:
         return self.admit(tenant_id="", client_address=client_address, subject_type="", subject_id="", route="")
 
     def check_hook(self, context: CheckContext, outcome: CheckOutcome) -> CheckOutcome:
-        """Every decided request is counted and gets `ratelimit-*` headers (module docstring)."""
+        """Every decided request is counted and gets `ratelimit-*` headers (module
+        docstring). Returns a new outcome (the 429 is a `rate_limited` or
+        `quota_exceeded` decision), or the same one when there is nothing to add."""
         principal = outcome.decision.principal
         if outcome.decision.reason == decision.UNAVAILABLE:
             return outcome  # no decision was made: nothing to count (Redis may be why)
@@ -123,11 +125,12 @@ class AdmissionControl:
                 subject_type=principal.subject_type,
                 subject_id=principal.subject,
             )
-        outcome.response_headers.update(admission.headers)
-        if not admission.allowed:
-            message = (admission.body or {}).get("message", "too many requests")
-            outcome.decision = dataclasses.replace(
-                outcome.decision, allowed=False, reason=admission.reason, message=message
-            )
-            outcome.http_status = admission.http_status
-        return outcome
+        if admission.allowed and not admission.headers:
+            return outcome
+        headers = dict(outcome.response_headers)
+        headers.update(admission.headers)
+        if admission.allowed:
+            return dataclasses.replace(outcome, response_headers=headers)
+        message = (admission.body or {}).get("message", "too many requests")
+        refused = dataclasses.replace(outcome.decision, allowed=False, reason=admission.reason, message=message)
+        return dataclasses.replace(outcome, decision=refused, response_headers=headers)

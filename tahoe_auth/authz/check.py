@@ -3,9 +3,11 @@
 it into a CheckResponse).
 
 Post-decision hooks run in order after the decision, on every request (also when
-the decision itself was reused). A hook may turn an allow into a denial (a rate
-limiter answering 429: set `http_status`, replace `decision`) and may add headers to
-the client's response (`response_headers`, e.g. `ratelimit-*`). They see the
+the decision itself was reused). The outcome is immutable: a hook returns it
+unchanged, or a new one (`dataclasses.replace`) that may turn an allow into a denial
+(a rate limiter answering 429 returns a `rate_limited` decision: the HTTP status
+always follows the decision's reason, domain/reasons.py) and may add headers to the
+client's response (`response_headers`, e.g. `ratelimit-*`). They see the
 CheckContext: credential, route requirements and name, client address, request id.
 """
 
@@ -13,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol
 
 from tahoe_auth.authz import upstream
@@ -44,21 +47,35 @@ class CheckContext:
     client_tahoe_headers: tuple[str, ...] = ()
 
 
-@dataclass
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+def _no_headers() -> Mapping[str, str]:
+    return NO_HEADERS  # shared and read-only: no allocation per outcome
+
+
+@dataclass(frozen=True, slots=True)
 class CheckOutcome:
+    """What Envoy should do. Frozen: hooks return a new one (`dataclasses.replace`),
+    with new header mappings rather than changed ones."""
+
     decision: decision.Decision
-    http_status: int
     # Headers added to the client's response, allowed or denied (e.g. rate limits).
-    response_headers: dict[str, str] = field(default_factory=dict)
+    response_headers: Mapping[str, str] = field(default_factory=_no_headers)
     # For allowed requests: headers set on the upstream request (overwrite), and
     # headers removed from it: the credential (upstream.CREDENTIAL_HEADERS), always,
     # and client-sent x-tahoe-* ones that are not overwritten.
-    upstream_headers: dict[str, str] = field(default_factory=dict)
+    upstream_headers: Mapping[str, str] = field(default_factory=_no_headers)
     remove_headers: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> bool:
-        return self.decision.allowed and self.http_status == 200
+        return self.decision.allowed
+
+    @property
+    def http_status(self) -> int:
+        """The decision's, from its reason's row: never set separately."""
+        return self.decision.http_status
 
 
 PostDecisionHook = Callable[[CheckContext, CheckOutcome], CheckOutcome]
@@ -132,37 +149,36 @@ class Gatekeeper:
         trusted = self._store.notifications_live()
         cached = self.decisions.get(key) if trusted else None
         if cached is not None:
-            return CheckOutcome(cached.decision, 200, {}, dict(cached.upstream_headers), cached.remove_headers)
+            return CheckOutcome(cached.decision, NO_HEADERS, dict(cached.upstream_headers), cached.remove_headers)
         outcome = self._evaluator.evaluate(context.access)
-        result = CheckOutcome(outcome, outcome.http_status)
         if not outcome.allowed:
-            return result
+            return CheckOutcome(outcome)
         access = context.access
         facts = upstream.facts_for(outcome, access.resource_tenant)
         headers = facts.headers()
         headers[upstream.IDENTITY] = self._identity.token_for(facts, access.upstream or upstream.DEFAULT_AUDIENCE)
-        result.upstream_headers = headers
         strays = tuple(name for name in context.client_tahoe_headers if name not in headers)
-        result.remove_headers = upstream.CREDENTIAL_HEADERS + strays
+        remove = upstream.CREDENTIAL_HEADERS + strays
         if trusted:
             expires = time.time() + DECISION_TTL
             if outcome.principal is not None and outcome.principal.expires_at is not None:
                 expires = min(expires, outcome.principal.expires_at)
-            self.decisions.put(key, _Allowed(outcome, dict(headers), result.remove_headers), expires)
-        return result
+            self.decisions.put(key, _Allowed(outcome, dict(headers), remove), expires)
+        return CheckOutcome(outcome, NO_HEADERS, headers, remove)
 
     def _log_denial(self, context: CheckContext, result: CheckOutcome) -> None:
         d = result.decision
+        status = result.http_status
         principal = d.principal
         if self._audit is not None:
             self._audit.record(principal.tenant_id if principal else "", d.reason, context.route)
         self._denial_log.log(
-            logging.ERROR if result.http_status >= 500 else logging.INFO,
+            logging.ERROR if status >= 500 else logging.INFO,
             d.reason,
             "denied %s %s: %s %s",
             context.method,
             context.path,
-            result.http_status,
+            status,
             d.reason,
             extra={
                 "detail": d.detail,

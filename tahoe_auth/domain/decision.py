@@ -5,20 +5,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tahoe_auth.domain import errors
+from tahoe_auth.domain import errors, reasons
 from tahoe_auth.domain.principal import Principal
+from tahoe_auth.domain.reasons import (
+    ALLOW,
+    INVALID_TOKEN,
+    NO_CREDENTIAL,
+    NOT_FOUND,
+    PERMISSION_DENIED,
+    QUOTA_EXCEEDED,
+    RATE_LIMITED,
+    SUBJECT_DISABLED,
+    TENANT_REQUIRED,
+    TENANT_SUSPENDED,
+    UNAVAILABLE,
+)
 
-ALLOW = "allowed"
-NO_CREDENTIAL = "missing_credential"
-INVALID_CREDENTIAL = "invalid_credential"
-TENANT_SUSPENDED = "tenant_suspended"
-SUBJECT_DISABLED = "subject_disabled"
-PERMISSION_DENIED = "permission_denied"
-WRONG_TENANT = "wrong_tenant"
-TENANT_REQUIRED = "tenant_required"
-UNAVAILABLE = "unavailable"
-RATE_LIMITED = "rate_limited"
-QUOTA_EXCEEDED = "quota_exceeded"
+__all__ = [
+    "ALLOW",
+    "INVALID_TOKEN",
+    "NOT_FOUND",
+    "NO_CREDENTIAL",
+    "PERMISSION_DENIED",
+    "QUOTA_EXCEEDED",
+    "RATE_LIMITED",
+    "SUBJECT_DISABLED",
+    "TENANT_REQUIRED",
+    "TENANT_SUSPENDED",
+    "UNAVAILABLE",
+    "Decision",
+    "decide",
+    "denial",
+    "require",
+    "unauthenticated",
+]
 
 # What a caller hears about another tenant's resource, existing or not; the gRPC API's
 # errors.NotFound("resource") says the same.
@@ -40,19 +60,8 @@ class Decision:
 
     @property
     def http_status(self) -> int:
-        return _HTTP_STATUS.get(self.reason, 403)
-
-
-_HTTP_STATUS = {
-    ALLOW: 200,
-    NO_CREDENTIAL: 401,
-    INVALID_CREDENTIAL: 401,
-    # Another tenant's resources are simply not there (no existence oracle).
-    WRONG_TENANT: 404,
-    RATE_LIMITED: 429,
-    QUOTA_EXCEEDED: 429,
-    UNAVAILABLE: 503,
-}
+        """From the reason's row (domain/reasons.py), the only source of the status."""
+        return reasons.REASONS[self.reason].http_status
 
 
 def decide(
@@ -67,7 +76,7 @@ def decide(
     the caller (`unauthenticated`), since there is no principal to reason about.
 
     `resource_tenant` is the tenant the request is about: another tenant's resources
-    are denied as WRONG_TENANT (callers answer NOT_FOUND) unless the principal is not
+    are denied as NOT_FOUND unless the principal is not
     bound to a tenant (platform administrators and platform-wide service accounts,
     which still need the permission). `platform_only` methods (creating tenants,
     suspending them) are for platform administrators alone: no tenant role grants them.
@@ -83,7 +92,7 @@ def decide(
         # The same words whether that tenant exists or not: anything else is an existence oracle.
         return Decision(
             False,
-            WRONG_TENANT,
+            NOT_FOUND,
             NOT_FOUND_MESSAGE,
             principal,
             required_permission,
@@ -127,11 +136,19 @@ def require(
 
 
 def denial(outcome: Decision) -> errors.TahoeError:
-    if outcome.reason == TENANT_SUSPENDED:
+    """The domain error the gRPC API raises for a denial: the class of its reason's row."""
+    cls = reasons.REASONS[outcome.reason].error
+    if cls is None:
+        raise ValueError(f"{outcome.reason!r} is not a denial")
+    if cls is errors.TenantSuspended:
         return errors.TenantSuspended()
-    if outcome.reason == SUBJECT_DISABLED:
+    if cls is errors.UserDisabled:
         return errors.UserDisabled()
-    if outcome.reason == WRONG_TENANT:
+    if cls is errors.NotFound:
         # No existence oracle: another tenant's resources are simply not there.
         return errors.NotFound("resource", NOT_FOUND_MESSAGE)
-    return errors.PermissionDenied(outcome.message, permission=outcome.permission)
+    if cls is errors.PermissionDenied:
+        return errors.PermissionDenied(outcome.message, permission=outcome.permission)
+    if issubclass(cls, errors.ResourceExhausted):
+        return cls(outcome.message, retry_after=1.0)
+    return cls(outcome.message)

@@ -20,10 +20,20 @@ from tahoe_auth.kernel.changes import Listener
 
 
 class StoreUnavailable(Unavailable):
-    """The store could not be reached; each caller decides to fail open or closed."""
+    """The store could not be reached; each caller decides to fail open or closed.
 
-    def __init__(self, message: object = "the key-value store is unavailable") -> None:
-        super().__init__(str(message))
+    An `Unavailable` like any other: callers hear the generic `message`; the driver's
+    words stay in `detail` (and `str()`) for logs."""
+
+    MESSAGE = "a backing store is unavailable; retry shortly"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(self.MESSAGE)
+        self.detail = f"store unavailable: {detail}" if detail else "store unavailable"
+        self._raw = detail
+
+    def __str__(self) -> str:
+        return self._raw or self.message
 
 
 class KeyValueStore(Protocol):

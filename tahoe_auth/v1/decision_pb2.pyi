@@ -93,8 +93,9 @@ class ExplainDecisionResponse(_message.Message):
     DETAIL_FIELD_NUMBER: _builtins.int
     allowed: _builtins.bool
     reason: _builtins.str
-    """One of: allowed, missing_credential, invalid_credential, tenant_suspended,
-    subject_disabled, permission_denied, wrong_tenant, tenant_required, unavailable.
+    """One of: allowed, missing_credential, invalid_token, tenant_suspended,
+    subject_disabled, permission_denied, not_found, tenant_required, unavailable
+    (the same names as Check's JSON `error`, metrics and logs).
     """
     message: _builtins.str
     """A sentence for humans."""

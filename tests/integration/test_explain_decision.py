@@ -45,7 +45,7 @@ def test_explains_a_denial_of_another_credential_in_the_tenant(server: RunningSe
     assert denied.rule == "no grant covers transcription:write"
     assert denied.upstream_headers == {}
     other_tenant = explain(server, owner, viewer, "", resource_tenant_id="someone-else")
-    assert (other_tenant.reason, other_tenant.http_status) == ("wrong_tenant", 404)
+    assert (other_tenant.reason, other_tenant.http_status) == ("not_found", 404)
 
 
 def test_explaining_others_needs_audit_read_and_stays_in_the_tenant(server: RunningServer) -> None:
@@ -67,9 +67,9 @@ def test_only_platform_administrators_see_why_a_credential_is_invalid(server: Ru
         auth_pb2.RevokeSessionRequest(session_id=revoked.session_id), metadata=bearer(owner.access_token)
     )
     for_owner = explain(server, owner.access_token, revoked.access_token, "transcription:read")
-    assert (for_owner.reason, for_owner.http_status, for_owner.detail) == ("invalid_credential", 401, "")
+    assert (for_owner.reason, for_owner.http_status, for_owner.detail) == ("invalid_token", 401, "")
     for_admin = explain(server, server.platform_key, revoked.access_token, "transcription:read")
-    assert for_admin.reason == "invalid_credential" and "revoked" in for_admin.detail
+    assert for_admin.reason == "invalid_token" and "revoked" in for_admin.detail
     assert explain(server, server.platform_key, "", "").reason == "tenant_required"
 
 

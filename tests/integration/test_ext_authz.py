@@ -4,6 +4,7 @@ without SQL, failing closed, hooks, and the one decision function."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
@@ -207,12 +208,12 @@ def test_a_post_decision_hook_can_deny_and_add_headers(server: RunningServer) ->
 
     def limiter(context: CheckContext, outcome: CheckOutcome) -> CheckOutcome:
         seen.append(context)
-        outcome.response_headers["ratelimit-limit"] = "1"
-        if len(seen) > 1:
-            outcome.decision = decision.Decision(False, "rate_limited", "too many requests", outcome.decision.principal)
-            outcome.http_status = 429
-            outcome.response_headers["retry-after"] = "1"
-        return outcome
+        if len(seen) == 1:
+            return dataclasses.replace(outcome, response_headers={"ratelimit-limit": "1"})
+        refused = decision.Decision(False, "rate_limited", "too many requests", outcome.decision.principal)
+        return dataclasses.replace(
+            outcome, decision=refused, response_headers={"ratelimit-limit": "1", "retry-after": "1"}
+        )
 
     installed = server.app.gatekeeper.hooks
     server.app.gatekeeper.hooks = [limiter]  # alone: the admission hook adds headers of its own
@@ -250,7 +251,7 @@ def test_denials_are_logged_with_the_request_id_but_sampled(
             check(server, check_request("Bearer junk"))
     lines = [r for r in caplog.records if r.name == "tahoe_auth.ext_authz"]
     assert 1 <= len(lines) <= 10
-    assert "invalid_credential" in lines[0].getMessage()
+    assert "invalid_token" in lines[0].getMessage()
     assert lines[0].detail  # type: ignore[attr-defined]
 
 

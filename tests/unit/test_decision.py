@@ -37,11 +37,11 @@ def test_suspended_tenant_and_disabled_subject_are_denied_first() -> None:
 
 
 def test_other_tenants_resources_are_denied_except_for_platform_admins() -> None:
-    assert decision.decide(principal(), "transcription:read", resource_tenant="t2").reason == decision.WRONG_TENANT
+    assert decision.decide(principal(), "transcription:read", resource_tenant="t2").reason == decision.NOT_FOUND
     admin = principal(platform_admin=True, permissions=PermissionSet.of([]))
     assert decision.decide(admin, "transcription:read", resource_tenant="t2").allowed
 
 
 def test_unauthenticated_decisions_are_401() -> None:
     assert decision.unauthenticated(decision.NO_CREDENTIAL, "no credential").http_status == 401
-    assert decision.unauthenticated(decision.INVALID_CREDENTIAL, "bad").http_status == 401
+    assert decision.unauthenticated(decision.INVALID_TOKEN, "bad").http_status == 401

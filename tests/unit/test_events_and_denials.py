@@ -78,7 +78,7 @@ def test_denials_are_aggregated_per_minute_and_bounded() -> None:
     auditor._thread = object()  # type: ignore[assignment]  # no background flush in this test
     for _ in range(1000):
         auditor.record("t1", "permission_denied", "r1")
-    auditor.record("t2", "invalid_credential", "r1")
+    auditor.record("t2", "invalid_token", "r1")
     auditor.record("t3", "tenant_suspended", "r2")  # a third key this minute: overflow
     assert auditor.flush() == 0  # the minute is not over
     now[0] = 180.0
@@ -87,7 +87,7 @@ def test_denials_are_aggregated_per_minute_and_bounded() -> None:
     assert sorted((e[0], e[3]["reason"], e[3]["count"]) for e in log.entries) == [
         ("", "overflow", 1),
         ("t1", "permission_denied", 1000),
-        ("t2", "invalid_credential", 1),
+        ("t2", "invalid_token", 1),
     ]
     assert auditor.pending() == 1
 

@@ -85,7 +85,7 @@ def test_platform_admins_act_in_the_routes_tenant_with_the_checked_permission() 
     ("reason", "status", "error", "challenge"),
     [
         (decision.NO_CREDENTIAL, 401, "missing_credential", 'Bearer realm="tahoe"'),
-        (decision.INVALID_CREDENTIAL, 401, "invalid_token", 'Bearer realm="tahoe", error="invalid_token"'),
+        (decision.INVALID_TOKEN, 401, "invalid_token", 'Bearer realm="tahoe", error="invalid_token"'),
         (
             decision.PERMISSION_DENIED,
             403,
@@ -94,13 +94,13 @@ def test_platform_admins_act_in_the_routes_tenant_with_the_checked_permission() 
         ),
         (decision.TENANT_SUSPENDED, 403, "tenant_suspended", None),
         (decision.SUBJECT_DISABLED, 403, "subject_disabled", None),
-        (decision.WRONG_TENANT, 404, "not_found", None),
+        (decision.NOT_FOUND, 404, "not_found", None),
         (decision.UNAVAILABLE, 503, "unavailable", None),
     ],
 )
 def test_denied_responses(reason: str, status: int, error: str, challenge: str | None) -> None:
     d = decision.Decision(False, reason, "why", permission="a:b")
-    response = api.denied_response(CheckOutcome(d, d.http_status))
+    response = api.denied_response(CheckOutcome(d))
     headers = {h.header.key: h.header.value for h in response.denied_response.headers}
     assert response.denied_response.status.code == status
     assert json.loads(response.denied_response.body) == {"error": error, "message": "why"}
@@ -111,8 +111,8 @@ def test_denied_responses(reason: str, status: int, error: str, challenge: str |
 
 def test_extra_denial_headers_do_not_leak_into_the_shared_responses() -> None:
     d = decision.Decision(False, decision.PERMISSION_DENIED, "why")
-    extended = api.denied_response(CheckOutcome(d, 403, {"x-extra": "1"}))
-    plain = api.denied_response(CheckOutcome(d, 403))
+    extended = api.denied_response(CheckOutcome(d, {"x-extra": "1"}))
+    plain = api.denied_response(CheckOutcome(d))
     assert "x-extra" in {h.header.key for h in extended.denied_response.headers}
     assert "x-extra" not in {h.header.key for h in plain.denied_response.headers}
 

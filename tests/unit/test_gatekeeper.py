@@ -27,7 +27,7 @@ class Evaluator:
     def evaluate(self, request: AccessRequest) -> decision.Decision:
         self.calls += 1
         if not self.allow:
-            return decision.unauthenticated(decision.INVALID_CREDENTIAL, "revoked")
+            return decision.unauthenticated(decision.INVALID_TOKEN, "revoked")
         principal = Principal("t1", "u1", "user", PermissionSet.of(["transcription:*"]), expires_at=self.expires_at)
         return decision.decide(principal, request.required_permission)
 

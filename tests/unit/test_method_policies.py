@@ -71,5 +71,5 @@ def test_platform_only_and_platform_scoped_decisions() -> None:
     # A platform-wide service account acts on any tenant, but only within its permissions.
     assert decision.decide(service, "usage:write", resource_tenant="t9").allowed
     assert not decision.decide(service, "users:read", resource_tenant="t9").allowed
-    assert decision.decide(owner, "users:read", resource_tenant="t9").reason == decision.WRONG_TENANT
+    assert decision.decide(owner, "users:read", resource_tenant="t9").reason == decision.NOT_FOUND
     assert MethodPolicy().permission == ""
