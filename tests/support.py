@@ -194,3 +194,13 @@ def parse_steps(output: str) -> dict[str, list[Any]]:
                 position += 1
         steps[title.strip()] = items
     return steps
+
+
+def token_is_valid(instance: RunningServer, token: str) -> bool:
+    """Whether ValidateToken accepts `token` (any refusal must be UNAUTHENTICATED)."""
+    try:
+        instance.auth.ValidateToken(auth_pb2.ValidateTokenRequest(token=token))
+        return True
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        return False

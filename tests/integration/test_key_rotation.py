@@ -31,7 +31,16 @@ from tahoe_auth.identity import IdentityVerifier
 from tahoe_auth.kernel.clock import FakeClock
 from tahoe_auth.v1 import auth_pb2, keys_pb2, keys_pb2_grpc
 from tests.integration.test_ext_authz import check, check_request, denial, upstream_headers
-from tests.support import RunningServer, Tenant, bearer, call_error, error_reason, running_server, wait_until
+from tests.support import (
+    RunningServer,
+    Tenant,
+    bearer,
+    call_error,
+    error_reason,
+    running_server,
+    token_is_valid,
+    wait_until,
+)
 
 STAGED = {"signing_key_publish_delay": 2, "jwks_max_age": 1, "signing_key_refresh_interval": 1}
 STAGED_ENV = {
@@ -43,15 +52,6 @@ STAGED_ENV = {
 
 def kid_of(token: str) -> str:
     return str(jwt.get_unverified_header(token)["kid"])
-
-
-def valid(instance: RunningServer, token: str) -> bool:
-    try:
-        instance.auth.ValidateToken(auth_pb2.ValidateTokenRequest(token=token))
-        return True
-    except grpc.RpcError as error:
-        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-        return False
 
 
 class Session:
@@ -121,7 +121,7 @@ def test_staged_rotation_across_two_instances_rejects_nothing(staged_pair: tuple
     after_a, after_b = session.token(a), session.token(b)
     assert kid_of(after_a) == kid_of(after_b) == new_kid
     for token in (before, just_after, after_a, after_b):
-        assert valid(a, token) and valid(b, token)
+        assert token_is_valid(a, token) and token_is_valid(b, token)
 
     listed = keys_stub(b).ListSigningKeys(keys_pb2.ListSigningKeysRequest(), metadata=bearer(b.platform_key))
     assert listed.active_kid == new_kid and listed.keys[0].kid == new_kid and listed.keys[0].active
@@ -195,7 +195,7 @@ def test_revoking_the_active_key_refuses_its_tokens_everywhere_at_once(
     assert compromised is not None
     token = a.login(tenant).tokens.access_token
     for instance in (a, b):  # verified, cached, and allowed (decision and identity token cached) on both
-        assert valid(instance, token) and valid(instance, token)
+        assert token_is_valid(instance, token) and token_is_valid(instance, token)
         upstream_headers(check(instance, check_request(f"Bearer {token}")))
         upstream_headers(check(instance, check_request(f"Bearer {token}")))
     next_kid = a.app.keys.rotate().kid  # staged for 2 s: revocation promotes it at once
@@ -208,8 +208,8 @@ def test_revoking_the_active_key_refuses_its_tokens_everywhere_at_once(
     assert entry.state == keys_pb2.SIGNING_KEY_STATE_REVOKED and not entry.published
     assert entry.revoke_time == revoked.revoke_time == entry.unpublish_time
 
-    assert not valid(a, token)
-    wait_until(lambda: not valid(b, token), limit=1.0)
+    assert not token_is_valid(a, token)
+    wait_until(lambda: not token_is_valid(b, token), limit=1.0)
     for instance in (a, b):
         status, _, body = denial(check(instance, check_request(f"Bearer {token}")))
         assert status == 401 and body["error"] == "invalid_token", body
@@ -217,7 +217,7 @@ def test_revoking_the_active_key_refuses_its_tokens_everywhere_at_once(
         assert compromised not in ring.keys and ring.active_kid == next_kid
         assert compromised not in {k["kid"] for k in ring.jwks()["keys"]}
     fresh = a.login(tenant).tokens.access_token
-    assert kid_of(fresh) == next_kid and valid(a, fresh) and valid(b, fresh)
+    assert kid_of(fresh) == next_kid and token_is_valid(a, fresh) and token_is_valid(b, fresh)
     identity = upstream_headers(check(b, check_request(f"Bearer {fresh}")))["x-tahoe-identity"]
     assert kid_of(identity) == next_kid
 
@@ -250,7 +250,7 @@ def test_revoking_the_only_key_makes_a_new_one_sign_at_once(server: RunningServe
     signing = server.app.keys.revoke(compromised)
     assert signing.kid != compromised and signing.activates_at == signing.created_at
     assert list(server.app.keys.ring().keys) == [signing.kid]
-    assert not valid(server, token)
+    assert not token_is_valid(server, token)
 
 
 def cli(env: dict[str, str], *args: str) -> dict[str, object]:
@@ -285,7 +285,7 @@ def test_embedded_default_picks_up_a_rotation_and_a_revocation_from_another_proc
         wait_until(lambda: new_kid in server.app.keys.ring().keys, limit=4.0)
         wait_until(lambda: server.app.keys.ring().active_kid == new_kid, limit=4.0)
         after = server.login(tenant).tokens.access_token
-        assert kid_of(after) == new_kid and valid(server, before) and valid(server, after)
+        assert kid_of(after) == new_kid and token_is_valid(server, before) and token_is_valid(server, after)
 
         listed = cli(env, "list")
         assert {k["kid"]: k["state"] for k in listed["keys"]} == {  # type: ignore[attr-defined]
@@ -294,8 +294,8 @@ def test_embedded_default_picks_up_a_rotation_and_a_revocation_from_another_proc
         }
         revoked = cli(env, "revoke", new_kid)
         assert revoked["active_kid"] not in (old_kid, new_kid)
-        wait_until(lambda: not valid(server, after), limit=4.0)
-        assert valid(server, before)  # the retired key was not revoked
+        wait_until(lambda: not token_is_valid(server, after), limit=4.0)
+        assert token_is_valid(server, before)  # the retired key was not revoked
         assert kid_of(server.login(tenant).tokens.access_token) == revoked["active_kid"]
 
 

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import time
 
-import grpc
-
 from tahoe_auth.v1 import auth_pb2
-from tests.support import RunningServer, wait_until
-
-
-def valid(instance: RunningServer, token: str) -> bool:
-    try:
-        instance.auth.ValidateToken(auth_pb2.ValidateTokenRequest(token=token))
-        return True
-    except grpc.RpcError as error:
-        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-        return False
+from tests.support import RunningServer, token_is_valid, wait_until
 
 
 def seconds_until_refused(instance: RunningServer, token: str, limit: float = 3.0) -> float:
     started = time.monotonic()
-    while valid(instance, token):
+    while token_is_valid(instance, token):
         assert time.monotonic() - started < limit, "still accepted"
         time.sleep(0.01)
     return time.monotonic() - started
@@ -33,8 +22,8 @@ def test_revocation_on_one_instance_is_enforced_by_the_other_within_a_second(
     a, b = pair
     tenant = a.create_tenant()
     tokens = a.login(tenant).tokens
-    assert valid(b, tokens.access_token)  # b has now cached the token and the session
-    assert valid(b, tokens.access_token)
+    assert token_is_valid(b, tokens.access_token)  # b has now cached the token and the session
+    assert token_is_valid(b, tokens.access_token)
     assert b.app.authenticator.tokens.hits >= 1
     a.auth.RevokeSession(
         auth_pb2.RevokeSessionRequest(session_id=tokens.session_id),
@@ -53,8 +42,8 @@ def test_a_rotated_key_is_published_everywhere_before_it_signs(pair: tuple[Runni
     assert new_kid != old_kid
     wait_until(lambda: new_kid in b.app.keys.ring().keys, limit=1.0)
     new_token = a.login(tenant).tokens.access_token  # still signed by the old key (delay 900 s)
-    assert valid(b, new_token) and valid(a, new_token)
-    assert valid(b, old_token) and valid(a, old_token)
+    assert token_is_valid(b, new_token) and token_is_valid(a, new_token)
+    assert token_is_valid(b, old_token) and token_is_valid(a, old_token)
     for instance in (a, b):
         ring = instance.app.keys.ring()
         assert ring.active_kid == old_kid
@@ -68,5 +57,5 @@ def test_tokens_of_an_unknown_kid_do_not_hammer_the_database(pair: tuple[Running
     before = a.app.keys.unknown_kid_reloads
     forged = "eyJhbGciOiJFUzI1NiIsImtpZCI6Im5vcGUiLCJ0eXAiOiJhdCtqd3QifQ.eyJzdWIiOiJ4In0.c2ln"
     for _ in range(20):
-        assert not valid(a, forged)
+        assert not token_is_valid(a, forged)
     assert a.app.keys.unknown_kid_reloads == before  # (the refresh timer rereads the keys anyway)
