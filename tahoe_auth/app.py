@@ -20,9 +20,10 @@ from tahoe_auth.domain import apikeys, crypto, passwords
 from tahoe_auth.domain.principal import SERVICE
 from tahoe_auth.kernel.changes import ChangeListener, ChangeNotifier
 from tahoe_auth.kernel.clock import Clock
-from tahoe_auth.kernel.metrics import CACHES
+from tahoe_auth.kernel.metrics import CACHES, CACHES_TRUSTED
 from tahoe_auth.services.api_keys import ApiKeys
 from tahoe_auth.services.audit import AuditLog, AuditReader, AuditVerifier
+from tahoe_auth.services.change_feed import ChangeFeed
 from tahoe_auth.services.denials import DenialAuditor
 from tahoe_auth.services.invitations import Invitations
 from tahoe_auth.services.keys import KeyManager
@@ -63,6 +64,7 @@ class App:
     db: Database
     store: KeyValueStore
     notifier: ChangeNotifier
+    changes: ChangeFeed
     keys: KeyManager
     hasher: passwords.BoundedHasher
     authenticator: Authenticator
@@ -98,12 +100,14 @@ class App:
 
     def start_background(self) -> None:
         """Threads a serving instance runs (the recorder and quotas start on first use)."""
+        self.changes.start()
         self.keys.start_refresh()
         self.usage_pipeline.start()
         if self.settings.webhook_worker:
             self.webhook_worker.start()
 
     def close(self) -> None:
+        self.changes.stop()
         self.keys.stop()
         self.webhook_worker.stop()
         self.denials.stop()
@@ -141,13 +145,17 @@ def build_live_counters(store: KeyValueStore) -> LiveCounters:
     return RedisLiveCounters(store.client) if isinstance(store, RedisStore) else MemoryLiveCounters()
 
 
-def wire_changes(store: KeyValueStore, notifier: ChangeNotifier, listeners: Sequence[ChangeListener]) -> None:
-    """Every cache hears every change, here and nowhere else: this instance's own at
-    once (the notifier applies them before publishing), other instances' through the
-    store's pub/sub, and ("", "") when notifications may have been missed."""
+def wire_changes(
+    store: KeyValueStore, notifier: ChangeNotifier, feed: ChangeFeed, listeners: Sequence[ChangeListener]
+) -> None:
+    """Every cache hears every change through the feed, here and nowhere else: this
+    instance's own at once (the notifier delivers them before publishing), other
+    instances' through the store's pub/sub and the change log, and ("", "") when
+    changes may have been missed beyond recovery."""
+    notifier.deliver_locally(feed)
+    store.subscribe(feed.on_published)
     for listener in listeners:
-        notifier.apply_locally(listener.apply_change)
-        store.subscribe(listener.apply_change)
+        feed.add_listener(listener.apply_change)
 
 
 def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValueStore | None = None) -> App:
@@ -155,6 +163,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     db = Database(settings.database_url, settings.database_role)
     store = store or build_store(settings)
     notifier = ChangeNotifier(store)
+    feed = ChangeFeed(db, store, poll_interval=settings.change_poll_interval_ms / 1000)
+    CACHES_TRUSTED.set_function(lambda: float(feed.caches_trusted()))
     max_token_ttl = max(settings.access_token_ttl, IDENTITY_TOKEN_TTL)
     audit_log = AuditLog(db, clock)
     keys = KeyManager(
@@ -174,14 +184,14 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         settings.hash_queue,
     )
     directory = Directory(db)
-    authenticator = Authenticator(keys, directory, store, clock, issuer=settings.issuer, audience=settings.audience)
+    authenticator = Authenticator(keys, directory, feed, clock, issuer=settings.issuer, audience=settings.audience)
     authenticator.register_subject_type(SERVICE, directory.service_facts)
     platform = PlatformCredentials(db, settings.master_key)
     platform_keys = PlatformKeyResolver(db, platform.hmac_key)
     authenticator.register_secret(apikeys.PLATFORM_KEY, platform_keys.resolve)
     last_used = LastUsedRecorder(db)
     api_key_hmac = crypto.derive_key(settings.master_key, apikeys.HMAC_PURPOSE)
-    api_key_resolver = ApiKeyResolver(db, api_key_hmac, authenticator, store, last_used)
+    api_key_resolver = ApiKeyResolver(db, api_key_hmac, authenticator, feed, last_used)
     authenticator.register_secret(apikeys.API_KEY, api_key_resolver.resolve)
     sessions = SessionService(db, keys, hasher, LoginThrottle(store), notifier, settings, clock, audit_log)
     invitations = Invitations(db, hasher, sessions, notifier, clock, audit_log)
@@ -207,9 +217,9 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     recorder = UsageRecorder(ledger)
     admission = AdmissionControl(limiter, quotas, recorder)
     # Check: decide, then admit (quota, rate limits, metering) in the same hop.
-    gatekeeper = Gatekeeper(access, identity, store, hooks=[admission.check_hook], denials=denials)
+    gatekeeper = Gatekeeper(access, identity, feed, hooks=[admission.check_hook], denials=denials)
     listeners = (authenticator, api_key_resolver, tenant_config, quotas, gatekeeper)
-    wire_changes(store, notifier, listeners)
+    wire_changes(store, notifier, feed, listeners)
     CACHES.register("check_decisions", gatekeeper.decisions)
     CACHES.register("identity_tokens", identity.cache)
 
@@ -227,6 +237,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         db=db,
         store=store,
         notifier=notifier,
+        changes=feed,
         keys=keys,
         hasher=hasher,
         authenticator=authenticator,

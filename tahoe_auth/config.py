@@ -51,6 +51,9 @@ class Settings:
     signing_key_publish_delay: int = 900
     jwks_max_age: int = 300
     signing_key_refresh_interval: int = 2
+    # How often each instance reads the change log (revocations that pub/sub may have
+    # lost): at most a second, so that a committed revocation holds everywhere within one.
+    change_poll_interval_ms: int = 250
     session_idle_ttl: int = 7 * 24 * 3600
     session_absolute_ttl: int = 30 * 24 * 3600
     refresh_reuse_leeway: int = 0
@@ -102,6 +105,9 @@ class Settings:
             jwks_max_age=reader.integer("TAHOE_JWKS_MAX_AGE", cls.jwks_max_age, 0, 86400),
             signing_key_refresh_interval=reader.integer(
                 "TAHOE_SIGNING_KEY_REFRESH_INTERVAL", cls.signing_key_refresh_interval, 1, 60
+            ),
+            change_poll_interval_ms=reader.integer(
+                "TAHOE_CHANGE_POLL_INTERVAL_MS", cls.change_poll_interval_ms, 20, 1000
             ),
             session_idle_ttl=reader.integer("TAHOE_SESSION_IDLE_TTL", cls.session_idle_ttl, 60, 365 * 86400),
             session_absolute_ttl=reader.integer(

@@ -55,6 +55,13 @@ class RedisProcess:
             self.process.wait(timeout=10)
             self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL: gone at once, and (no persistence) empty when started again."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
     def pause(self) -> None:
         """SIGSTOP: connections stay open but nothing answers (a hung Redis)."""
         assert self.process is not None

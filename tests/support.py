@@ -129,6 +129,7 @@ def running_server(env: Mapping[str, str], **overrides: object) -> Iterator[Runn
     app = build_app(settings)
     app.keys.ensure_active_key()
     app.keys.start_refresh()
+    app.changes.start()
     server, port, health = create_server(app, "127.0.0.1:0")
     server.start()
     health.check_once()

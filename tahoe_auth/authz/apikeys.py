@@ -19,10 +19,10 @@ from tahoe_auth.domain.permissions import PermissionSet
 from tahoe_auth.domain.principal import API_KEY, PLATFORM, USER, Principal
 from tahoe_auth.kernel import changes
 from tahoe_auth.kernel.cache import TTLCache
+from tahoe_auth.kernel.changes import CacheTrust
 from tahoe_auth.services.last_used import LastUsedRecorder
 from tahoe_auth.store import models as m
 from tahoe_auth.store.db import SYSTEM, Database
-from tahoe_auth.store.kv import KeyValueStore
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,14 @@ class ApiKeyResolver:
         db: Database,
         hmac_key: bytes,
         authenticator: Authenticator,
-        store: KeyValueStore,
+        trust: CacheTrust,
         last_used: LastUsedRecorder,
         max_entries: int = 100_000,
     ) -> None:
         self._db = db
         self._hmac_key = hmac_key
         self._authenticator = authenticator
-        self._store = store
+        self._trust = trust
         self._last_used = last_used
         self.keys: TTLCache[str, KeyFacts] = TTLCache(max_entries)
 
@@ -91,7 +91,8 @@ class ApiKeyResolver:
         )
 
     def _facts(self, digest: str) -> KeyFacts:
-        trusted = self._store.notifications_live()
+        applied = self._trust.changes_applied()
+        trusted = self._trust.caches_trusted()
         facts = self.keys.get(digest) if trusted else None
         if facts is not None:
             return facts
@@ -100,7 +101,7 @@ class ApiKeyResolver:
             facts = key_facts(row, digest) if row is not None else None
         if facts is None:
             raise InvalidCredential("unknown api key")
-        if trusted:
+        if trusted and self._trust.changes_applied() == applied:
             self.keys.put(digest, facts, time.time() + FACTS_MAX_AGE)
         return facts
 

@@ -17,10 +17,10 @@ from tahoe_auth.domain.errors import Unauthenticated
 from tahoe_auth.domain.principal import SERVICE, USER, Principal
 from tahoe_auth.kernel import changes
 from tahoe_auth.kernel.cache import TTLCache
+from tahoe_auth.kernel.changes import CacheTrust
 from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services.keys import KeyManager
 from tahoe_auth.store.directory import Directory, SessionFacts, SubjectFacts
-from tahoe_auth.store.kv import KeyValueStore
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Authenticator:
         self,
         keys: KeyManager,
         directory: Directory,
-        store: KeyValueStore,
+        trust: CacheTrust,
         clock: Clock,
         *,
         issuer: str,
@@ -52,7 +52,7 @@ class Authenticator:
     ) -> None:
         self._keys = keys
         self._directory = directory
-        self._store = store
+        self._trust = trust
         self._clock = clock
         self._issuer = issuer
         self._audience = audience
@@ -117,20 +117,22 @@ class Authenticator:
         )
 
     def _trust_caches(self) -> bool:
-        return self._store.notifications_live()
+        return self._trust.caches_trusted()
 
     def _session_active(self, tenant_id: str, session_id: str) -> bool:
         key = (tenant_id, session_id)
+        applied = self._trust.changes_applied()
         trusted = self._trust_caches()
         facts = self.sessions.get(key) if trusted else None
         if facts is None:
             facts = self._directory.session_facts(tenant_id, session_id, self._clock.now())
-            if trusted:
+            if trusted and self._trust.changes_applied() == applied:
                 self.sessions.put(key, facts, min(facts.expires_at, time.time() + FACTS_MAX_AGE))
         return facts.active and facts.expires_at > time.time()
 
     def subject_facts(self, tenant_id: str, subject_type: str, subject: str) -> SubjectFacts:
         key = (tenant_id, subject_type, subject)
+        applied = self._trust.changes_applied()
         trusted = self._trust_caches()
         facts = self.subjects.get(key) if trusted else None
         if facts is None:
@@ -138,7 +140,7 @@ class Authenticator:
             if loader is None:
                 raise InvalidCredential(f"unknown subject type {subject_type!r}")
             facts = loader(tenant_id, subject)
-            if trusted:
+            if trusted and self._trust.changes_applied() == applied:
                 self.subjects.put(key, facts, time.time() + FACTS_MAX_AGE)
         return facts
 

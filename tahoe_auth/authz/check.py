@@ -25,7 +25,7 @@ from tahoe_auth.authz.access import AccessEvaluator, AccessRequest
 from tahoe_auth.domain import decision
 from tahoe_auth.kernel import logs
 from tahoe_auth.kernel.cache import TTLCache
-from tahoe_auth.store.kv import KeyValueStore
+from tahoe_auth.kernel.changes import CacheTrust
 
 log = logging.getLogger("tahoe_auth.ext_authz")
 
@@ -114,14 +114,14 @@ class Gatekeeper:
         self,
         evaluator: AccessEvaluator,
         identity: upstream.IdentityTokens,
-        store: KeyValueStore,
+        trust: CacheTrust,
         hooks: Sequence[PostDecisionHook] = (),
         denials: DenialRecorder | None = None,
         max_entries: int = 100_000,
     ) -> None:
         self._evaluator = evaluator
         self._identity = identity
-        self._store = store
+        self._trust = trust
         self.hooks: list[PostDecisionHook] = list(hooks)
         self._denial_log = logs.SampledLog(log)
         self._audit = denials
@@ -146,7 +146,8 @@ class Gatekeeper:
     def _decide(self, context: CheckContext) -> CheckOutcome:
         key = (context.access, context.client_tahoe_headers)
         # While notifications might be missed, nothing cached is trusted (as in the Authenticator).
-        trusted = self._store.notifications_live()
+        applied = self._trust.changes_applied()
+        trusted = self._trust.caches_trusted()
         cached = self.decisions.get(key) if trusted else None
         if cached is not None:
             return CheckOutcome(cached.decision, NO_HEADERS, dict(cached.upstream_headers), cached.remove_headers)
@@ -159,7 +160,7 @@ class Gatekeeper:
         headers[upstream.IDENTITY] = self._identity.token_for(facts, access.upstream or upstream.DEFAULT_AUDIENCE)
         strays = tuple(name for name in context.client_tahoe_headers if name not in headers)
         remove = upstream.CREDENTIAL_HEADERS + strays
-        if trusted:
+        if trusted and self._trust.changes_applied() == applied:
             expires = time.time() + DECISION_TTL
             if outcome.principal is not None and outcome.principal.expires_at is not None:
                 expires = min(expires, outcome.principal.expires_at)

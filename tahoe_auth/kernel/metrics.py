@@ -21,6 +21,19 @@ STORE_FAILURES = Counter(
     ["site", "action"],
 )
 
+CHANGE_FEED_APPLIED = Counter(
+    "tahoe_change_feed_applied_total",
+    "Changes applied to this instance's caches, by the path that delivered them first",
+    ["path"],
+)
+CHANGE_FEED_LAG = Gauge(
+    "tahoe_change_feed_poll_seconds",
+    "How long the last successful poll of the change log took",
+)
+CACHES_TRUSTED = Gauge(
+    "tahoe_caches_trusted",
+    "1 while this instance trusts its caches (pub/sub heard or change log polled within the window)",
+)
 RATELIMIT_DECISIONS = Counter(
     "tahoe_ratelimit_decisions_total",
     "Rate-limit decisions: allowed, limited, or shadow_limited (would have been limited)",

@@ -142,8 +142,8 @@ class ApiKeys:
             row.revoked_at = row.revoked_at or self._clock.now()
             emit(uow, tenant_id, events.APIKEY_REVOKED, {"api_key_id": key_id, "user_id": row.user_id})
             self._audit.record(uow, ctx, tenant_id, "apikey.revoke", f"api_key:{key_id}")
+            self._notifier.credential_revoked(uow, tenant_id, key_id)
             uow.commit()
-        self._notifier.credential_revoked(tenant_id, key_id)
         return row
 
     def rotate(self, ctx: CallContext, tenant_id: str, key_id: str, grace: dt.timedelta | None) -> tuple[m.ApiKey, str]:
@@ -168,8 +168,8 @@ class ApiKeys:
             emit(uow, tenant_id, events.APIKEY_ROTATED, {"api_key_id": key_id, "user_id": row.user_id})
             details = {"grace_seconds": int(grace.total_seconds()) if grace else 0, "prefix": parsed.prefix}
             self._audit.record(uow, ctx, tenant_id, "apikey.rotate", f"api_key:{key_id}", details=details)
+            self._notifier.credential_revoked(uow, tenant_id, key_id)
             uow.commit()
-        self._notifier.credential_revoked(tenant_id, key_id)
         return row, secret
 
     @staticmethod

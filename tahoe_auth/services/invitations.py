@@ -194,8 +194,8 @@ class Invitations:
                 details=data,
                 actor=Actor(user.id, USER),
             )
+            self._notifier.user_changed(uow, tenant.id, user.id)
             uow.commit()
-        self._notifier.user_changed(tenant.id, user.id)
         return self._sessions.start_session(tenant.id, user.id, ctx), row
 
     def _find(self, token_hash: str) -> tuple[m.Invitation, m.Tenant]:

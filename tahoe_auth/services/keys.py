@@ -216,10 +216,10 @@ class KeyManager:
             if current.active_kid is None:
                 kid = self._activate_now(uow, rows, current, now)
                 self._record_audit(uow, None, "signing_key.rotate", kid, {"activates_at": now.isoformat()})
+                self._notifier.keys_changed(uow)
                 uow.commit()
                 log.info("no signing key was active: %s signs from now on", kid)
         self.reload()
-        self._notifier.keys_changed()
 
     def rotate(self, ctx: CallContext | None = None) -> key_schedule.KeyStatus:
         """Publish a NEXT key that signs after the publication delay. `ctx` is the
@@ -235,10 +235,10 @@ class KeyManager:
             uow.signing_keys.delete(key_schedule.prunable(current, now, self.retention))
             details = {"activates_at": activates_at.isoformat(), "publish_delay_seconds": self.publish_delay}
             self._record_audit(uow, ctx, "signing_key.rotate", key.kid, details)
+            self._notifier.keys_changed(uow)
             uow.commit()
         log.info("signing key %s published; it signs from %s", key.kid, activates_at.isoformat())
         self.reload()
-        self._notifier.keys_changed()
         status = self.schedule().status(key.kid)
         assert status is not None
         return status
@@ -266,10 +266,10 @@ class KeyManager:
                 signing = self._activate_now(uow, rows, after, now)
             details = {"state": was.state.value, "signing_kid": signing}
             self._record_audit(uow, ctx, "signing_key.revoke", kid, details)
+            self._notifier.keys_changed(uow)
             uow.commit()
         log.warning("signing key %s revoked (was %s); %s signs now", kid, was.state.value, signing)
         self.reload()
-        self._notifier.keys_changed()
         status = self.schedule().status(signing)
         assert status is not None
         return status

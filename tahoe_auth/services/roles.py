@@ -130,8 +130,8 @@ class Roles:
             if "description" in mask:
                 row.description = check_description(description)
             self._changed(uow, ctx, tenant_id, "role.update", name, {"permissions": sorted(row.permissions)})
+            self._notifier.tenant_changed(uow, tenant_id)
             uow.commit()
-        self._notifier.tenant_changed(tenant_id)
         return self._view(row)
 
     def delete(self, ctx: CallContext, tenant_id: str, name: str, force: bool) -> int:
@@ -148,9 +148,9 @@ class Roles:
             uow.role_bindings.remove_everywhere(name)
             uow.roles.delete(row)
             self._changed(uow, ctx, tenant_id, "role.delete", name, {"holders": len(holders)})
+            for user_id in holders:
+                self._notifier.user_changed(uow, tenant_id, user_id)
             uow.commit()
-        for user_id in holders:
-            self._notifier.user_changed(tenant_id, user_id)
         return len(holders)
 
     def assign(self, ctx: CallContext, tenant_id: str, user_id: str, role: str) -> tuple[m.User, list[str]]:
@@ -163,8 +163,8 @@ class Roles:
                 uow.role_bindings.add(tenant_id, user_id, role)
             roles = uow.role_bindings.roles_of(user_id)
             self._bound(uow, ctx, tenant_id, "role.assign", user_id, role, roles)
+            self._notifier.user_changed(uow, tenant_id, user_id)
             uow.commit()
-        self._notifier.user_changed(tenant_id, user_id)
         return user, roles
 
     def remove(self, ctx: CallContext, tenant_id: str, user_id: str, role: str) -> tuple[m.User, list[str]]:
@@ -181,8 +181,8 @@ class Roles:
             uow.role_bindings.remove(user_id, role)
             roles = uow.role_bindings.roles_of(user_id)
             self._bound(uow, ctx, tenant_id, "role.unassign", user_id, role, roles)
+            self._notifier.user_changed(uow, tenant_id, user_id)
             uow.commit()
-        self._notifier.user_changed(tenant_id, user_id)
         return user, roles
 
     def _changed(

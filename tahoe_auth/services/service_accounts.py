@@ -117,8 +117,8 @@ class ServiceAccounts:
                 account.description = check_description(description)
             details = {"permissions": sorted(account.permissions), "changed": sorted(mask)}
             self._audited(uow, ctx, scope, "service_account.update", account_id, details)
+            self._changed(uow, scope, account_id)
             uow.commit()
-        self._changed(scope, account_id)
         return account
 
     def delete(self, ctx: CallContext, tenant_id: str, account_id: str) -> None:
@@ -130,8 +130,8 @@ class ServiceAccounts:
             access.ensure_can_grant(principal, account.permissions)
             repo.delete(account)
             self._audited(uow, ctx, scope, "service_account.delete", account_id, {})
+            self._changed(uow, scope, account_id)
             uow.commit()
-        self._changed(scope, account_id)
 
     def rotate(
         self, ctx: CallContext, tenant_id: str, account_id: str, grace: dt.timedelta | None
@@ -146,8 +146,8 @@ class ServiceAccounts:
             self._set_secret(account, secret, prefix, grace)
             details = {"grace_seconds": int(grace.total_seconds()) if grace else 0, "prefix": prefix}
             self._audited(uow, ctx, scope, "service_account.secret_rotate", account_id, details)
+            self._changed(uow, scope, account_id)
             uow.commit()
-        self._changed(scope, account_id)
         return account, secret
 
     def revoke(self, ctx: CallContext, tenant_id: str, account_id: str) -> Account:
@@ -159,8 +159,8 @@ class ServiceAccounts:
             account.previous_expires_at = None
             account.secret_revoked_at = self._clock.now()
             self._audited(uow, ctx, scope, "service_account.secret_revoke", account_id, {})
+            self._changed(uow, scope, account_id)
             uow.commit()
-        self._changed(scope, account_id)
         return account
 
     # -- client credentials -> token -------------------------------------------
@@ -246,5 +246,5 @@ class ServiceAccounts:
             emit(uow, tenant_id, events.SERVICE_ACCOUNT_CHANGED, {"service_account_id": account_id, "change": change})
         self._audit.record(uow, ctx, tenant_id, action, f"service_account:{account_id}", details=details)
 
-    def _changed(self, scope: str, account_id: str) -> None:
-        self._notifier.service_changed("" if scope == SYSTEM else scope, account_id)
+    def _changed(self, uow: UnitOfWork, scope: str, account_id: str) -> None:
+        self._notifier.service_changed(uow, "" if scope == SYSTEM else scope, account_id)

@@ -253,10 +253,11 @@ class SessionService:
                 audit.FAILURE,
                 {"session_revoked": bool(revoked)},
             )
+            if revoked:
+                self._notifier.sessions_revoked(uow, stored.tenant_id, [stored.session_id])
             uow.commit()
         if revoked:
             log.warning("refresh token reuse: session %s revoked", stored.session_id)
-            self._notifier.sessions_revoked(stored.tenant_id, [stored.session_id])
         raise RefreshTokenReused()
 
     # -- logout and sessions ---------------------------------------------------
@@ -311,8 +312,8 @@ class SessionService:
             if audited is not None:
                 ctx, action, target = audited
                 self._audit.record(uow, ctx, tenant_id, action, target, details={"revoked_count": count})
+            self._notifier.sessions_revoked(uow, tenant_id, list(session_ids))
             uow.commit()
-        self._notifier.sessions_revoked(tenant_id, list(session_ids))
         return count
 
     @staticmethod

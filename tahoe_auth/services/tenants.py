@@ -143,8 +143,8 @@ class TenantAdmin:
             emit(uow, tenant_id, events.TENANT_UPDATED, {"tenant_id": tenant_id, "changed": sorted(changes)})
             details = {"changed": sorted(changes), "slug": tenant.slug, "plan": tenant.plan}
             self._audit.record(uow, ctx, tenant_id, "tenant.update", f"tenant:{tenant_id}", details=details)
+            self._notifier.tenant_changed(uow, tenant_id)
             uow.commit()
-        self._notifier.tenant_changed(tenant_id)
         return tenant
 
     def _apply(self, tenant: m.Tenant, changes: Mapping[str, Any]) -> None:
@@ -192,7 +192,7 @@ class TenantAdmin:
             emit(uow, tenant_id, events.TENANT_UPDATED, {"tenant_id": tenant_id, "status": state})
             action = "tenant.suspend" if state == SUSPENDED else "tenant.reactivate"
             self._audit.record(uow, ctx, tenant_id, action, f"tenant:{tenant_id}", details={"reason": reason})
+            # Every instance drops the tenant's cached facts: its credentials stop within a second.
+            self._notifier.tenant_changed(uow, tenant_id)
             uow.commit()
-        # Every instance drops the tenant's cached facts: its credentials stop within a second.
-        self._notifier.tenant_changed(tenant_id)
         return tenant

@@ -193,8 +193,8 @@ class UsageService:
             self._audit.record(
                 uow, ctx, audit.PLATFORM_CHAIN, "plan.upsert", f"plan:{name}", details={"quotas": sorted(rules)}
             )
+            self._notifier.plans_changed(uow, name)
             uow.commit()
-        self._notifier.plans_changed(name)
         return PlanView(plan.name, plan.display_name, dict(rules))
 
     def assign_plan(self, ctx: CallContext, tenant_id: str, plan_name: str) -> str:
@@ -212,9 +212,9 @@ class UsageService:
             self._audit.record(
                 uow, ctx, tenant.id, "plan.assign", f"tenant:{tenant.id}", details={"from": previous, "to": plan_name}
             )
+            self._notifier.tenant_changed(uow, tenant.id)
             uow.commit()
             tenant_id = tenant.id
-        self._notifier.tenant_changed(tenant_id)
         return tenant_id
 
 

@@ -139,10 +139,10 @@ class Users:
             emit(uow, tenant_id, events.USER_UPDATED, {"user_id": user_id, "status": status})
             action = "user.disable" if status == DISABLED else "user.enable"
             self._audit.record(uow, ctx, tenant_id, action, f"user:{user_id}")
+            self._notifier.user_changed(uow, tenant_id, user_id)
             uow.commit()
         if status == DISABLED:
             self._sessions.revoke_user_sessions(tenant_id, user_id, "user_disabled")
-        self._notifier.user_changed(tenant_id, user_id)
         return UserView(user, roles)
 
     def delete(self, ctx: CallContext, tenant_id: str, user_id: str) -> None:
@@ -158,11 +158,11 @@ class Users:
             emit(uow, tenant_id, events.USER_DELETED, {"user_id": user_id})
             details = {"sessions_ended": len(session_ids), "api_keys_deleted": len(key_ids)}
             self._audit.record(uow, ctx, tenant_id, "user.delete", f"user:{user_id}", details=details)
+            self._notifier.sessions_revoked(uow, tenant_id, session_ids)
+            for key_id in key_ids:
+                self._notifier.credential_revoked(uow, tenant_id, key_id)
+            self._notifier.user_changed(uow, tenant_id, user_id)
             uow.commit()
-        self._notifier.sessions_revoked(tenant_id, session_ids)
-        for key_id in key_ids:
-            self._notifier.credential_revoked(tenant_id, key_id)
-        self._notifier.user_changed(tenant_id, user_id)
 
     def change_password(self, ctx: CallContext, current: str, new: str) -> int:
         principal = ctx.require_principal()
@@ -190,7 +190,6 @@ class Users:
             self._user_in_reach(uow, principal, user_id)
         self._set_password(ctx, tenant_id, user_id, self._hasher.hash(new or generated), "password.reset")
         ended = self._sessions.revoke_user_sessions(tenant_id, user_id, "password_reset")
-        self._notifier.user_changed(tenant_id, user_id)
         return generated, ended
 
     def _set_password(self, ctx: CallContext, tenant_id: str, user_id: str, password_hash: str, action: str) -> None:
@@ -199,6 +198,7 @@ class Users:
             user.password_hash = password_hash
             user.password_changed_at = self._clock.now()
             self._audit.record(uow, ctx, tenant_id, action, f"user:{user_id}")
+            self._notifier.user_changed(uow, tenant_id, user_id)
             uow.commit()
 
     @staticmethod

@@ -10,7 +10,7 @@ second wall (migrations/versions/*0004*), enforced when the app runs as `tahoe_a
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,6 +25,7 @@ from tahoe_auth.domain.errors import InvalidArgument, Unavailable
 from tahoe_auth.kernel.metrics import DATABASE_ERRORS
 from tahoe_auth.store import repositories as r
 from tahoe_auth.store.audit_repository import AuditRepository
+from tahoe_auth.store.change_log import ChangeLogRepository
 from tahoe_auth.store.models import PlatformServiceAccount, ServiceAccount, TenantScoped
 from tahoe_auth.store.usage_repository import UsageRepository
 from tahoe_auth.store.webhook_repository import OutboxRepository, WebhookRepository
@@ -161,10 +162,15 @@ def _is_connection_error(exc: DBAPIError) -> bool:
 
 class UnitOfWork:
     """One transaction and the repositories over it. Nothing is written unless the
-    use case calls commit(); leaving the block rolls back whatever was not committed."""
+    use case calls commit(); leaving the block rolls back whatever was not committed.
+
+    It is also a ChangeJournal (kernel/changes.py): a change notification is appended
+    to the change log in this transaction and delivered only once it commits."""
 
     def __init__(self, session: OrmSession) -> None:
         self.session = session
+        self._after_commit: list[Callable[[], None]] = []
+        self.changes = ChangeLogRepository(session)
         self.tenants = r.TenantRepository(session)
         self.users = r.UserRepository(session)
         self.role_bindings = r.RoleBindingRepository(session)
@@ -182,5 +188,17 @@ class UnitOfWork:
         self.outbox = OutboxRepository(session)
         self.webhooks = WebhookRepository(session)
 
+    def record_change(self, channel: str, message: str) -> int:
+        return self.changes.append(channel, message)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self._after_commit.append(callback)
+
     def commit(self) -> None:
         self.session.commit()
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # the transaction has committed; a delivery failure must not undo the call
+                log.exception("after-commit callback failed")

@@ -16,7 +16,7 @@ from tahoe_auth.domain.errors import Unavailable
 from tahoe_auth.kernel.changes import Listener
 
 # A Listener is called with (channel, message) for every published message, or with
-# ("", "") when notifications may have been missed (a reconnect): drop every cache.
+# ("", "") when notifications may have been missed (a reconnect, or a silence).
 
 
 class StoreUnavailable(Unavailable):
@@ -58,8 +58,8 @@ class KeyValueStore(Protocol):
     def subscribe(self, listener: Listener) -> None: ...
 
     def notifications_live(self) -> bool:
-        """False while published changes might not reach this instance: caches must
-        not be trusted then."""
+        """False while published changes might not reach this instance. The change
+        feed (services/change_feed.py) trusts caches while this or its poll is live."""
         ...
 
     def ping(self) -> bool: ...

@@ -280,6 +280,21 @@ class PlatformServiceAccount(ServiceAccountFields, Base):
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+class ChangeRecord(Base):
+    """One committed change that caches elsewhere must hear of, written in the change's
+    own transaction: the durable copy of what pub/sub carries (services/change_feed.py
+    polls it). Not tenant-scoped: every instance reads every tenant's changes."""
+
+    __tablename__ = "change_log"
+    # SQLite would otherwise reuse the ids of pruned rows, below pollers' high-water marks.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
 class UsageEvent(TenantScoped, Base):
     """Raw usage, written before anything else knows about it (the write-ahead record).
 

@@ -3,7 +3,11 @@
 Timeouts are short (tens of milliseconds) because callers sit on the request path; a
 RedisError becomes StoreUnavailable and each caller decides to fail open or closed.
 Notifications use one pub/sub channel read by a background thread that reconnects on
-its own and tells listeners ("", "") after a reconnect so they drop their caches.
+its own. A hung or partitioned Redis leaves a subscription that looks healthy but
+hears nothing, so the thread also publishes a heartbeat on the channel: silence for
+longer than `silence` seconds counts as down. After a reconnect, or when the channel
+is heard again after such a silence, listeners get ("", ""): changes may have been
+missed (the change feed decides whether its poll already covered them).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from tahoe_auth.store.kv import StoreUnavailable
 log = logging.getLogger(__name__)
 
 RECONNECT = ("", "")
+HEARTBEAT = "~heartbeat"
 
 
 def channel_for(url: str) -> str:
@@ -31,7 +36,15 @@ def channel_for(url: str) -> str:
 
 
 class RedisStore:
-    def __init__(self, url: str, timeout: float = 0.05, channel: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 0.05,
+        channel: str | None = None,
+        *,
+        heartbeat_interval: float = 0.25,
+        silence: float = 0.75,
+    ) -> None:
         self.client = redis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -45,6 +58,9 @@ class RedisStore:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.subscribed = threading.Event()
+        self._heartbeat_interval = heartbeat_interval
+        self._silence = silence
+        self._last_heard = 0.0
 
     def get(self, key: str) -> str | None:
         try:
@@ -107,7 +123,8 @@ class RedisStore:
             self._thread.start()
 
     def notifications_live(self) -> bool:
-        return self.subscribed.is_set()
+        """Subscribed, and the channel heard (a message or a heartbeat) within `silence`."""
+        return self.subscribed.is_set() and time.monotonic() - self._last_heard < self._silence
 
     def ping(self) -> bool:
         try:
@@ -137,22 +154,47 @@ class RedisStore:
                 pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                 pubsub.subscribe(self._channel)
                 if not first:
-                    log.warning("redis pub/sub reconnected; dropping caches")
+                    log.warning("redis pub/sub reconnected; changes may have been missed")
+                self._last_heard = time.monotonic()
                 self._dispatch(*RECONNECT)
                 self.subscribed.set()
                 first = False
-                while not self._stop.is_set():
-                    item = pubsub.get_message(timeout=0.5)
-                    if item is not None and item.get("type") == "message":
-                        channel, _, message = str(item["data"]).partition("\n")
-                        self._dispatch(channel, message)
+                self._hear(pubsub)
             except redis.RedisError as exc:
                 if self.subscribed.is_set():
-                    log.warning("redis pub/sub lost (%s); caches are bypassed until it returns", exc)
+                    log.warning("redis pub/sub lost (%s); reconnecting", exc)
                 self.subscribed.clear()
                 self._dispatch(*RECONNECT)
-                time.sleep(0.2)
+                self._stop.wait(0.2)
         client.close()
+
+    def _hear(self, pubsub: redis.client.PubSub) -> None:
+        next_beat = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_beat:
+                self._beat()
+                next_beat = now + self._heartbeat_interval
+            item = pubsub.get_message(timeout=min(0.1, self._heartbeat_interval))
+            if item is None:
+                continue
+            heard = time.monotonic()
+            silent_for = heard - self._last_heard
+            self._last_heard = heard
+            if silent_for >= self._silence:
+                log.warning("redis pub/sub heard again after %.1f s of silence", silent_for)
+                self._dispatch(*RECONNECT)
+            if item.get("type") != "message":
+                continue
+            channel, _, message = str(item["data"]).partition("\n")
+            if channel != HEARTBEAT:
+                self._dispatch(channel, message)
+
+    def _beat(self) -> None:
+        try:
+            self.client.publish(self._channel, f"{HEARTBEAT}\n")
+        except redis.RedisError:  # the silence that follows is the signal
+            REDIS_ERRORS.labels("heartbeat").inc()
 
 
 def _unavailable(exc: redis.RedisError) -> StoreUnavailable:

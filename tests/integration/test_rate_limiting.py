@@ -122,8 +122,8 @@ def test_tenant_settings_override_the_defaults_without_a_restart(server: support
         uow.tenants.get(tenant.id).settings = {
             "rate_limits": {"per_tenant": {"limit": 3, "period": 60, "strategy": "fixed_window"}}
         }
+        server.app.notifier.tenant_changed(uow, tenant.id)
         uow.commit()
-    server.app.notifier.tenant_changed(tenant.id)
     deadline = time.monotonic() + 2
     while server.app.tenant_config.limits(tenant.id).policies["per_tenant"].limit != 3:
         assert time.monotonic() < deadline, "tenant.changed did not reach the cache"

@@ -8,6 +8,7 @@ from typing import Any
 
 from tahoe_auth.app import App, build_app
 from tahoe_auth.config import Settings
+from tahoe_auth.store.db import SYSTEM
 from tahoe_auth.store.kv import MemoryStore
 
 
@@ -49,26 +50,33 @@ def test_every_cache_with_a_change_channel_is_registered(tmp_path: Path) -> None
         app.close()
 
 
-def test_registered_caches_hear_local_and_published_changes(tmp_path: Path) -> None:
+def test_registered_caches_hear_every_path_through_the_feed(tmp_path: Path) -> None:
     app, store = build(tmp_path)
     try:
-        local = list(app.notifier._local)
-        published = list(store._listeners)
+        feed = app.changes
+        heard = list(feed._listeners)
         for listener in app.change_listeners:
             name = type(listener).__name__
-            assert any(getattr(f, "__self__", None) is listener for f in local), f"{name}: not applied locally"
-            assert any(getattr(f, "__self__", None) is listener for f in published), f"{name}: not subscribed"
+            assert any(getattr(f, "__self__", None) is listener for f in heard), f"{name}: not on the feed"
+        assert feed in app.notifier._sinks, "this instance's changes do not reach the feed"
+        assert feed.on_published in store._listeners, "published changes do not reach the feed"
     finally:
         app.close()
 
 
-def test_a_published_change_reaches_a_cache_that_used_to_hear_only_other_instances(tmp_path: Path) -> None:
+def test_a_change_reaches_the_caches_once_its_transaction_commits(tmp_path: Path) -> None:
     app, _ = build(tmp_path)
     try:
         config = app.tenant_config
         config.get("t1")  # cached (an unknown tenant: the defaults)
-        assert len(config._cache) == 1
-        app.notifier.tenant_changed("t1")
+        with app.db.unit_of_work(SYSTEM) as uow:
+            app.notifier.tenant_changed(uow, "t1")
+            assert len(config._cache) == 1, "applied before the change committed"
+            uow.commit()
         assert len(config._cache) == 0
+        config.get("t1")
+        with app.db.unit_of_work(SYSTEM) as uow:
+            app.notifier.tenant_changed(uow, "t1")
+        assert len(config._cache) == 1, "a rolled-back change was applied"
     finally:
         app.close()

@@ -44,9 +44,22 @@ class NotLive(MemoryStore):
         return False
 
 
+class TrustWhileLive:
+    """Trust as the change feed gives it when only the store's subscription counts."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    def caches_trusted(self) -> bool:
+        return self._store.notifications_live()
+
+    def changes_applied(self) -> int:
+        return 0
+
+
 def gatekeeper(evaluator: Evaluator, store: MemoryStore | None = None) -> tuple[Gatekeeper, MemoryStore]:
     store = store or MemoryStore()
-    gate = Gatekeeper(evaluator, Identity(), store)  # type: ignore[arg-type]
+    gate = Gatekeeper(evaluator, Identity(), TrustWhileLive(store))  # type: ignore[arg-type]
     store.subscribe(gate.apply_change)  # as the composition root wires it
     return gate, store
 
@@ -67,6 +80,32 @@ def test_an_allowed_decision_is_reused_for_the_same_credential_and_route() -> No
     gate.check(context(permission="transcription:write"))
     gate.check(context(credential="other"))
     assert evaluator.calls == 3
+
+
+class ChangeDuringEvaluation(Evaluator):
+    """A change reaches this instance while the decision is being made (after its facts
+    were read): the decision may be stale and must not be kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.applied = 0
+
+    def caches_trusted(self) -> bool:
+        return True
+
+    def changes_applied(self) -> int:
+        return self.applied
+
+    def evaluate(self, request: AccessRequest) -> decision.Decision:
+        self.applied += 1
+        return super().evaluate(request)
+
+
+def test_a_decision_made_while_a_change_arrived_is_not_reused() -> None:
+    racing = ChangeDuringEvaluation()
+    gate = Gatekeeper(racing, Identity(), racing)  # type: ignore[arg-type]
+    assert gate.check(context()).allowed and gate.check(context()).allowed
+    assert racing.calls == 2
 
 
 def test_any_change_notification_clears_them() -> None:

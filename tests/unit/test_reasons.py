@@ -17,7 +17,7 @@ from tahoe_auth.authz.check import CheckContext, CheckOutcome, Gatekeeper
 from tahoe_auth.domain import decision, errors, reasons
 from tahoe_auth.domain.permissions import PermissionSet
 from tahoe_auth.domain.principal import Principal
-from tahoe_auth.store.kv import MemoryStore, StoreUnavailable
+from tahoe_auth.store.kv import StoreUnavailable
 from tahoe_auth.v1 import errors_pb2
 
 ROWS = list(reasons.REASONS.values())
@@ -105,8 +105,16 @@ class _Identity:
         return f"id-{audience}"
 
 
+class _Trusted:
+    def caches_trusted(self) -> bool:
+        return True
+
+    def changes_applied(self) -> int:
+        return 0
+
+
 def _gate() -> Gatekeeper:
-    return Gatekeeper(_Evaluator(), _Identity(), MemoryStore())  # type: ignore[arg-type]
+    return Gatekeeper(_Evaluator(), _Identity(), _Trusted())  # type: ignore[arg-type]
 
 
 def _context() -> CheckContext:
