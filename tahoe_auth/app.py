@@ -119,7 +119,7 @@ class App:
 
 def build_store(settings: Settings) -> KeyValueStore:
     if settings.redis_url:
-        return RedisStore(settings.redis_url)
+        return RedisStore(settings.redis_url, timeout=settings.redis_timeout)
     log.info("TAHOE_REDIS_URL is unset: using the in-process store (single instance only)")
     return MemoryStore()
 

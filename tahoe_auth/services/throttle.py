@@ -8,7 +8,8 @@ victim's logins down but never lock them out for good.
 
 The counts live in the shared store (Redis). If it is unreachable, throttling does not
 stop: it goes on in this process's memory (`fallback`), like the rate limiter's
-fallback, so that whoever can make Redis unreachable does not escape the delays. The
+fallback, so that whoever can make Redis unreachable does not escape the delays. A
+failed call is first repeated once at once (one slow answer is not an outage). The
 switch logs one warning; while degraded, at most one call a second tries Redis again,
 and the first success switches back (logged). Counts taken in memory are this
 instance's only (with N instances an account gets up to N times the free failures) and
@@ -96,14 +97,23 @@ class LoginThrottle:
         """`operation` on the shared store, or on the fallback while that is unreachable."""
         if not self._may_try_store():
             return operation(self._fallback)
-        try:
-            result = operation(self._store)
-        except StoreUnavailable as exc:
-            self._on_failure(exc)
-            return operation(self._fallback)
-        if self._degraded:
-            self._on_recovery()
-        return result
+        # One slow answer on a busy host is not an outage, and must not hide the shared
+        # locks for a second: a failure is repeated once, at once (every operation here
+        # may be: a failure counted twice errs on the strict side). An outage fails both
+        # tries; while degraded, a probe tries once.
+        tries = 1 if self._degraded else 2
+        while True:
+            tries -= 1
+            try:
+                result = operation(self._store)
+            except StoreUnavailable as exc:
+                if tries:
+                    continue
+                self._on_failure(exc)
+                return operation(self._fallback)
+            if self._degraded:
+                self._on_recovery()
+            return result
 
     def _may_try_store(self) -> bool:
         if not self._degraded:
