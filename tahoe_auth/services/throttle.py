@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from operator import methodcaller
 from typing import TypeVar
 
 from tahoe_auth.domain.crypto import sha256_hex
@@ -72,7 +73,7 @@ class LoginThrottle:
         for key, _ in self._keys(tenant, email, address):
             lock = f"{key}:lock"
             # The fallback too: a lock taken there during an outage outlives the outage.
-            wait = max(self._on_store(lambda s: s.ttl(lock)) or 0.0, self._fallback.ttl(lock) or 0.0)
+            wait = max(self._on_store(methodcaller("ttl", lock)) or 0.0, self._fallback.ttl(lock) or 0.0)
             if wait:
                 raise LoginThrottled(retry_after=wait)
 

@@ -66,9 +66,7 @@ def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
 
 
 @pytest.mark.parametrize("outage", ["killed", "paused"])
-def test_login_throttling_holds_without_redis(
-    pg_env: dict[str, str], own_redis: RedisProcess, outage: str
-) -> None:
+def test_login_throttling_holds_without_redis(pg_env: dict[str, str], own_redis: RedisProcess, outage: str) -> None:
     env = {**pg_env, "TAHOE_REDIS_URL": own_redis.url}
     # Rate limits off: they would refuse these repeated logins first (RATE_LIMITED), and
     # the throttle is what is under test.
