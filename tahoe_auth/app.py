@@ -123,7 +123,7 @@ class App:
 
 def build_store(settings: Settings) -> KeyValueStore:
     if settings.redis_url:
-        return RedisStore(settings.redis_url)
+        return RedisStore(settings.redis_url, timeout=settings.redis_timeout)
     log.info("TAHOE_REDIS_URL is unset: using the in-process store (single instance only)")
     return MemoryStore()
 
@@ -193,7 +193,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     api_key_hmac = crypto.derive_key(settings.master_key, apikeys.HMAC_PURPOSE)
     api_key_resolver = ApiKeyResolver(db, api_key_hmac, authenticator, feed, last_used)
     authenticator.register_secret(apikeys.API_KEY, api_key_resolver.resolve)
-    sessions = SessionService(db, keys, hasher, LoginThrottle(store), notifier, settings, clock, audit_log)
+    throttle = LoginThrottle(store, fallback=MemoryStore())  # never fails open (services/throttle.py)
+    sessions = SessionService(db, keys, hasher, throttle, notifier, settings, clock, audit_log)
     invitations = Invitations(db, hasher, sessions, notifier, clock, audit_log)
     for name, cache in (
         ("tokens", authenticator.tokens),

@@ -37,6 +37,8 @@ class Settings:
     database_url: str = "sqlite:///var/tahoe.db"
     database_role: str | None = None
     redis_url: str | None = None
+    # Seconds a Redis call may take before it counts as failed (bench/redis_latency.py).
+    redis_timeout: float = 0.25
     issuer: str = "tahoe-auth"
     audience: str = "tahoe"
     master_key: bytes = field(default=b"", repr=False)
@@ -90,6 +92,7 @@ class Settings:
             database_url=database_url,
             database_role=env.get("TAHOE_DATABASE_ROLE") or None,
             redis_url=_redis_url(env.get("TAHOE_REDIS_URL")),
+            redis_timeout=reader.number("TAHOE_REDIS_TIMEOUT", cls.redis_timeout, 0.005, 10.0),
             issuer=reader.text("TAHOE_ISSUER", cls.issuer),
             audience=reader.text("TAHOE_AUDIENCE", cls.audience),
             master_key=_master_key(env.get("TAHOE_MASTER_KEY"), database_url, var_dir),
@@ -177,6 +180,18 @@ class _Reader:
         except ValueError:
             raise ConfigError(f"{name}={raw!r} is not an integer") from None
         if not low <= value <= high:
+            raise ConfigError(f"{name}={value} is outside {low}..{high}")
+        return value
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a number") from None
+        if not low <= value <= high:  # also refuses nan
             raise ConfigError(f"{name}={value} is outside {low}..{high}")
         return value
 

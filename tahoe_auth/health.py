@@ -1,4 +1,8 @@
-"""The standard gRPC health service, fed by whether the database answers."""
+"""The standard gRPC health service and /readyz, fed by whether the database answers.
+
+Readiness is logged when it changes, not each time it is checked: during an outage
+orchestrators probe every few seconds, and one line saying the database went away (and
+why) plus one saying it came back is what an operator needs."""
 
 from __future__ import annotations
 
@@ -18,25 +22,36 @@ HEALTH_INTERVAL = 2.0
 
 
 class HealthReporter:
-    """NOT_SERVING while the database is unreachable, checked every few seconds."""
+    """NOT_SERVING while the database is unreachable, checked every few seconds and on
+    every /readyz probe."""
 
     def __init__(self, app: App, servicer: health.HealthServicer, service_names: Sequence[str] = ()) -> None:
         self._app = app
         self._servicer = servicer
         self._names = ["", *service_names]
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._logged: bool | None = None  # the readiness last logged; None before the first check
         self.ready = False
 
     def check_once(self) -> bool:
-        ready = self._app.db.ping()
+        db = self._app.db
+        ready = db.ping()
+        reason = "" if ready else db.ping_error
         status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in self._names:
-            self._servicer.set(name, status)
-        if ready != self.ready:
-            log.log(
-                logging.INFO if ready else logging.ERROR, "health: %s", "serving" if ready else "database unreachable"
-            )
-        self.ready = ready
+        with self._lock:
+            # Under the lock so that concurrent probes log a change once and leave the
+            # servicer with the answer they logged.
+            if not self._stop.is_set():  # stopping says NOT_SERVING whatever the database says
+                for name in self._names:
+                    self._servicer.set(name, status)
+            if ready != self._logged:
+                if ready:
+                    log.info("health: serving")
+                else:
+                    log.error("health: not serving, database unreachable (%s)", reason or "no answer")
+                self._logged = ready
+            self.ready = ready
         return ready
 
     def run(self) -> None:
@@ -48,6 +63,7 @@ class HealthReporter:
         threading.Thread(target=self.run, name="health", daemon=True).start()
 
     def stop(self) -> None:
-        self._stop.set()
-        for name in self._names:
-            self._servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        with self._lock:
+            self._stop.set()
+            for name in self._names:
+                self._servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -58,7 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/healthz":
             self._json(200, {"status": "ok"})
         elif path == "/readyz":
-            ready = self.health.ready and self.app.db.ping()
+            ready = self.health.check_once()  # logs only when readiness changes
             self._json(200 if ready else 503, {"status": "ready" if ready else "database unreachable"})
         else:
             self._json(404, {"error": "not_found", "message": f"no such path {path}"})

@@ -6,10 +6,12 @@
 At most one Redis round trip per check whatever the number of policies, and a fraction of one
 for busy subjects, which reserve small batches (store/limiter_backends.py LeasingBackend).
 
-When Redis fails (error or a timeout of tens of milliseconds) the limiter switches to a
-per-instance in-memory limiter with the same policies, each divided by the number of
-instances (TAHOE_INSTANCE_COUNT, rounded up): traffic is neither unlimited nor blocked,
-and callers never see the error. The switch logs one warning and sets the gauge
+When Redis fails (an error, or no answer within TAHOE_REDIS_TIMEOUT) the request is
+decided by a per-instance in-memory limiter with the same policies, each divided by the
+number of instances (TAHOE_INSTANCE_COUNT, rounded up): traffic is neither unlimited nor
+blocked, and callers never see the error. One failure alone (a slow answer on a busy
+host) changes nothing else: the next request asks Redis again. A second failure in a
+row is an outage, and the limiter switches to memory. The switch logs one warning and sets the gauge
 `tahoe_ratelimit_fallback_active`; every fallback decision counts in
 `tahoe_ratelimit_fallback_decisions_total`. While degraded, one request per second
 (at most one at a time) probes Redis with its real check; the first success switches
@@ -47,6 +49,7 @@ from tahoe_auth.store.limiter_backends import LimiterBackend
 log = logging.getLogger(__name__)
 
 PROBE_INTERVAL = 1.0
+FAILURES_BEFORE_FALLBACK = 2  # in a row: one slow answer is not an outage
 MAX_REMEMBERED_SUBJECTS = 50_000
 
 
@@ -70,6 +73,7 @@ class RateLimiter:
         self._clock = clock
         self._probe_interval = probe_interval
         self._degraded = False
+        self._failures = 0  # in a row, while not degraded
         self._next_probe = 0.0
         self._probe_lock = threading.Lock()
         self._allowed = RATELIMIT_DECISIONS.labels("allowed", "")
@@ -124,6 +128,8 @@ class RateLimiter:
             else:
                 if probing:
                     self._on_recovery()
+                elif self._failures:
+                    self._failures = 0
                 return checks, outcomes, False
             finally:
                 if probing:
@@ -142,7 +148,8 @@ class RateLimiter:
 
     def _on_failure(self, exc: StoreUnavailable) -> None:
         STORE_FAILURES.labels("ratelimit", "fallback").inc()
-        if not self._degraded:
+        self._failures += 1
+        if not self._degraded and self._failures >= FAILURES_BEFORE_FALLBACK:
             self._degraded = True
             self._next_probe = time.monotonic() + self._probe_interval
             RATELIMIT_FALLBACK_ACTIVE.set(1)
@@ -154,6 +161,7 @@ class RateLimiter:
 
     def _on_recovery(self) -> None:
         self._degraded = False
+        self._failures = 0
         RATELIMIT_FALLBACK_ACTIVE.set(0)
         log.warning("rate limiter: Redis is back; shared limits restored")
 

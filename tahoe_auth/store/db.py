@@ -112,6 +112,7 @@ class Database:
         self.engine = make_engine(url, role)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.ping_error = ""
 
     @contextmanager
     def session(self, tenant_id: str) -> Iterator[OrmSession]:
@@ -143,16 +144,27 @@ class Database:
             yield UnitOfWork(session)
 
     def ping(self) -> bool:
+        """Whether the database answers; when not, `ping_error` says why in one line.
+        Nothing is logged here: probes call this every few seconds, and the caller
+        (health.py) logs when the answer changes, not each time it is asked."""
         try:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
-            return True
-        except Exception:  # any failure means "not ready"; the reason goes to the log
-            log.warning("database ping failed", exc_info=True)
+        except Exception as exc:  # any failure means "not ready"
+            self.ping_error = _one_line(exc)
             return False
+        self.ping_error = ""
+        return True
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _one_line(exc: BaseException) -> str:
+    # Driver messages run over several lines (psycopg adds hints); the first says it.
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
 
 
 def _is_connection_error(exc: DBAPIError) -> bool:

@@ -5,7 +5,8 @@ after each commit and rebuilt from the database by `replace`.
 Redis: one hash per tenant and period, `usage:{<tenant>}:live:<YYYY-MM>`, metric ->
 total, plus `_synced` (when it was last rebuilt). A hash without `_synced` was created
 by increments alone (after a Redis restart, say): `read` reports it as missing so that
-the caller rebuilds it. Every method raises StoreUnavailable on a Redis error.
+the caller rebuilds it. Every method raises StoreUnavailable on a Redis error; `read`
+first retries once after a timeout or a dropped connection.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Protocol
 
 import redis
 
+from tahoe_auth.kernel.metrics import STORE_FAILURES
 from tahoe_auth.store.kv import StoreUnavailable
 
 SYNCED = "_synced"
@@ -67,13 +69,25 @@ class RedisLiveCounters:
         if not tenants:
             return {}
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for tenant in tenants:
-                pipe.hgetall(live_key(tenant, period))
-            replies = pipe.execute()
+            replies = self._read(tenants, period)
+        except (redis.TimeoutError, redis.ConnectionError):
+            # A read is safe to repeat, and one slow answer on a busy host (or a pooled
+            # connection Redis dropped) must not send the readers to the database: once,
+            # at once. An outage fails this second try too.
+            STORE_FAILURES.labels("usage_live_read", "retry").inc()
+            try:
+                replies = self._read(tenants, period)
+            except redis.RedisError as exc:
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         except redis.RedisError as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         return {tenant: _totals(reply) for tenant, reply in zip(tenants, replies, strict=True)}
+
+    def _read(self, tenants: list[str], period: str) -> list[Mapping[str | bytes, str | bytes]]:
+        pipe = self._client.pipeline(transaction=False)
+        for tenant in tenants:
+            pipe.hgetall(live_key(tenant, period))
+        return pipe.execute()
 
     def replace(self, period: str, totals: Mapping[str, Mapping[str, float]]) -> None:
         if not totals:

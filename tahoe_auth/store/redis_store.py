@@ -1,7 +1,9 @@
 """KeyValueStore on Redis, shared by every instance.
 
-Timeouts are short (tens of milliseconds) because callers sit on the request path; a
-RedisError becomes StoreUnavailable and each caller decides to fail open or closed.
+Timeouts are short (TAHOE_REDIS_TIMEOUT, 250 ms by default: well above what calls take
+on a loaded host, see bench/redis_latency.py) because callers sit on the request path; a
+RedisError becomes StoreUnavailable and each caller decides to fail open or closed
+(and whether one immediate retry is safe: reads are, most writes are not).
 Notifications use one pub/sub channel read by a background thread that reconnects on
 its own. A hung or partitioned Redis leaves a subscription that looks healthy but
 hears nothing, so the thread also publishes a heartbeat on the channel: silence for
@@ -39,7 +41,7 @@ class RedisStore:
     def __init__(
         self,
         url: str,
-        timeout: float = 0.05,
+        timeout: float = 0.25,
         channel: str | None = None,
         *,
         heartbeat_interval: float = 0.25,

@@ -43,12 +43,21 @@ def test_postgres_needs_a_master_key() -> None:
         ({"TAHOE_SIGNING_KEY_PUBLISH_DELAY": "300"}, "TAHOE_JWKS_MAX_AGE must be shorter"),
         ({"TAHOE_SIGNING_KEY_PUBLISH_DELAY": "60", "TAHOE_JWKS_MAX_AGE": "60"}, "TAHOE_JWKS_MAX_AGE must be shorter"),
         ({"TAHOE_SIGNING_KEY_PUBLISH_DELAY": "0"}, "outside"),
+        ({"TAHOE_REDIS_TIMEOUT": "fast"}, "TAHOE_REDIS_TIMEOUT.*not a number"),
+        ({"TAHOE_REDIS_TIMEOUT": "0"}, "TAHOE_REDIS_TIMEOUT.*outside"),
+        ({"TAHOE_REDIS_TIMEOUT": "nan"}, "TAHOE_REDIS_TIMEOUT.*outside"),
     ],
 )
 def test_bad_configuration_is_one_clear_line(env: dict[str, str], message: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         Settings.from_env({"TAHOE_VAR_DIR": str(tmp_path), **env})
     assert "\n" not in str(info.value)
+
+
+def test_redis_timeout_default_and_override(tmp_path: Path) -> None:
+    assert Settings.from_env({"TAHOE_VAR_DIR": str(tmp_path)}).redis_timeout == 0.25
+    settings = Settings.from_env({"TAHOE_VAR_DIR": str(tmp_path), "TAHOE_REDIS_TIMEOUT": "0.1"})
+    assert settings.redis_timeout == 0.1
 
 
 def test_staged_rotation_defaults(tmp_path: Path) -> None:
