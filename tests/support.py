@@ -7,6 +7,7 @@ import json
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -16,13 +17,14 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from sqlalchemy import create_engine, pool, text
+from sqlalchemy import create_engine, event, pool, text
 from sqlalchemy.engine import make_url
 
 from tahoe_auth import migrate
 from tahoe_auth.app import App, build_app
 from tahoe_auth.config import Settings
 from tahoe_auth.server import create_server
+from tahoe_auth.store.db import Database
 from tahoe_auth.store.models import Base
 from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc, tenant_pb2, tenant_pb2_grpc
 
@@ -113,6 +115,26 @@ class RunningServer:
         return self.auth.Login(
             auth_pb2.LoginRequest(tenant=tenant.slug, email=tenant.owner_email, password=tenant.owner_password)
         )
+
+
+REQUEST_THREADS = "grpc"  # server.create_server's worker thread prefix
+
+
+@contextlib.contextmanager
+def request_sql(db: Database) -> Iterator[list[str]]:
+    """SQL that requests issue (on the server's gRPC threads, not its timers and
+    pollers) while the block runs."""
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if threading.current_thread().name.startswith(REQUEST_THREADS):
+            statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:

@@ -3,37 +3,15 @@ rotation with a grace period, and last use recorded off the request path."""
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
-from collections.abc import Iterator
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
-from sqlalchemy import event
 
 from tahoe_auth.domain import apikeys
-from tahoe_auth.services.keys import KEY_REFRESH_THREAD
 from tahoe_auth.v1 import auth_pb2, tenant_pb2
 from tests.integration.test_no_secrets_at_rest import dump_database
-from tests.support import RunningServer, bearer, call_error, error_reason, wait_until
-
-
-@contextlib.contextmanager
-def sql_statements(server: RunningServer) -> Iterator[list[str]]:
-    """Every SQL statement the server runs inside the block."""
-    seen: list[str] = []
-
-    def record(conn, cursor, statement, *_):  # type: ignore[no-untyped-def]
-        if threading.current_thread().name != KEY_REFRESH_THREAD:  # the timer, not a request
-            seen.append(statement)
-
-    engine = server.app.db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+from tests.support import RunningServer, bearer, call_error, error_reason, request_sql, wait_until
 
 
 def create_key(server: RunningServer, token: str, scopes: list[str], **fields: object) -> auth_pb2.CreateApiKeyResponse:
@@ -84,11 +62,11 @@ def test_a_typo_is_rejected_without_touching_the_database(server: RunningServer)
     tenant = server.create_tenant()
     secret = create_key(server, server.owner_token(tenant), ["usage:read"]).secret
     typo = secret[:12] + ("A" if secret[12] != "A" else "B") + secret[13:]
-    with sql_statements(server) as seen:
+    with request_sql(server.app.db) as seen:
         error = call_error(principal, server, typo)
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED and seen == []
     # A well-formed unknown key does reach the database: the counter works.
-    with sql_statements(server) as seen:
+    with request_sql(server.app.db) as seen:
         call_error(principal, server, apikeys.generate("sk"))
     assert seen
 
@@ -98,7 +76,7 @@ def test_a_warm_key_costs_no_sql_and_last_use_is_written_later(server: RunningSe
     owner = server.owner_token(tenant)
     created = create_key(server, owner, ["usage:read"])
     principal(server, created.secret)  # cold: loads the key and its owner
-    with sql_statements(server) as seen:
+    with request_sql(server.app.db) as seen:
         for _ in range(20):
             principal(server, created.secret)
     assert seen == []

@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,20 +19,16 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_authz_grpc
 from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from sqlalchemy import event
 
 from tahoe_auth import migrate
 from tahoe_auth.api import ext_authz as api
 from tahoe_auth.authz.check import DECISION_TTL, CheckContext, CheckOutcome
 from tahoe_auth.domain import decision
 from tahoe_auth.identity import IdentityVerifier
-from tahoe_auth.services.change_feed import CHANGE_FEED_THREAD
-from tahoe_auth.services.keys import KEY_REFRESH_THREAD
-from tahoe_auth.store.db import Database
 from tahoe_auth.v1 import auth_pb2, decision_pb2, decision_pb2_grpc
 from tests.scenarios import api_key, service_token, user_with_role
 from tests.servers import OwnPostgres
-from tests.support import RunningServer, bearer, running_server
+from tests.support import RunningServer, bearer, request_sql, running_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -75,21 +70,6 @@ def denial(response: ext_authz.CheckResponse) -> tuple[int, dict[str, str], dict
     return denied.status.code, {h.header.key: h.header.value for h in denied.headers}, json.loads(denied.body)
 
 
-@contextlib.contextmanager
-def counting_sql(db: Database) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if threading.current_thread().name not in (KEY_REFRESH_THREAD, CHANGE_FEED_THREAD):  # timers, not requests
-            statements.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
-
-
 def test_allowed_sets_verified_headers_and_removes_client_ones(server: RunningServer) -> None:
     tenant = server.create_tenant()
     token = server.login(tenant).tokens.access_token
@@ -112,11 +92,11 @@ def test_a_warm_check_runs_no_sql(server: RunningServer) -> None:
     tenant = server.create_tenant()
     token = server.login(tenant).tokens.access_token
     request = check_request(f"Bearer {token}")
-    with counting_sql(server.app.db) as cold:
+    with request_sql(server.app.db) as cold:
         upstream_headers(check(server, request))
     assert cold, "the first Check should have loaded the session and the user"
     time.sleep(DECISION_TTL)  # past the reuse of whole decisions: the caches below them
-    with counting_sql(server.app.db) as warm:
+    with request_sql(server.app.db) as warm:
         for permission in ("transcription:read", "transcription:write", ""):
             upstream_headers(check(server, check_request(f"Bearer {token}", permission)))
     assert warm == []
@@ -129,7 +109,7 @@ def test_warm_checks_with_api_keys_and_service_tokens_run_no_sql(server: Running
     for credential in (secret, token):
         upstream_headers(check(server, check_request(f"Bearer {credential}")))
     time.sleep(DECISION_TTL)  # past the reuse of whole decisions: the caches below them
-    with counting_sql(server.app.db) as warm:
+    with request_sql(server.app.db) as warm:
         for credential in (secret, token):
             for permission in ("transcription:read", ""):
                 upstream_headers(check(server, check_request(f"Bearer {credential}", permission)))

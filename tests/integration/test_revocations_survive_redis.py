@@ -17,9 +17,9 @@ import pytest
 from google.rpc import code_pb2
 
 from tahoe_auth.v1 import auth_pb2
-from tests.integration.test_ext_authz import check, check_request, counting_sql
+from tests.integration.test_ext_authz import check, check_request
 from tests.servers import OwnPostgres, RedisProcess
-from tests.support import RunningServer, Tenant, bearer, running_server, wait_until
+from tests.support import RunningServer, Tenant, bearer, request_sql, running_server, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -95,7 +95,7 @@ def test_a_logout_through_b_holds_on_a_while_redis_is_out(
 
     # A is sure of its caches (the log is read), so warm Checks stay off the database.
     assert a.app.changes.caches_trusted()
-    with counting_sql(a.app.db) as statements:
+    with request_sql(a.app.db) as statements:
         assert allowed(a, kept)
     assert statements == []
 
