@@ -170,9 +170,9 @@ class AuthorizationServicer(ext_authz_grpc.AuthorizationServicer):  # type: igno
             logs.traceparent_var.set(request.attributes.request.http.headers.get("traceparent", ""))
             outcome = self._gatekeeper.check(check)
             if not outcome.allowed:
-                _observe("denied", outcome.decision.reason, started)
+                observe("denied", outcome.decision.reason, started)
                 return denied_response(outcome)
-            _observe("allowed", decision.ALLOW, started)
+            observe("allowed", decision.ALLOW, started)
             key = (outcome.upstream_headers[upstream.IDENTITY], outcome.remove_headers)
             response = self._allowed.get(key)
             if response is None:
@@ -183,7 +183,7 @@ class AuthorizationServicer(ext_authz_grpc.AuthorizationServicer):  # type: igno
             return response
         except Exception:  # never raise into gRPC: deny (fail closed), and say why in the log
             log.exception("Check failed unexpectedly: denying with 503")
-            _observe("error", "internal_error", started)
+            observe("error", "internal_error", started)
             return ERROR_RESPONSE
 
 
@@ -193,7 +193,7 @@ def _metrics(outcome: str, reason: str) -> tuple[Any, Any]:
     return metrics.CHECK_DECISIONS.labels(outcome, reason), metrics.CHECK_DURATION.labels(outcome)
 
 
-def _observe(outcome: str, reason: str, started: float) -> None:
+def observe(outcome: str, reason: str, started: float) -> None:
     counter, histogram = _metrics(outcome, reason)
     counter.inc()
     histogram.observe(time.perf_counter() - started)

@@ -143,6 +143,10 @@ class Gatekeeper:
             self._log_denial(context, result)
         return result
 
+    def has_cached_decision(self, context: CheckContext) -> bool:
+        """Whether `check` would reuse a decision (no I/O but the hooks' own)."""
+        return self._trust.caches_trusted() and self.decisions.holds((context.access, context.client_tahoe_headers))
+
     def _decide(self, context: CheckContext) -> CheckOutcome:
         key = (context.access, context.client_tahoe_headers)
         # While notifications might be missed, nothing cached is trusted (as in the Authenticator).

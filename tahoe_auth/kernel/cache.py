@@ -33,6 +33,11 @@ class TTLCache(Generic[K, V]):
             self.hits += 1
             return entry[0]
 
+    def holds(self, key: K) -> bool:
+        """Whether `get` would find `key` now (counts neither a hit nor a miss)."""
+        entry = self._data.get(key)
+        return entry is not None and entry[1] > self._clock()
+
     def put(self, key: K, value: V, expires_at: float) -> None:
         with self._lock:
             self._data[key] = (value, expires_at)
