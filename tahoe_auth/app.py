@@ -99,6 +99,7 @@ class App:
     def start_background(self) -> None:
         """Threads a serving instance runs (the recorder and quotas start on first use)."""
         self.keys.start_refresh()
+        self.hasher.start()
         self.usage_pipeline.start()
         if self.settings.webhook_worker:
             self.webhook_worker.start()
@@ -172,6 +173,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         passwords.PasswordHasher(p.memory_kib, p.time_cost, p.parallelism),
         settings.hash_concurrency,
         settings.hash_queue,
+        callers=settings.hash_callers,
+        niceness=settings.hash_nice,
     )
     directory = Directory(db)
     authenticator = Authenticator(keys, directory, store, clock, issuer=settings.issuer, audience=settings.audience)

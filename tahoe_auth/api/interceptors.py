@@ -1,6 +1,7 @@
 """One ordered interceptor chain for every RPC:
 
-    RequestId -> AccessLog -> Validate -> RateLimit -> Authenticate -> Authorize -> (servicer)
+    RequestId -> AccessLog -> HashAdmission -> Validate -> RateLimit -> Authenticate
+        -> Authorize -> (servicer)
 
 with exceptions turned into statuses in one place (api/errors.py) at the outer edge.
 Each step is a small callable `step(call, proceed)`; the chain runs inside a single
@@ -30,7 +31,7 @@ from tahoe_auth.api.errors import code_for, to_status
 from tahoe_auth.authz.access import bearer_credential
 from tahoe_auth.authz.authenticator import Authenticator
 from tahoe_auth.domain import decision as decisions
-from tahoe_auth.domain import errors
+from tahoe_auth.domain import errors, passwords
 from tahoe_auth.domain.principal import Principal
 from tahoe_auth.kernel import logs
 from tahoe_auth.kernel.metrics import RPC_DURATION
@@ -69,6 +70,8 @@ class MethodPolicy:
     # False: the chain hands the method its handler untouched (no steps, no error
     # mapping). Only for methods that own their error handling: ext_authz Check.
     intercept: bool = True
+    # The method may hash a password (argon2): admitted by HashAdmission.
+    hashes_password: bool = False
 
 
 @dataclass
@@ -151,6 +154,23 @@ class AccessLog:
                 log.warning("rpc %s %s field=%s", call.method, reason, field, extra=timing)
             elif call.policy.log_calls:
                 log.info("rpc %s %s", call.method, reason, extra=timing)
+
+
+class HashAdmission:
+    """A method that hashes a password holds its server thread while it waits for the
+    argon2 workers: only as many as the hasher admits may wait (`BoundedHasher.admit`).
+    The others are refused here, UNAVAILABLE with RetryInfo, before any other work
+    (a database read, a Redis round trip), so that their thread is free again at once
+    and a burst of logins never queues Envoy's Check behind it."""
+
+    def __init__(self, hasher: passwords.BoundedHasher) -> None:
+        self._hasher = hasher
+
+    def __call__(self, call: Call, proceed: Callable[[], Any]) -> Any:
+        if not call.policy.hashes_password:
+            return proceed()
+        with self._hasher.admit():
+            return proceed()
 
 
 class Validate:
