@@ -1,16 +1,16 @@
 """Check latency through Envoy while a burst of Logins hits the same auth instance.
 
-    .venv/bin/python bench/login_burst_bench.py [--duration 8] [--logins 64] [--sqlite]
+    .venv/bin/python bench/login_burst_bench.py [--rounds 3] [--duration 4] [--logins 64] [--sqlite]
 
 Starts one `tahoe-auth serve` (PostgreSQL + Redis by default; rate limiting off, since
 one account logs in over and over) and Envoy in front of it (ext_authz over gRPC with
 the committed configs' 0.5 s timeout and 503 on error, a 200 `direct_response` route).
 A child process sends steady, paced Check traffic through Envoy with a valid access
 token (`--check-clients` connections, one request every `--check-interval-ms` each),
-first alone, then while waves of `--logins` concurrent Logins hit the gRPC port (each
-wave starts when the previous one has answered). It prints:
-  - Check p50/p99 without and with the burst, their ratio and the non-200 answers
-    (503: Envoy's ext_authz timeout or a fail-closed Check);
+alone, then while waves of `--logins` concurrent Logins hit the gRPC port (each wave
+starts when the previous one has answered), round after round. It prints:
+  - Check p50/p99 without and with the burst per round, the medians of the p99s, their
+    ratio and the non-200 answers (503: Envoy's ext_authz timeout or a fail-closed Check);
   - Login refusals (code, median and p99 latency as the client saw them) and the
     logins that succeeded.
 Compare figures within one run: the two cores are shared with Envoy, PostgreSQL, Redis
@@ -208,15 +208,28 @@ def describe_checks(label: str, result: dict[str, Any]) -> tuple[float, int]:
     non_200 = sum(v for k, v in statuses.items() if k != 200)
     p99 = percentile(latencies, 0.99)
     print(
-        f"Check {label:<13} requests {len(latencies):>6}  p50 {percentile(latencies, 0.5):7.2f} ms"
+        f"  Check {label:<13} requests {len(latencies):>6}  p50 {percentile(latencies, 0.5):7.2f} ms"
         f"  p99 {p99:7.2f} ms  max {max(latencies, default=0):7.1f} ms  non-200 {non_200}"
         f" {dict(sorted(statuses.items()))}",
         flush=True,
     )
-    return p99, statuses.get(503, 0)
+    return p99, non_200
 
 
 def run(args: argparse.Namespace) -> int:
+    """Rounds of (Checks alone, Checks during the burst), so that drift in the machine's
+    load hits both alike; the summary takes medians over the rounds."""
+    print(f"load average before the run: {args.load_before}")
+    print(
+        f"{args.check_clients} Check clients, one request every {args.check_interval_ms:g} ms each;"
+        f" {args.rounds} rounds of {args.duration:g} s without and {args.duration:g} s with waves of"
+        f" {args.logins} concurrent Logins",
+        flush=True,
+    )
+    quiet_p99: list[float] = []
+    burst_p99: list[float] = []
+    burst_non_200 = 0
+    logins: list[tuple[str, float]] = []
     with harness.workdir() as tmp, contextlib.ExitStack() as stack:
         env = auth_env(tmp, args)
         target = env["TAHOE_GRPC_ADDR"]
@@ -232,22 +245,24 @@ def run(args: argparse.Namespace) -> int:
         warm = start_check_load(argparse.Namespace(**{**vars(args), "duration": 1.0}), envoy.listener_port, token)
         login_waves(target, min(args.logins, 4), time.monotonic() + 0.5)
         finish_check_load(warm)
+        for round_no in range(1, args.rounds + 1):
+            print(f"round {round_no}", flush=True)
+            quiet = finish_check_load(start_check_load(args, envoy.listener_port, token))
+            loaded = start_check_load(args, envoy.listener_port, token)
+            time.sleep(0.5)  # the load is steady before the burst starts
+            # Returns once its last wave has answered: the next quiet phase is quiet.
+            logins += login_waves(target, args.logins, time.monotonic() + args.duration - 1.0)
+            burst = finish_check_load(loaded)
+            quiet_p99.append(describe_checks("without burst", quiet)[0])
+            p99, non_200 = describe_checks("with burst", burst)
+            burst_p99.append(p99)
+            burst_non_200 += non_200
 
-        quiet = finish_check_load(start_check_load(args, envoy.listener_port, token))
-        loaded = start_check_load(args, envoy.listener_port, token)
-        time.sleep(0.5)  # the load is steady before the burst starts
-        logins = login_waves(target, args.logins, time.monotonic() + args.duration - 1.0)
-        burst = finish_check_load(loaded)
-
-    print(f"load average before the run: {args.load_before}")
-    print(
-        f"{args.check_clients} Check clients, one request every {args.check_interval_ms:g} ms each,"
-        f" {args.duration:g} s per phase; waves of {args.logins} concurrent Logins"
-    )
-    p99_quiet, _ = describe_checks("without burst", quiet)
-    p99_burst, burst_503 = describe_checks("with burst", burst)
-    print(f"Check p99 ratio (with / without burst): {p99_burst / p99_quiet:.2f}")
-    print(f"Check 503s during the burst: {burst_503}")
+    without, with_burst = statistics.median(quiet_p99), statistics.median(burst_p99)
+    print(f"Check p99 without burst (median of rounds): {without:.2f} ms")
+    print(f"Check p99 with burst (median of rounds):    {with_burst:.2f} ms")
+    print(f"Check p99 ratio (with / without burst):     {with_burst / without:.2f}")
+    print(f"Check non-200 (503s) during the bursts:     {burst_non_200}")
     codes = Counter(code for code, _ in logins)
     refused = [ms for code, ms in logins if code != "OK"]
     succeeded = [ms for code, ms in logins if code == "OK"]
@@ -273,7 +288,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per phase")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per phase")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--logins", type=int, default=64, help="concurrent Logins per wave")
     parser.add_argument("--check-clients", type=int, default=4)
     parser.add_argument("--check-interval-ms", type=float, default=2.0)

@@ -173,7 +173,6 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         passwords.PasswordHasher(p.memory_kib, p.time_cost, p.parallelism),
         settings.hash_concurrency,
         settings.hash_queue,
-        callers=settings.hash_callers,
         niceness=settings.hash_nice,
     )
     directory = Directory(db)

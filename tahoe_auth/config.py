@@ -73,12 +73,6 @@ class Settings:
     webhook_concurrency: int = 16
     webhook_lease: int = 60
 
-    @property
-    def hash_callers(self) -> int:
-        """gRPC calls that may wait for password hashing at once. Each holds a server
-        thread while it waits: never more than half of them, the rest serve Check."""
-        return min(self.hash_concurrency + self.hash_queue, max(1, self.grpc_workers // 2))
-
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env

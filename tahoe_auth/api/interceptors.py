@@ -21,6 +21,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -157,11 +158,11 @@ class AccessLog:
 
 
 class HashAdmission:
-    """A method that hashes a password holds its server thread while it waits for the
-    argon2 workers: only as many as the hasher admits may wait (`BoundedHasher.admit`).
-    The others are refused here, UNAVAILABLE with RetryInfo, before any other work
-    (a database read, a Redis round trip), so that their thread is free again at once
-    and a burst of logins never queues Envoy's Check behind it."""
+    """A method that hashes a password holds its thread (the Chain's hashing pool) while
+    it waits for the argon2 workers: only as many as the hasher admits may wait
+    (`BoundedHasher.admit`). The others are refused here, UNAVAILABLE with RetryInfo,
+    before any other work (a database read, a Redis round trip), so that their thread
+    is free again at once: a burst of logins is answered in microseconds per call."""
 
     def __init__(self, hasher: passwords.BoundedHasher) -> None:
         self._hasher = hasher
@@ -255,10 +256,21 @@ def tolerant(deserializer: Callable[[bytes], Any] | None, method: str) -> Callab
 
 
 class Chain(grpc.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, steps: list[Step], policies: Mapping[str, MethodPolicy], default: MethodPolicy) -> None:
+    """`hashing_pool`: the threads that run methods with `hashes_password` (grpc's
+    per-handler `experimental_thread_pool`), so that they never take, or queue
+    Envoy's Check behind them for, the server's own threads."""
+
+    def __init__(
+        self,
+        steps: list[Step],
+        policies: Mapping[str, MethodPolicy],
+        default: MethodPolicy,
+        hashing_pool: futures.ThreadPoolExecutor | None = None,
+    ) -> None:
         self._steps = steps
         self._policies = policies
         self._default = default
+        self._hashing_pool = hashing_pool
 
     def intercept_service(
         self,
@@ -276,6 +288,8 @@ class Chain(grpc.ServerInterceptor):  # type: ignore[misc]
             unary = handler.unary_unary
             if policy.intercept:
                 unary = self._wrap_unary(method, policy, unary)
+                if policy.hashes_password and self._hashing_pool is not None:
+                    unary.experimental_thread_pool = self._hashing_pool  # type: ignore[attr-defined]
             else:
                 unary = _refusing_undecodable(method, unary)
             return grpc.unary_unary_rpc_method_handler(

@@ -79,9 +79,9 @@ class BoundedHasher:
     core at the server's own priority, and Check (Envoy's 0.5 s timeout) would queue
     behind them. Niced workers get the CPU that serving leaves.
 
-    `admit()` bounds the callers that may wait for a hash at all (`callers`): a gRPC
-    method that hashes holds a server thread while it waits, so only that many may, and
-    the rest are refused before they do any other work.
+    `admit()` bounds the callers that may wait for a hash at all (`callers`, by default
+    concurrency + queue): a gRPC method that hashes holds a thread while it waits, so
+    only that many may, and the rest are refused before they do any other work.
     """
 
     def __init__(
@@ -116,6 +116,10 @@ class BoundedHasher:
         finally:
             with self._lock:
                 self._callers -= 1
+
+    @property
+    def callers(self) -> int:
+        return self._callers_capacity
 
     def hash(self, password: str) -> str:
         return self._run(_hash_in_worker, password)
