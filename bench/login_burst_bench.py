@@ -1,6 +1,6 @@
 """Check latency through Envoy while a burst of Logins hits the same auth instance.
 
-    .venv/bin/python bench/login_burst_bench.py [--rounds 3] [--duration 4] [--logins 64] [--sqlite]
+    .venv/bin/python bench/login_burst_bench.py [--rounds 3] [--duration 4] [--logins 64] [--wave-interval 0] [--sqlite]
 
 Starts one `tahoe-auth serve` (PostgreSQL + Redis by default; rate limiting off, since
 one account logs in over and over) and Envoy in front of it (ext_authz over gRPC with
@@ -8,7 +8,8 @@ the committed configs' 0.5 s timeout and 503 on error, a 200 `direct_response` r
 A child process sends steady, paced Check traffic through Envoy with a valid access
 token (`--check-clients` connections, one request every `--check-interval-ms` each),
 alone, then while waves of `--logins` concurrent Logins hit the gRPC port (each wave
-starts when the previous one has answered), round after round. It prints:
+starts when the previous one has answered, and `--wave-interval` s after the previous
+one started at the earliest), round after round. It prints:
   - Check p50/p99 without and with the burst per round, the medians of the p99s, their
     ratio and the non-200 answers (503: Envoy's ext_authz timeout or a fail-closed Check);
   - Login refusals (code, median and p99 latency as the client saw them) and the
@@ -121,10 +122,11 @@ def finish_check_load(proc: subprocess.Popen[str]) -> dict[str, Any]:
 # --- the Login burst ----------------------------------------------------------------
 
 
-def login_waves(target: str, logins: int, until: float) -> list[tuple[str, float]]:
-    """Waves of `logins` concurrent Logins until `until`: (code, latency ms) each. One
-    thread starts each wave (grpc futures), so that client threads queueing for the
-    GIL do not inflate the latencies."""
+def login_waves(target: str, logins: int, until: float, interval: float = 0.0) -> list[tuple[str, float]]:
+    """Waves of `logins` concurrent Logins until `until`: (code, latency ms) each; a
+    wave starts when the previous one has answered, and `interval` s after it started
+    at the earliest. One thread starts each wave (grpc futures), so that client
+    threads queueing for the GIL do not inflate the latencies."""
     from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
 
     request = auth_pb2.LoginRequest(tenant=TENANT, email=EMAIL, password=PASSWORD)
@@ -144,11 +146,13 @@ def login_waves(target: str, logins: int, until: float) -> list[tuple[str, float
     with grpc.insecure_channel(target) as channel:
         stub = auth_pb2_grpc.AuthServiceStub(channel)
         while time.monotonic() < until:
+            began = time.monotonic()
             done = threading.Semaphore(0)
             for _ in range(logins):
                 stub.Login.future(request, timeout=10).add_done_callback(timed(time.perf_counter(), done))
             for _ in range(logins):
                 done.acquire()
+            time.sleep(max(0.0, min(began + interval, until) - time.monotonic()))
     return results
 
 
@@ -223,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{args.check_clients} Check clients, one request every {args.check_interval_ms:g} ms each;"
         f" {args.rounds} rounds of {args.duration:g} s without and {args.duration:g} s with waves of"
-        f" {args.logins} concurrent Logins",
+        f" {args.logins} concurrent Logins"
+        + (f", one wave every {args.wave_interval:g} s at most" if args.wave_interval else ", back to back"),
         flush=True,
     )
     quiet_p99: list[float] = []
@@ -251,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
             loaded = start_check_load(args, envoy.listener_port, token)
             time.sleep(0.5)  # the load is steady before the burst starts
             # Returns once its last wave has answered: the next quiet phase is quiet.
-            logins += login_waves(target, args.logins, time.monotonic() + args.duration - 1.0)
+            logins += login_waves(target, args.logins, time.monotonic() + args.duration - 1.0, args.wave_interval)
             burst = finish_check_load(loaded)
             quiet_p99.append(describe_checks("without burst", quiet)[0])
             p99, non_200 = describe_checks("with burst", burst)
@@ -291,6 +296,12 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per phase")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--logins", type=int, default=64, help="concurrent Logins per wave")
+    parser.add_argument(
+        "--wave-interval",
+        type=float,
+        default=0.0,
+        help="seconds from one wave's start to the next at least (0: back to back, as clients ignoring RetryInfo)",
+    )
     parser.add_argument("--check-clients", type=int, default=4)
     parser.add_argument("--check-interval-ms", type=float, default=2.0)
     parser.add_argument("--sqlite", action="store_true", help="the embedded default instead of PostgreSQL + Redis")

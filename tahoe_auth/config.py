@@ -58,7 +58,7 @@ class Settings:
     # Password hashing (domain.passwords.BoundedHasher): worker processes, hashes that
     # may wait for one, and the workers' nice value (Check gets the CPU first).
     hash_concurrency: int = 1
-    hash_queue: int = 2
+    hash_queue: int = 4
     hash_nice: int = 10
     # Rate limits: deployment defaults (same schema as a tenant's settings.rate_limits),
     # and how many instances share them (the in-memory fallback's divisor).
@@ -118,7 +118,7 @@ class Settings:
             ),
             # One core fewer than the machine has: a burst of logins leaves one to Check.
             hash_concurrency=reader.integer("TAHOE_HASH_CONCURRENCY", max(1, cpus - 1), 1, 256),
-            hash_queue=reader.integer("TAHOE_HASH_QUEUE", cpus, 0, 4096),
+            hash_queue=reader.integer("TAHOE_HASH_QUEUE", 2 * cpus, 0, 4096),
             hash_nice=reader.integer("TAHOE_HASH_NICE", cls.hash_nice, 0, 19),
             rate_limit_enabled=reader.boolean("TAHOE_RATE_LIMIT_ENABLED", True),
             rate_limits=_rate_limits(env.get("TAHOE_RATE_LIMITS")),

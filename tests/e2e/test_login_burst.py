@@ -23,6 +23,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
 from tests import harness
@@ -50,10 +52,13 @@ def steady_checks(port: int, token: str, stop: threading.Event, statuses: Counte
         conn.close()
 
 
-def login_waves(stub: auth_pb2_grpc.AuthServiceStub, request: auth_pb2.LoginRequest) -> list[tuple[str, float]]:
-    """Waves of LOGINS concurrent Logins for BURST_SECONDS: (code, seconds) each. One
-    thread starts them all (grpc futures), so that the client's own threads do not
-    queue behind each other for the GIL and inflate what it measures."""
+def login_waves(
+    stub: auth_pb2_grpc.AuthServiceStub, request: auth_pb2.LoginRequest, refusals: list[grpc.RpcError]
+) -> list[tuple[str, float]]:
+    """Waves of LOGINS concurrent Logins for BURST_SECONDS: (code, seconds) each, and
+    the refusals' errors. One thread starts them all (grpc futures), so that the
+    client's own threads do not queue behind each other for the GIL and inflate what
+    it measures."""
     results: list[tuple[str, float]] = []
     lock = threading.Lock()
 
@@ -63,6 +68,8 @@ def login_waves(stub: auth_pb2_grpc.AuthServiceStub, request: auth_pb2.LoginRequ
             error = future.exception()
             with lock:
                 results.append(("OK" if error is None else error.code().name, elapsed))
+                if error is not None:
+                    refusals.append(error)
             done.release()
 
         return finished
@@ -75,6 +82,17 @@ def login_waves(stub: auth_pb2_grpc.AuthServiceStub, request: auth_pb2.LoginRequ
         for _ in range(LOGINS):
             assert done.acquire(timeout=30)
     return results
+
+
+def retry_delay(error: grpc.RpcError) -> int:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return int(info.retry_delay.seconds)
+    raise AssertionError(f"no RetryInfo in {status}")
 
 
 def server_side_refusals(log_path: Path) -> list[float]:
@@ -124,6 +142,7 @@ def test_a_login_burst_does_not_starve_check(module_env: dict[str, str], tmp_pat
         assert e2e.request(envoy.listener_port, "GET", "/v1/jobs", headers).status == 200
 
         statuses: Counter[int] = Counter()
+        errors: list[grpc.RpcError] = []
         stop = threading.Event()
         checkers = [
             threading.Thread(target=steady_checks, args=(envoy.listener_port, token, stop, statuses)) for _ in range(2)
@@ -131,7 +150,7 @@ def test_a_login_burst_does_not_starve_check(module_env: dict[str, str], tmp_pat
         for checker in checkers:
             checker.start()
         try:
-            logins = login_waves(stub, request)
+            logins = login_waves(stub, request, errors)
         finally:
             stop.set()
             for checker in checkers:
@@ -144,6 +163,7 @@ def test_a_login_burst_does_not_starve_check(module_env: dict[str, str], tmp_pat
     assert codes["OK"] > 0, codes
     assert refused, f"no Login was refused: {codes}"
     assert set(codes) <= {"OK", "UNAVAILABLE"}, codes
+    assert retry_delay(errors[0]) >= 1  # when to come back, as the other refusals say
     # An excess Login is refused before it waits for anything: every one as the server
     # timed it (the chain, from the access log). The client also sees each wave's 64
     # calls pass through both sides' gRPC one after another, on cores shared with
