@@ -11,6 +11,7 @@ BENCH = Path(__file__).resolve().parent
 SCRIPTS = {
     "ext_authz_bench.py": True,
     "auth_bench.py": True,
+    "login_burst_bench.py": True,
     "usage_bench.py": True,
     "webhook_bench.py": False,
     "revocation_faults_bench.py": True,

@@ -102,6 +102,7 @@ class App:
         """Threads a serving instance runs (the recorder and quotas start on first use)."""
         self.changes.start()
         self.keys.start_refresh()
+        self.hasher.start()
         self.usage_pipeline.start()
         if self.settings.webhook_worker:
             self.webhook_worker.start()
@@ -182,6 +183,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         passwords.PasswordHasher(p.memory_kib, p.time_cost, p.parallelism),
         settings.hash_concurrency,
         settings.hash_queue,
+        niceness=settings.hash_nice,
     )
     directory = Directory(db)
     authenticator = Authenticator(keys, directory, feed, clock, issuer=settings.issuer, audience=settings.audience)

@@ -60,8 +60,11 @@ class Settings:
     session_absolute_ttl: int = 30 * 24 * 3600
     refresh_reuse_leeway: int = 0
     password: PasswordParams = PasswordParams()
-    hash_concurrency: int = 2
+    # Password hashing (domain.passwords.BoundedHasher): worker processes, hashes that
+    # may wait for one, and the workers' nice value (Check gets the CPU first).
+    hash_concurrency: int = 1
     hash_queue: int = 4
+    hash_nice: int = 10
     # Rate limits: deployment defaults (same schema as a tenant's settings.rate_limits),
     # and how many instances share them (the in-memory fallback's divisor).
     rate_limit_enabled: bool = True
@@ -122,8 +125,10 @@ class Settings:
                 time_cost=reader.integer("TAHOE_ARGON2_TIME_COST", PasswordParams.time_cost, 2, 100),
                 parallelism=reader.integer("TAHOE_ARGON2_PARALLELISM", PasswordParams.parallelism, 1, 64),
             ),
-            hash_concurrency=reader.integer("TAHOE_HASH_CONCURRENCY", cpus, 1, 256),
+            # One core fewer than the machine has: a burst of logins leaves one to Check.
+            hash_concurrency=reader.integer("TAHOE_HASH_CONCURRENCY", max(1, cpus - 1), 1, 256),
             hash_queue=reader.integer("TAHOE_HASH_QUEUE", 2 * cpus, 0, 4096),
+            hash_nice=reader.integer("TAHOE_HASH_NICE", cls.hash_nice, 0, 19),
             rate_limit_enabled=reader.boolean("TAHOE_RATE_LIMIT_ENABLED", True),
             rate_limits=_rate_limits(env.get("TAHOE_RATE_LIMITS")),
             instance_count=reader.integer("TAHOE_INSTANCE_COUNT", 1, 1, 10_000),

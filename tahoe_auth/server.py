@@ -2,7 +2,9 @@
 
 Sync `grpc.server` with a small thread pool: measured on this 2-core machine it gave
 higher throughput and a much shorter tail than grpc.aio for the Check hot path (see
-bench/server_model.py and the README). Slow work (argon2) runs on its own bounded pool.
+bench/server_model.py and the README). Slow work (argon2) runs in niced worker processes;
+the calls that wait for it run on their own few threads, and only a bounded number of
+them may wait (HashAdmission).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from tahoe_auth.api.interceptors import (
     Authenticate,
     Authorize,
     Chain,
+    HashAdmission,
     MethodPolicy,
     RequestId,
     Step,
@@ -65,6 +68,7 @@ from tahoe_auth.v1 import (
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 10.0
+HASHING_SPARE_THREADS = 2
 
 AUTH = "/tahoe_auth.v1.AuthService/"
 DECISION = "/tahoe_auth.v1.DecisionService/"
@@ -74,6 +78,8 @@ AUDIT = "/tahoe_auth.v1.AuditService/"
 WEBHOOKS = "/tahoe_auth.v1.WebhookService/"
 KEYS = "/tahoe_auth.v1.KeyService/"
 PUBLIC = MethodPolicy(public=True)
+# Methods that may hash a password: on their own threads, admitted by HashAdmission.
+PUBLIC_HASHING = MethodPolicy(public=True, hashes_password=True)
 # A valid credential; the method acts on the caller itself, and the use case requires
 # the permission named in the comment when the caller acts on someone else.
 SELF_SERVICE = MethodPolicy()
@@ -85,8 +91,8 @@ WEBHOOKS_READ = MethodPolicy(permission="webhooks:read")
 WEBHOOKS_WRITE = MethodPolicy(permission="webhooks:write")
 
 
-def needs(permission: str) -> MethodPolicy:
-    return MethodPolicy(permission=permission)
+def needs(permission: str, hashes_password: bool = False) -> MethodPolicy:
+    return MethodPolicy(permission=permission, hashes_password=hashes_password)
 
 
 # Every method of the governed services declares what it needs, here and only here
@@ -97,7 +103,7 @@ POLICIES: dict[str, MethodPolicy] = {
     # and Check is the hot path: no chain, no access log line; it handles its own errors.
     f"/{ext_authz.SERVICE_NAME}/Check": MethodPolicy(public=True, log_calls=False, intercept=False),
     DECISION + "ExplainDecision": MethodPolicy(),  # own credential; others': audit:read (the use case)
-    AUTH + "Login": PUBLIC,
+    AUTH + "Login": PUBLIC_HASHING,
     AUTH + "Refresh": PUBLIC,
     AUTH + "ValidateToken": PUBLIC,
     AUTH + "IssueServiceToken": PUBLIC,  # the client credentials are in the body
@@ -116,15 +122,15 @@ POLICIES: dict[str, MethodPolicy] = {
     TENANT + "UpdateTenant": needs("tenant:write"),  # slug, plan, limits: platform only
     TENANT + "SuspendTenant": PLATFORM_ONLY,
     TENANT + "ReactivateTenant": PLATFORM_ONLY,
-    TENANT + "CreateUser": needs("users:create"),
+    TENANT + "CreateUser": needs("users:create", hashes_password=True),  # with a password
     TENANT + "GetUser": needs("users:read"),
     TENANT + "ListUsers": needs("users:read"),
     TENANT + "UpdateUser": needs("users:update"),
     TENANT + "DisableUser": needs("users:disable"),
     TENANT + "EnableUser": needs("users:disable"),
     TENANT + "DeleteUser": needs("users:delete"),
-    TENANT + "ChangePassword": SELF_SERVICE,
-    TENANT + "ResetPassword": needs("users:reset_password"),
+    TENANT + "ChangePassword": MethodPolicy(hashes_password=True),  # the caller's own
+    TENANT + "ResetPassword": needs("users:reset_password", hashes_password=True),
     TENANT + "ListRoles": needs("roles:read"),
     TENANT + "GetRole": needs("roles:read"),
     TENANT + "CreateRole": needs("roles:create"),
@@ -137,7 +143,7 @@ POLICIES: dict[str, MethodPolicy] = {
     TENANT + "ListInvitations": needs("invitations:read"),
     TENANT + "ResendInvitation": needs("invitations:create"),
     TENANT + "RevokeInvitation": needs("invitations:revoke"),
-    TENANT + "AcceptInvitation": PUBLIC,  # the invitation token is in the body
+    TENANT + "AcceptInvitation": PUBLIC_HASHING,  # the invitation token is in the body
     TENANT + "CreateServiceAccount": needs("service_accounts:create"),
     TENANT + "GetServiceAccount": needs("service_accounts:read"),
     TENANT + "ListServiceAccounts": needs("service_accounts:read"),
@@ -212,6 +218,7 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
     steps: list[Step] = [
         RequestId(),
         AccessLog(),
+        HashAdmission(app.hasher),
         Validate(),
         RateLimit(app.limiter),
         Authenticate(app.authenticator),
@@ -220,7 +227,12 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
     tracer = tracing.configure()
     if tracer is not None:
         steps.insert(1, tracing.Trace(tracer))
-    chain = Chain(steps, POLICIES, DEFAULT_POLICY)
+    # Calls that hash a password run on their own threads: as many as may wait for a
+    # hash (HashAdmission), and a few more that refuse the excess at once.
+    hashing_pool = futures.ThreadPoolExecutor(
+        max_workers=app.hasher.callers + HASHING_SPARE_THREADS, thread_name_prefix="grpc-hashing"
+    )
+    chain = Chain(steps, POLICIES, DEFAULT_POLICY, hashing_pool)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=app.settings.grpc_workers, thread_name_prefix="grpc"),
         interceptors=[chain],

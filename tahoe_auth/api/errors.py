@@ -56,11 +56,11 @@ def to_status(error: BaseException, request_id: str) -> grpc.Status:
     if request_id:
         metadata["request_id"] = request_id
     details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=metadata))]
-    if isinstance(error, errors.ResourceExhausted):
+    if isinstance(error, errors.ResourceExhausted) or (isinstance(error, errors.Unavailable) and error.retry_after):
         seconds = max(1, math.ceil(error.retry_after))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=seconds))))
-        if error.quota:
-            violation = error_details_pb2.QuotaFailure.Violation(subject=error.quota, description=error.message)
-            details.append(_pack(error_details_pb2.QuotaFailure(violations=[violation])))
+    if isinstance(error, errors.ResourceExhausted) and error.quota:
+        violation = error_details_pb2.QuotaFailure.Violation(subject=error.quota, description=error.message)
+        details.append(_pack(error_details_pb2.QuotaFailure(violations=[violation])))
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=details)
     return rpc_status.to_status(status)

@@ -1,6 +1,7 @@
 """One ordered interceptor chain for every RPC:
 
-    RequestId -> AccessLog -> Validate -> RateLimit -> Authenticate -> Authorize -> (servicer)
+    RequestId -> AccessLog -> HashAdmission -> Validate -> RateLimit -> Authenticate
+        -> Authorize -> (servicer)
 
 with exceptions turned into statuses in one place (api/errors.py) at the outer edge.
 Each step is a small callable `step(call, proceed)`; the chain runs inside a single
@@ -20,6 +21,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,7 +32,7 @@ from tahoe_auth.api.errors import code_for, to_status
 from tahoe_auth.authz.access import bearer_credential
 from tahoe_auth.authz.authenticator import Authenticator
 from tahoe_auth.domain import decision as decisions
-from tahoe_auth.domain import errors
+from tahoe_auth.domain import errors, passwords
 from tahoe_auth.domain.principal import Principal
 from tahoe_auth.kernel import logs
 from tahoe_auth.kernel.metrics import RPC_DURATION
@@ -69,6 +71,8 @@ class MethodPolicy:
     # False: the chain hands the method its handler untouched (no steps, no error
     # mapping). Only for methods that own their error handling: ext_authz Check.
     intercept: bool = True
+    # The method may hash a password (argon2): admitted by HashAdmission.
+    hashes_password: bool = False
 
 
 @dataclass
@@ -153,6 +157,23 @@ class AccessLog:
                 log.info("rpc %s %s", call.method, reason, extra=timing)
 
 
+class HashAdmission:
+    """A method that hashes a password holds its thread (the Chain's hashing pool) while
+    it waits for the argon2 workers: only as many as the hasher admits may wait
+    (`BoundedHasher.admit`). The others are refused here, UNAVAILABLE with RetryInfo,
+    before any other work (a database read, a Redis round trip), so that their thread
+    is free again at once: a burst of logins is answered in microseconds per call."""
+
+    def __init__(self, hasher: passwords.BoundedHasher) -> None:
+        self._hasher = hasher
+
+    def __call__(self, call: Call, proceed: Callable[[], Any]) -> Any:
+        if not call.policy.hashes_password:
+            return proceed()
+        with self._hasher.admit():
+            return proceed()
+
+
 class Validate:
     """The boundary rule (api/boundary.py) on every request, before anything reads it."""
 
@@ -235,10 +256,21 @@ def tolerant(deserializer: Callable[[bytes], Any] | None, method: str) -> Callab
 
 
 class Chain(grpc.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, steps: list[Step], policies: Mapping[str, MethodPolicy], default: MethodPolicy) -> None:
+    """`hashing_pool`: the threads that run methods with `hashes_password` (grpc's
+    per-handler `experimental_thread_pool`), so that they never take, or queue
+    Envoy's Check behind them for, the server's own threads."""
+
+    def __init__(
+        self,
+        steps: list[Step],
+        policies: Mapping[str, MethodPolicy],
+        default: MethodPolicy,
+        hashing_pool: futures.ThreadPoolExecutor | None = None,
+    ) -> None:
         self._steps = steps
         self._policies = policies
         self._default = default
+        self._hashing_pool = hashing_pool
 
     def intercept_service(
         self,
@@ -256,6 +288,8 @@ class Chain(grpc.ServerInterceptor):  # type: ignore[misc]
             unary = handler.unary_unary
             if policy.intercept:
                 unary = self._wrap_unary(method, policy, unary)
+                if policy.hashes_password and self._hashing_pool is not None:
+                    unary.experimental_thread_pool = self._hashing_pool  # type: ignore[attr-defined]
             else:
                 unary = _refusing_undecodable(method, unary)
             return grpc.unary_unary_rpc_method_handler(

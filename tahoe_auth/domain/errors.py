@@ -23,7 +23,8 @@ TahoeError
 │   ├── LoginThrottled
 │   ├── RateLimited
 │   └── QuotaExceeded
-└── Unavailable                a dependency is down
+└── Unavailable                a dependency is down, or the server is overloaded
+                               (retry_after seconds when the server knows)
 """
 
 from __future__ import annotations
@@ -183,3 +184,8 @@ class QuotaExceeded(ResourceExhausted):
 
 class Unavailable(TahoeError):
     reason = "UNAVAILABLE"
+
+    def __init__(self, message: str, retry_after: float = 0.0, **metadata: str) -> None:
+        super().__init__(message, **metadata)
+        # 0: no advice (a dependency is down for as long as it is).
+        self.retry_after = retry_after

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -140,6 +141,23 @@ def _wait_for(predicate, timeout: float = 15) -> None:  # type: ignore[no-untype
     raise AssertionError("condition not reached")
 
 
+def _children(pid: int) -> list[int]:
+    """The (Linux) child processes of `pid`, whichever of its threads started them."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            children += [int(child) for child in (task / "children").read_text().split()]
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_sigterm_drains_in_flight_calls_then_exits(tmp_path: Path) -> None:
     env = {
         **os.environ,
@@ -173,12 +191,17 @@ def test_sigterm_drains_in_flight_calls_then_exits(tmp_path: Path) -> None:
             request = auth_pb2.LoginRequest(tenant="acme", email="o@acme.test", password=OWNER_PASSWORD)
             result["response"] = stub.Login(request, timeout=30)
 
+        workers = _children(process.pid)  # the argon2 workers, started before serving
+        assert workers
         caller = threading.Thread(target=login)
         caller.start()
         time.sleep(0.15)
         process.send_signal(signal.SIGTERM)
         caller.join(30)
         assert process.wait(30) == 0
+        # The workers stopped with the server (multiprocessing's resource tracker, a
+        # child too, follows once its pipe from the server closes): none is orphaned.
+        _wait_for(lambda: not [pid for pid in workers if _alive(pid)], timeout=5)
         response = result["response"]
         assert isinstance(response, auth_pb2.LoginResponse) and response.tokens.access_token
         log = log_path.read_text()

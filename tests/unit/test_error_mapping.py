@@ -72,3 +72,11 @@ def test_unknown_exceptions_become_internal_without_their_text(caplog: pytest.Lo
 
 def test_store_outage_is_unavailable() -> None:
     assert to_status(StoreUnavailable("timeout"), "r").code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_an_overloaded_server_says_when_to_retry_and_an_outage_does_not() -> None:
+    busy = details(to_status(errors.Unavailable("busy hashing", retry_after=1.0), "r"))
+    retry = busy["RetryInfo"]
+    assert isinstance(retry, error_details_pb2.RetryInfo) and retry.retry_delay.seconds == 1
+    assert "QuotaFailure" not in busy  # not the caller's quota: the server's capacity
+    assert "RetryInfo" not in details(to_status(StoreUnavailable("timeout"), "r"))

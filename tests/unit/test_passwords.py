@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-import threading
+import multiprocessing
+import os
 import time
 
 import pytest
@@ -51,23 +52,39 @@ def test_long_passwords_are_not_truncated() -> None:
     assert not OWASP.verify(encoded, "p" * 1023).ok
 
 
-def test_bounded_hasher_caps_concurrency_and_sheds_load() -> None:
-    bounded = passwords.BoundedHasher(OWASP, concurrency=1, queue=1)
-    gate = threading.Event()
-    running = []
-
-    def slow() -> None:
-        running.append(1)
-        gate.wait(5)
-
-    first = bounded.submit(slow)
-    second = bounded.submit(slow)  # queued behind the first
+def test_bounded_hasher_hashes_in_niced_worker_processes_and_stops_them() -> None:
+    bounded = passwords.BoundedHasher(OWASP, concurrency=1, queue=1, niceness=5)
+    try:
+        encoded = bounded.hash("a fine password")
+        assert bounded.verify(encoded, "a fine password").ok
+        assert not bounded.verify(encoded, "a fine passwore").ok
+        workers = multiprocessing.active_children()
+        assert len(workers) == 1 and workers[0].pid is not None
+        assert os.getpriority(os.PRIO_PROCESS, workers[0].pid) == os.getpriority(os.PRIO_PROCESS, 0) + 5
+    finally:
+        bounded.shutdown()
+    assert not workers[0].is_alive()  # joined, not left behind
     with pytest.raises(Unavailable):
-        bounded.submit(slow)
-    time.sleep(0.05)
-    assert len(running) == 1  # only one ran at a time
-    gate.set()
-    first.result(5)
-    second.result(5)
-    bounded.submit(lambda: None).result(5)  # capacity came back
+        bounded.hash("a fine password")
+
+
+def test_unknown_users_cost_a_real_verification_in_the_workers_too() -> None:
+    bounded = passwords.BoundedHasher(OWASP, concurrency=1, queue=0)
+    try:
+        bounded.start()
+        started = time.perf_counter()
+        assert not bounded.verify(None, "anything at all").ok
+        assert time.perf_counter() - started > 0.005  # the dummy hash was verified
+    finally:
+        bounded.shutdown()
+
+
+def test_admission_caps_the_callers_and_refuses_the_rest_with_retry_advice() -> None:
+    bounded = passwords.BoundedHasher(OWASP, concurrency=1, queue=4, callers=2)
+    with bounded.admit(), bounded.admit():
+        with pytest.raises(Unavailable) as refused, bounded.admit():
+            pass  # pragma: no cover
+        assert refused.value.retry_after >= 1
+    with bounded.admit():  # the places came back
+        pass
     bounded.shutdown()
