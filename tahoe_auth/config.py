@@ -34,6 +34,8 @@ class PasswordParams:
 class Settings:
     grpc_addr: str = "127.0.0.1:9200"
     http_addr: str = "127.0.0.1:9201"
+    # Envoy's HTTP ext_authz (http_service) transport of Check (api/ext_authz_http.py).
+    authz_http_addr: str = "127.0.0.1:9202"
     database_url: str = "sqlite:///var/tahoe.db"
     database_role: str | None = None
     redis_url: str | None = None
@@ -92,6 +94,7 @@ class Settings:
         settings = cls(
             grpc_addr=reader.address("TAHOE_GRPC_ADDR", cls.grpc_addr),
             http_addr=reader.address("TAHOE_HTTP_ADDR", cls.http_addr),
+            authz_http_addr=reader.address("TAHOE_AUTHZ_HTTP_ADDR", cls.authz_http_addr),
             database_url=database_url,
             database_role=env.get("TAHOE_DATABASE_ROLE") or None,
             redis_url=_redis_url(env.get("TAHOE_REDIS_URL")),

@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, event, pool, text
 from sqlalchemy.engine import make_url
 
 from tahoe_auth import migrate
+from tahoe_auth.api.ext_authz_http import HttpAuthzServer, HttpCheck
 from tahoe_auth.app import App, build_app
 from tahoe_auth.config import Settings
 from tahoe_auth.server import create_server
@@ -81,6 +82,8 @@ class RunningServer:
     address: str
     channel: grpc.Channel
     platform_key: str
+    # The HTTP ext_authz transport of the same app (Envoy's http_service).
+    authz_http_port: int = 0
 
     @property
     def auth(self) -> auth_pb2_grpc.AuthServiceStub:
@@ -154,12 +157,15 @@ def running_server(env: Mapping[str, str], **overrides: object) -> Iterator[Runn
     app.changes.start()
     server, port, health = create_server(app, "127.0.0.1:0")
     server.start()
+    authz_http = HttpAuthzServer(HttpCheck(app.gatekeeper), "127.0.0.1:0")
+    authz_http.start()
     health.check_once()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield RunningServer(app, f"127.0.0.1:{port}", channel, app.platform.create("tests"))
+        yield RunningServer(app, f"127.0.0.1:{port}", channel, app.platform.create("tests"), authz_http.port)
     finally:
         channel.close()
+        authz_http.stop()
         server.stop(None)
         app.close()
 

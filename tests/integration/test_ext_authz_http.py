@@ -7,31 +7,20 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-from collections.abc import Iterator
 
 import pytest
 
-from tahoe_auth.api.ext_authz_http import HEADERS_TO_REMOVE, HttpAuthzServer, HttpCheck
+from tahoe_auth.api.ext_authz_http import HEADERS_TO_REMOVE
 from tests.integration.test_ext_authz import check, check_request, denial, upstream_headers
 from tests.support import RunningServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 
-@pytest.fixture
-def http_authz(server: RunningServer) -> Iterator[HttpAuthzServer]:
-    transport = HttpAuthzServer(HttpCheck(server.app.gatekeeper), "127.0.0.1:0")
-    transport.start()
-    try:
-        yield transport
-    finally:
-        transport.stop()
-
-
 def ask(
-    transport: HttpAuthzServer, token: str = "", permission: str = "transcription:read", **headers: str
+    server: RunningServer, token: str = "", permission: str = "transcription:read", **headers: str
 ) -> tuple[int, dict[str, str], bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", transport.port, timeout=10)
+    connection = http.client.HTTPConnection("127.0.0.1", server.authz_http_port, timeout=10)
     sent = {"x-request-id": "req-1", "x-tahoe-route-upstream": "transcription", **headers}
     if permission:
         sent["x-tahoe-route-permission"] = permission
@@ -44,12 +33,10 @@ def ask(
     return response.status, {k.lower(): v for k, v in response.getheaders()}, body
 
 
-def test_an_allowed_check_gives_the_upstream_headers_and_removes_the_credential(
-    server: RunningServer, http_authz: HttpAuthzServer
-) -> None:
+def test_an_allowed_check_gives_the_upstream_headers_and_removes_the_credential(server: RunningServer) -> None:
     tenant = server.create_tenant()
     token = server.login(tenant).tokens.access_token
-    status, headers, body = ask(http_authz, token, **{"x-tahoe-tenant-id": "spoofed", "x-tahoe-extra": "1"})
+    status, headers, body = ask(server, token, **{"x-tahoe-tenant-id": "spoofed", "x-tahoe-extra": "1"})
     assert status == 200 and body == b""
     grpc_headers = upstream_headers(check(server, check_request(f"Bearer {token}")))
     for name in ("x-tahoe-tenant-id", "x-tahoe-subject", "x-tahoe-subject-type", "x-tahoe-permissions"):
@@ -70,12 +57,12 @@ def test_an_allowed_check_gives_the_upstream_headers_and_removes_the_credential(
     ],
 )
 def test_denials_match_the_grpc_transport(
-    server: RunningServer, http_authz: HttpAuthzServer, credential: str, permission: str, status: int, error: str
+    server: RunningServer, credential: str, permission: str, status: int, error: str
 ) -> None:
     tenant = server.create_tenant()
     if credential == "VIEWER":
         _, credential = server.add_user(tenant, ["viewer"])
-    got_status, headers, body = ask(http_authz, credential, permission)
+    got_status, headers, body = ask(server, credential, permission)
     grpc_status, grpc_headers, grpc_body = denial(
         check(server, check_request(f"Bearer {credential}" if credential else "", permission))
     )
@@ -85,17 +72,17 @@ def test_denials_match_the_grpc_transport(
     assert headers["content-type"] == "application/json"
 
 
-def test_garbage_gets_a_400_and_never_a_200(http_authz: HttpAuthzServer) -> None:
-    with socket.create_connection(("127.0.0.1", http_authz.port), timeout=5) as sock:
+def test_garbage_gets_a_400_and_never_a_200(server: RunningServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.authz_http_port), timeout=5) as sock:
         sock.sendall(b"\x00\x01 not http\r\n\r\n")
         answer = sock.recv(1024)
     assert answer.startswith(b"HTTP/1.1 400 ")
 
 
-def test_keep_alive_serves_many_checks_on_one_connection(server: RunningServer, http_authz: HttpAuthzServer) -> None:
+def test_keep_alive_serves_many_checks_on_one_connection(server: RunningServer) -> None:
     tenant = server.create_tenant()
     token = server.login(tenant).tokens.access_token
-    connection = http.client.HTTPConnection("127.0.0.1", http_authz.port, timeout=10)
+    connection = http.client.HTTPConnection("127.0.0.1", server.authz_http_port, timeout=10)
     statuses = []
     for _ in range(20):
         connection.request(
