@@ -29,6 +29,7 @@ from tahoe_auth.api.audit_servicer import AuditServicer
 from tahoe_auth.api.auth_servicer import AuthServicer
 from tahoe_auth.api.decision_servicer import DecisionServicer
 from tahoe_auth.api.envoy_ratelimit import EnvoyRateLimitServicer
+from tahoe_auth.api.ext_authz_http import HttpAuthzServer, HttpCheck
 from tahoe_auth.api.interceptors import (
     AccessLog,
     Authenticate,
@@ -278,10 +279,12 @@ def serve(app: App) -> None:
     side = SideServer(app, health_reporter, app.settings.http_addr)
     freeze_startup_heap()
     server.start()
+    authz_http = HttpAuthzServer(HttpCheck(app.gatekeeper), app.settings.authz_http_addr)
+    authz_http.start()
     health_reporter.start()
     side.start()
     host = app.settings.grpc_addr.rpartition(":")[0]
-    log.info("gRPC listening on %s:%d, HTTP on %s", host, port, side.address)
+    log.info("gRPC listening on %s:%d, HTTP on %s, HTTP ext_authz on %s", host, port, side.address, authz_http.address)
     stopped = threading.Event()
 
     def on_signal(signum: int, _: FrameType | None) -> None:
@@ -292,6 +295,7 @@ def serve(app: App) -> None:
     signal.signal(signal.SIGINT, on_signal)
     stopped.wait()
     health_reporter.stop()
+    authz_http.stop()
     server.stop(GRACE_SECONDS).wait()
     side.stop()
     app.close()
