@@ -1,4 +1,5 @@
-"""The standard gRPC health service, fed by whether the database answers."""
+"""The standard gRPC health service, fed by whether the database answers and by
+whether the server is shutting down."""
 
 from __future__ import annotations
 
@@ -18,26 +19,39 @@ HEALTH_INTERVAL = 2.0
 
 
 class HealthReporter:
-    """NOT_SERVING while the database is unreachable, checked every few seconds."""
+    """NOT_SERVING while the database is unreachable, checked every few seconds, and for
+    good once `stop` is called (the server is draining: callers must go elsewhere)."""
 
     def __init__(self, app: App, servicer: health.HealthServicer, service_names: Sequence[str] = ()) -> None:
         self._app = app
         self._servicer = servicer
         self._names = ["", *service_names]
         self._stop = threading.Event()
+        # A check that started before `stop` must not report SERVING after it.
+        self._lock = threading.Lock()
         self.ready = False
+
+    @property
+    def draining(self) -> bool:
+        return self._stop.is_set()
 
     def check_once(self) -> bool:
         ready = self._app.db.ping()
-        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in self._names:
-            self._servicer.set(name, status)
-        if ready != self.ready:
+        with self._lock:
+            if self._stop.is_set():
+                return False
+            self._publish(ready)
+            changed, self.ready = ready != self.ready, ready
+        if changed:
             log.log(
                 logging.INFO if ready else logging.ERROR, "health: %s", "serving" if ready else "database unreachable"
             )
-        self.ready = ready
         return ready
+
+    def _publish(self, ready: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in self._names:
+            self._servicer.set(name, status)
 
     def run(self) -> None:
         while not self._stop.wait(HEALTH_INTERVAL):
@@ -48,6 +62,7 @@ class HealthReporter:
         threading.Thread(target=self.run, name="health", daemon=True).start()
 
     def stop(self) -> None:
-        self._stop.set()
-        for name in self._names:
-            self._servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        with self._lock:
+            self._stop.set()
+            self.ready = False
+            self._publish(False)

@@ -65,6 +65,7 @@ from tahoe_auth.v1 import (
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 10.0
+"""After the drain (settings.drain_seconds), how long in-flight calls may still finish."""
 
 AUTH = "/tahoe_auth.v1.AuthService/"
 DECISION = "/tahoe_auth.v1.DecisionService/"
@@ -270,17 +271,39 @@ def serve(app: App) -> None:
     side.start()
     host = app.settings.grpc_addr.rpartition(":")[0]
     log.info("gRPC listening on %s:%d, HTTP on %s", host, port, side.address)
-    stopped = threading.Event()
-
-    def on_signal(signum: int, _: FrameType | None) -> None:
-        log.info("received %s: draining for up to %.0f s", signal.Signals(signum).name, GRACE_SECONDS)
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    stopped.wait()
+    shutdown = Shutdown()
+    signal.signal(signal.SIGTERM, shutdown.on_signal)
+    signal.signal(signal.SIGINT, shutdown.on_signal)
+    shutdown.requested.wait()
+    drain = app.settings.drain_seconds
+    log.info(
+        "draining: NOT_SERVING, still answering for %g s (a second signal ends that),"
+        " then up to %g s for in-flight calls",
+        drain,
+        GRACE_SECONDS,
+    )
     health_reporter.stop()
+    if shutdown.hurried.wait(drain):
+        log.info("drain cut short")
     server.stop(GRACE_SECONDS).wait()
     side.stop()
     app.close()
     log.info("stopped")
+
+
+class Shutdown:
+    """The first SIGTERM/SIGINT starts the drain; a second one ends it early (an
+    operator who means "now"), leaving only the grace for in-flight calls."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.hurried = threading.Event()
+
+    def on_signal(self, signum: int, _: FrameType | None = None) -> None:
+        name = signal.Signals(signum).name
+        if not self.requested.is_set():
+            log.info("received %s", name)
+            self.requested.set()
+        else:
+            log.info("received %s again: ending the drain", name)
+            self.hurried.set()
