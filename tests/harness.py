@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import http.client
 import http.server
+import itertools
 import json
 import os
 import resource
@@ -59,11 +60,31 @@ end
 # --- ports and processes -------------------------------------------------------
 
 
+_port_cursor = itertools.count()
+
+
 def free_port() -> int:
-    """Return a TCP port that was free a moment ago on localhost."""
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        return int(sock.getsockname()[1])
+    """Return a TCP port that was free a moment ago on localhost.
+
+    ``TAHOE_TEST_PORTS=LOW-HIGH`` confines the ports to a range (for machines shared by
+    several runs); they are handed out in turn, so that two asked for in a row differ
+    even before either is bound."""
+    bounds = os.environ.get("TAHOE_TEST_PORTS", "").strip()
+    if not bounds:
+        with socket.socket() as sock:
+            sock.bind((LOCALHOST, 0))
+            return int(sock.getsockname()[1])
+    low, _, high = bounds.partition("-")
+    span = int(high) - int(low) + 1
+    for _ in range(span):
+        port = int(low) + next(_port_cursor) % span
+        with socket.socket() as sock:
+            try:
+                sock.bind((LOCALHOST, port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port in TAHOE_TEST_PORTS={bounds}")
 
 
 def wait_for_port(port: int, timeout_s: float = 15.0, host: str = LOCALHOST) -> None:
