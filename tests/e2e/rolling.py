@@ -47,6 +47,7 @@ class Instance:
         }
         if source is not None:  # another checkout's server (a benchmark's baseline)
             self.env["PYTHONPATH"] = os.pathsep.join([str(source), self.env.get("PYTHONPATH", "")])
+        self.source = source
         self.tmp = tmp
         self.starts = 0
         self.process: subprocess.Popen[bytes] | None = None
@@ -67,6 +68,7 @@ class Instance:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
+                cwd=self.source,  # `python -m` looks in the working directory first
                 start_new_session=True,
             )
         wait_for(lambda: self._alive() and _listening(self.grpc_port), 30, f"{self.name} listening")
@@ -231,6 +233,7 @@ def deployment(env: Mapping[str, str], tmp: Path, count: int = 2, source: Path |
         text=True,
         check=True,
         capture_output=True,
+        cwd=source,
     )
     with contextlib.ExitStack() as stack:
         instances = [Instance(f"auth{n}", env, tmp, source) for n in range(count)]
