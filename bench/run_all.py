@@ -8,7 +8,13 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 # script -> whether it takes `--duration N` (seconds per measured run), passed on from ours.
-SCRIPTS = {"ext_authz_bench.py": True, "auth_bench.py": True, "usage_bench.py": True, "webhook_bench.py": False}
+SCRIPTS = {
+    "ext_authz_bench.py": True,
+    "auth_bench.py": True,
+    "usage_bench.py": True,
+    "webhook_bench.py": False,
+    "rolling_restart_bench.py": False,
+}
 
 
 def main() -> int:
