@@ -313,7 +313,11 @@ def serve(app: App) -> None:
     app.start_background()
     server, port, health_reporter = create_server(app, app.settings.grpc_addr)
     side = SideServer(app, health_reporter, app.settings.http_addr)
-    warmed = warm_up(app)
+    try:
+        warmed = warm_up(app)
+    except Exception:  # a warm-up must never keep the server from starting
+        log.warning("warm-up failed; the first Checks pay for it", exc_info=True)
+        warmed = 0.0
     freeze_startup_heap()
     server.start()
     warmed += warm_up_transport(port)
