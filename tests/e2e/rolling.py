@@ -211,6 +211,10 @@ class Deployment:
     def hosts(self) -> dict[int, Host]:
         return auth_hosts(self.envoy.admin_port)
 
+    def stats(self) -> dict[str, int]:
+        """Envoy's counters about the auth cluster and ext_authz."""
+        return harness.envoy_stats(self.envoy.admin_port, f"{AUTH_CLUSTER}|ext_authz")
+
     def host(self, instance: Instance) -> Host:
         return self.hosts()[instance.grpc_port]
 

@@ -78,4 +78,5 @@ def test_a_rolling_restart_answers_every_request(
         load.stop()
         assert load.total >= 4 * SERVED
         by_step = [(what, load.summary(since, until)) for (what, since), (_, until) in itertools.pairwise(steps)]
-        assert load.errors() == 0, f"{load.errors()} of {load.total} failed: {by_step} {load.failures[:5]}"
+        envoy_saw = {k: v for k, v in fleet.stats().items() if v and ("timeout" in k or "fail" in k or "retry" in k)}
+        assert load.errors() == 0, f"{load.errors()} of {load.total} failed: {by_step} {load.failures[:5]} {envoy_saw}"
