@@ -123,6 +123,10 @@ def test_a_check_that_reached_no_instance_is_asked_of_another(path: Path) -> Non
     assert not conditions & {"reset", "5xx", "gateway-error", "deadline-exceeded", "cancelled"}
     assert retry["num_retries"] >= 1
     assert [p["name"] for p in retry["retry_host_predicate"]] == ["envoy.retry_host_predicates.previous_hosts"]
+    # Envoy applies max_interval as each try's timeout (measured with Envoy 1.40: a
+    # 0.15 s Check failed under max_interval 0.1 s): never shorter than the call's own.
+    timeout = float(authz["grpc_service"]["timeout"].removesuffix("s"))
+    assert float(retry["retry_back_off"]["max_interval"].removesuffix("s")) >= timeout
     cluster = clusters(config)["tahoe_auth"]
     outliers = cluster["outlier_detection"]
     assert outliers["consecutive_5xx"] <= 5 and outliers["max_ejection_percent"] >= 50
