@@ -73,6 +73,7 @@ def auth_env(tmp: Path, args: argparse.Namespace) -> dict[str, str]:
         **os.environ,
         "TAHOE_VAR_DIR": str(tmp / "var"),
         "TAHOE_GRPC_ADDR": f"127.0.0.1:{harness.free_port()}",
+        "TAHOE_DRAIN_SECONDS": "0",  # one instance: nowhere to drain to
         "TAHOE_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
         "TAHOE_LOG_LEVEL": "WARNING",
         "TAHOE_GRPC_WORKERS": str(args.threads),

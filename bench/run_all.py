@@ -15,6 +15,7 @@ SCRIPTS = {
     "usage_bench.py": True,
     "webhook_bench.py": False,
     "revocation_faults_bench.py": True,
+    "rolling_restart_bench.py": False,
 }
 
 

@@ -71,6 +71,7 @@ def prepare_server_env(tmp: Path, redis_url: str) -> dict[str, str]:
         **os.environ,
         "TAHOE_VAR_DIR": str(tmp / "var"),
         "TAHOE_GRPC_ADDR": f"127.0.0.1:{harness.free_port()}",
+        "TAHOE_DRAIN_SECONDS": "0",  # one instance: nowhere to drain to
         "TAHOE_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
         "TAHOE_LOG_LEVEL": "WARNING",
         "TAHOE_DATABASE_URL": PG_URL,

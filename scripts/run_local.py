@@ -36,7 +36,7 @@ ENVOY_ADMIN_ADDR = os.environ.get("TAHOE_RUN_ENVOY_ADMIN_ADDR") or DEFAULT_ENVOY
 DEMO_ADDR = os.environ.get("TRANSCRIPTION_ADDR") or DEFAULT_DEMO
 STOP_GRACE = 15.0
 """Seconds the children get, all together, between SIGTERM and SIGKILL (serve drains
-in-flight calls for up to 10 s)."""
+in-flight calls for up to 10 s, after a drain period that this script sets to 0)."""
 
 
 class Stop(Exception):
@@ -216,6 +216,9 @@ def main() -> int:
     env["TAHOE_VAR_DIR"] = str(VAR)
     grpc_addr = env.setdefault("TAHOE_GRPC_ADDR", DEFAULT_GRPC)
     http_addr = env.setdefault("TAHOE_HTTP_ADDR", DEFAULT_HTTP)
+    # One instance, and Envoy stops with it: there is nowhere to drain traffic to, so a
+    # Ctrl-C stops at once (in-flight calls still finish) unless the caller says otherwise.
+    env.setdefault("TAHOE_DRAIN_SECONDS", "0")
     VAR.mkdir(exist_ok=True)
     processes: list[subprocess.Popen[bytes]] = []
     try:

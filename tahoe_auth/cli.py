@@ -274,7 +274,13 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = root.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the gRPC server and the HTTP side port")
+    serve = sub.add_parser(
+        "serve",
+        help="run the gRPC server and the HTTP side port",
+        description="Run the gRPC server and the HTTP side port. SIGTERM or Ctrl-C: NOT_SERVING on health and"
+        " /readyz while still answering for TAHOE_DRAIN_SECONDS (default 5; a second signal ends it), then up to"
+        " 10 s for in-flight calls.",
+    )
     serve.add_argument("--migrate", action="store_true", help="apply pending migrations first")
     serve.set_defaults(run=cmd_serve)
 

@@ -48,6 +48,11 @@ class Settings:
     log_level: str = "INFO"
     grpc_reflection: bool = True
     grpc_workers: int = 8
+    # Seconds `serve` keeps answering after SIGTERM while it reports NOT_SERVING, so that
+    # Envoy's health checks move traffic away before the listener closes. The default
+    # exceeds the committed Envoy config's detection time (interval 1 s x unhealthy
+    # threshold 2 + timeout 1 s = 3 s; tests/unit/test_drain.py keeps them in step).
+    drain_seconds: float = 5.0
     var_dir: Path = Path("var")
     access_token_ttl: int = 15 * 60
     # Staged key rotation: a new key is published this long before it signs; verifiers
@@ -106,6 +111,7 @@ class Settings:
             log_level=reader.choice("TAHOE_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             grpc_reflection=reader.boolean("TAHOE_GRPC_REFLECTION", True),
             grpc_workers=reader.integer("TAHOE_GRPC_WORKERS", cls.grpc_workers, 2, 256),
+            drain_seconds=reader.number("TAHOE_DRAIN_SECONDS", cls.drain_seconds, 0, 600),
             var_dir=var_dir,
             access_token_ttl=reader.integer("TAHOE_ACCESS_TOKEN_TTL", cls.access_token_ttl, 30, 24 * 3600),
             signing_key_publish_delay=reader.integer(
@@ -200,7 +206,7 @@ class _Reader:
         except ValueError:
             raise ConfigError(f"{name}={raw!r} is not a number") from None
         if not low <= value <= high:  # also refuses nan
-            raise ConfigError(f"{name}={value} is outside {low}..{high}")
+            raise ConfigError(f"{name}={value:g} is outside {low:g}..{high:g}")
         return value
 
     def address(self, name: str, default: str) -> str:

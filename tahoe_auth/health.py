@@ -1,4 +1,5 @@
-"""The standard gRPC health service and /readyz, fed by whether the database answers.
+"""The standard gRPC health service and /readyz, fed by whether the database answers
+and by whether the server is shutting down.
 
 Readiness is logged when it changes, not each time it is checked: during an outage
 orchestrators probe every few seconds, and one line saying the database went away (and
@@ -23,28 +24,32 @@ HEALTH_INTERVAL = 2.0
 
 class HealthReporter:
     """NOT_SERVING while the database is unreachable, checked every few seconds and on
-    every /readyz probe."""
+    every /readyz probe, and for good once `stop` is called (the server is draining:
+    callers must go elsewhere)."""
 
     def __init__(self, app: App, servicer: health.HealthServicer, service_names: Sequence[str] = ()) -> None:
         self._app = app
         self._servicer = servicer
         self._names = ["", *service_names]
         self._stop = threading.Event()
+        # Concurrent probes log a change once; a check that started before `stop` must
+        # not report SERVING after it.
         self._lock = threading.Lock()
         self._logged: bool | None = None  # the readiness last logged; None before the first check
         self.ready = False
+
+    @property
+    def draining(self) -> bool:
+        return self._stop.is_set()
 
     def check_once(self) -> bool:
         db = self._app.db
         ready = db.ping()
         reason = "" if ready else db.ping_error
-        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
         with self._lock:
-            # Under the lock so that concurrent probes log a change once and leave the
-            # servicer with the answer they logged.
-            if not self._stop.is_set():  # stopping says NOT_SERVING whatever the database says
-                for name in self._names:
-                    self._servicer.set(name, status)
+            if self._stop.is_set():
+                return False
+            self._publish(ready)
             if ready != self._logged:
                 if ready:
                     log.info("health: serving")
@@ -53,6 +58,11 @@ class HealthReporter:
                 self._logged = ready
             self.ready = ready
         return ready
+
+    def _publish(self, ready: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in self._names:
+            self._servicer.set(name, status)
 
     def run(self) -> None:
         while not self._stop.wait(HEALTH_INTERVAL):
@@ -65,5 +75,5 @@ class HealthReporter:
     def stop(self) -> None:
         with self._lock:
             self._stop.set()
-            for name in self._names:
-                self._servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            self.ready = False
+            self._publish(False)

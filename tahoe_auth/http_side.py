@@ -58,8 +58,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/healthz":
             self._json(200, {"status": "ok"})
         elif path == "/readyz":
-            ready = self.health.check_once()  # logs only when readiness changes
-            self._json(200 if ready else 503, {"status": "ready" if ready else "database unreachable"})
+            # Draining (after SIGTERM) is not ready either: orchestrators and load
+            # balancers that probe here stop sending before the listener closes.
+            if self.health.draining:
+                self._json(503, {"status": "draining"})
+            else:
+                ready = self.health.check_once()  # logs only when readiness changes
+                self._json(200 if ready else 503, {"status": "ready" if ready else "database unreachable"})
         else:
             self._json(404, {"error": "not_found", "message": f"no such path {path}"})
 

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import http.client
 import http.server
+import itertools
 import json
 import os
 import resource
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 LOCALHOST = "127.0.0.1"
+COMMITTED_ENVOY_CONFIG = Path(__file__).resolve().parents[1] / "envoy" / "envoy.yaml"
 EXT_AUTHZ_CLUSTER = "ext_authz"
 UPSTREAM_CLUSTER = "upstream"
 
@@ -58,11 +60,31 @@ end
 # --- ports and processes -------------------------------------------------------
 
 
+_port_cursor = itertools.count()
+
+
 def free_port() -> int:
-    """Return a TCP port that was free a moment ago on localhost."""
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        return int(sock.getsockname()[1])
+    """Return a TCP port that was free a moment ago on localhost.
+
+    ``TAHOE_TEST_PORTS=LOW-HIGH`` confines the ports to a range (for machines shared by
+    several runs); they are handed out in turn, so that two asked for in a row differ
+    even before either is bound."""
+    bounds = os.environ.get("TAHOE_TEST_PORTS", "").strip()
+    if not bounds:
+        with socket.socket() as sock:
+            sock.bind((LOCALHOST, 0))
+            return int(sock.getsockname()[1])
+    low, _, high = bounds.partition("-")
+    span = int(high) - int(low) + 1
+    for _ in range(span):
+        port = int(low) + next(_port_cursor) % span
+        with socket.socket() as sock:
+            try:
+                sock.bind((LOCALHOST, port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port in TAHOE_TEST_PORTS={bounds}")
 
 
 def wait_for_port(port: int, timeout_s: float = 15.0, host: str = LOCALHOST) -> None:
@@ -209,7 +231,8 @@ def envoy_config(
         filters.append(_jwt_authn_filter(jwt_provider))
     if ext_authz_ports:
         filters.append(_ext_authz_filter(timeout_ms))
-        clusters.append(_cluster(EXT_AUTHZ_CLUSTER, ext_authz_ports, http2=True))
+        outliers = committed_auth_resilience().outlier_detection
+        clusters.append(_cluster(EXT_AUTHZ_CLUSTER, ext_authz_ports, http2=True, outlier_detection=outliers))
     if upstream_port is not None:
         clusters.append(_cluster(UPSTREAM_CLUSTER, [upstream_port]))
     filters.append(_typed("envoy.filters.http.router", "extensions.filters.http.router.v3.Router"))
@@ -268,6 +291,30 @@ def _route(upstream_port: int | None, body: str) -> dict[str, Any]:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class AuthResilience:
+    """What the committed envoy/envoy.yaml does when an auth instance fails or stops:
+    the ext_authz retry policy and the auth cluster's outlier detection. Generated
+    configs take them from there, so that benchmarks and tests run what ships."""
+
+    retry_policy: dict[str, Any]
+    outlier_detection: dict[str, Any]
+
+
+def committed_auth_resilience(path: Path = COMMITTED_ENVOY_CONFIG) -> AuthResilience:
+    import yaml
+
+    config = yaml.safe_load(path.read_text())
+    (listener,) = config["static_resources"]["listeners"]
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    (authz,) = [f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.ext_authz"]
+    grpc_service = authz["typed_config"]["grpc_service"]
+    (cluster,) = [
+        c for c in config["static_resources"]["clusters"] if c["name"] == grpc_service["envoy_grpc"]["cluster_name"]
+    ]
+    return AuthResilience(grpc_service["retry_policy"], cluster["outlier_detection"])
+
+
 def _ext_authz_filter(timeout_ms: int) -> dict[str, Any]:
     return _typed(
         "envoy.filters.http.ext_authz",
@@ -275,6 +322,7 @@ def _ext_authz_filter(timeout_ms: int) -> dict[str, Any]:
         grpc_service={
             "envoy_grpc": {"cluster_name": EXT_AUTHZ_CLUSTER},
             "timeout": f"{timeout_ms / 1000:.3f}s",
+            "retry_policy": committed_auth_resilience().retry_policy,
         },
         transport_api_version="V3",
         failure_mode_allow=False,
@@ -299,7 +347,9 @@ def _jwt_authn_filter(provider: JwtProvider) -> dict[str, Any]:
     )
 
 
-def _cluster(name: str, ports: Sequence[int], http2: bool = False) -> dict[str, Any]:
+def _cluster(
+    name: str, ports: Sequence[int], http2: bool = False, outlier_detection: dict[str, Any] | None = None
+) -> dict[str, Any]:
     unlimited = 1_000_000
     cluster: dict[str, Any] = {
         "name": name,
@@ -320,6 +370,8 @@ def _cluster(name: str, ports: Sequence[int], http2: bool = False) -> dict[str, 
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(p)}} for p in ports]}],
         },
     }
+    if outlier_detection is not None:
+        cluster["outlier_detection"] = outlier_detection
     if http2:
         options = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         cluster["typed_extension_protocol_options"] = {

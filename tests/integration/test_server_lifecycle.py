@@ -166,6 +166,8 @@ def test_sigterm_drains_in_flight_calls_then_exits(tmp_path: Path) -> None:
         "TAHOE_HTTP_ADDR": "127.0.0.1:0",
         # Slow hashing makes a login last long enough to be in flight at SIGTERM.
         "TAHOE_ARGON2_TIME_COST": "60",
+        # The grace for in-flight calls is what this test is about, not the drain before it.
+        "TAHOE_DRAIN_SECONDS": "0",
     }
     cli = [sys.executable, "-m", "tahoe_auth"]
     subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
@@ -206,6 +208,47 @@ def test_sigterm_drains_in_flight_calls_then_exits(tmp_path: Path) -> None:
         assert isinstance(response, auth_pb2.LoginResponse) and response.tokens.access_token
         log = log_path.read_text()
         assert "received SIGTERM" in log and log.rstrip().endswith("stopped")
+        channel.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_sigterm_drains_not_serving_but_answering_until_a_second_signal(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "TAHOE_VAR_DIR": str(tmp_path),
+        "TAHOE_GRPC_ADDR": "127.0.0.1:0",
+        "TAHOE_HTTP_ADDR": "127.0.0.1:0",
+        "TAHOE_DRAIN_SECONDS": "600",  # only the second signal can end it within the test
+    }
+    cli = [sys.executable, "-m", "tahoe_auth"]
+    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen([*cli, "serve"], env=env, stderr=log_file, stdout=log_file)
+    try:
+        _wait_for(lambda: "gRPC listening on" in log_path.read_text())
+        started = log_path.read_text().split("gRPC listening on 127.0.0.1:")[1]
+        port, http_addr = int(started.split(",")[0]), started.split("HTTP on ")[1].split()[0]
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        service = "envoy.service.auth.v3.Authorization"
+        assert health_status(channel, service) == health_pb2.HealthCheckResponse.SERVING
+        assert http_get(f"http://{http_addr}/readyz")[0] == 200
+        process.send_signal(signal.SIGTERM)
+        _wait_for(lambda: health_status(channel, service) == health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert http_get(f"http://{http_addr}/readyz") == (503, {"status": "draining"})
+        # Still answering every call, and the process is still there.
+        stub = auth_pb2_grpc.AuthServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ValidateToken(auth_pb2.ValidateTokenRequest(token="not-a-token"), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert http_get(f"http://{http_addr}/healthz")[0] == 200
+        assert process.poll() is None
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+        log = log_path.read_text()
+        assert "drain cut short" in log and log.rstrip().endswith("stopped")
         channel.close()
     finally:
         if process.poll() is None:

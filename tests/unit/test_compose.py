@@ -8,6 +8,9 @@ from typing import Any
 
 import yaml
 
+from tahoe_auth.config import Settings
+from tahoe_auth.server import GRACE_SECONDS
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
@@ -66,3 +69,8 @@ def test_the_image_is_built_from_the_locked_requirements() -> None:
     assert "USER tahoe" in dockerfile
     for service in ("auth", "transcription", "envoy"):
         assert SERVICES[service]["build"] == "."
+
+
+def test_the_auth_server_may_drain_before_compose_kills_it() -> None:
+    period = SERVICES["auth"]["stop_grace_period"]
+    assert period.endswith("s") and float(period[:-1]) > Settings().drain_seconds + GRACE_SECONDS
