@@ -48,6 +48,7 @@ def prepare_env(tmp: Path, sqlite: bool) -> dict[str, str]:
         "TAHOE_GRPC_ADDR": f"127.0.0.1:{harness.free_port()}",
         "TAHOE_DRAIN_SECONDS": "0",  # one instance: nowhere to drain to
         "TAHOE_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
+        "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
         "TAHOE_LOG_LEVEL": "WARNING",
         # The API's own Login limits (10 per account and 60 per address a minute) would
         # measure the limiter, not login: one account logs in here hundreds of times.

@@ -75,6 +75,7 @@ def auth_env(tmp: Path, args: argparse.Namespace) -> dict[str, str]:
         "TAHOE_GRPC_ADDR": f"127.0.0.1:{harness.free_port()}",
         "TAHOE_DRAIN_SECONDS": "0",  # one instance: nowhere to drain to
         "TAHOE_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
+        "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
         "TAHOE_LOG_LEVEL": "WARNING",
         "TAHOE_GRPC_WORKERS": str(args.threads),
         "TAHOE_RATE_LIMITS": NEVER_LIMITED,
@@ -227,6 +228,7 @@ def run(args: argparse.Namespace, redis_per_request: list[float]) -> list[Row]:
         env_off = env | {
             "TAHOE_GRPC_ADDR": f"127.0.0.1:{off_port}",
             "TAHOE_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
+            "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
             "TAHOE_RATE_LIMIT_ENABLED": "false",
         }
         auth_off = stack.enter_context(

@@ -165,6 +165,7 @@ def auth_env(tmp: Path, args: argparse.Namespace) -> dict[str, str]:
         "TAHOE_VAR_DIR": str(tmp / "var"),
         "TAHOE_GRPC_ADDR": f"127.0.0.1:{harness.free_port()}",
         "TAHOE_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
+        "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
         "TAHOE_LOG_LEVEL": "WARNING",
         # One account logs in hundreds of times: Login's own limits would measure the
         # limiter, not the hashing.

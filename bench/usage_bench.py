@@ -73,6 +73,7 @@ def prepare_server_env(tmp: Path, redis_url: str) -> dict[str, str]:
         "TAHOE_GRPC_ADDR": f"127.0.0.1:{harness.free_port()}",
         "TAHOE_DRAIN_SECONDS": "0",  # one instance: nowhere to drain to
         "TAHOE_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
+        "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
         "TAHOE_LOG_LEVEL": "WARNING",
         "TAHOE_DATABASE_URL": PG_URL,
         "TAHOE_REDIS_URL": redis_url,

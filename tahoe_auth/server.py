@@ -340,7 +340,13 @@ def serve(app: App) -> None:
     health_reporter.start()
     side.start()
     host = app.settings.grpc_addr.rpartition(":")[0]
-    log.info("gRPC listening on %s:%d, HTTP on %s, HTTP ext_authz on %s", host, port, side.address, authz_http.address)
+    log.info(
+        "gRPC listening on %s:%d, HTTP on %s and ext_authz over HTTP on %s",
+        host,
+        port,
+        side.address,
+        authz_http.address,
+    )
     shutdown = Shutdown()
     signal.signal(signal.SIGTERM, shutdown.on_signal)
     signal.signal(signal.SIGINT, shutdown.on_signal)

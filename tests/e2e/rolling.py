@@ -44,6 +44,7 @@ class Instance:
             **env,
             "TAHOE_GRPC_ADDR": f"127.0.0.1:{self.grpc_port}",
             "TAHOE_HTTP_ADDR": f"127.0.0.1:{self.http_port}",
+            "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
         }
         if source is not None:  # another checkout's server (a benchmark's baseline)
             self.env["PYTHONPATH"] = os.pathsep.join([str(source), self.env.get("PYTHONPATH", "")])

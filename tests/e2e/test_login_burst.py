@@ -123,6 +123,7 @@ def test_a_login_burst_does_not_starve_check(module_env: dict[str, str], tmp_pat
         **module_env,
         "TAHOE_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
         "TAHOE_HTTP_ADDR": f"127.0.0.1:{http_port}",
+        "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
         "TAHOE_LOG_FORMAT": "json",
         # One account logs in hundreds of times: Login's own rate limits would refuse
         # it for being one account, which is not what this test is about.

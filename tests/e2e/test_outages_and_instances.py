@@ -29,7 +29,12 @@ pytestmark = [pytest.mark.envoy, pytest.mark.postgres, pytest.mark.redis, pytest
 @contextlib.contextmanager
 def auth_process(env: dict[str, str], tmp: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, str]]:
     grpc_port, http_port = harness.free_port(), harness.free_port()
-    env = {**env, "TAHOE_GRPC_ADDR": f"127.0.0.1:{grpc_port}", "TAHOE_HTTP_ADDR": f"127.0.0.1:{http_port}"}
+    env = {
+        **env,
+        "TAHOE_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
+        "TAHOE_HTTP_ADDR": f"127.0.0.1:{http_port}",
+        "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
+    }
     argv = [*CLI, "serve"]
     with harness.managed_process(argv, tmp / "auth.log", ready_port=grpc_port, env=env) as proc:
         yield proc, grpc_port, f"127.0.0.1:{http_port}"

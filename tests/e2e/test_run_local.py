@@ -63,12 +63,13 @@ def listening(port: int) -> bool:
 def test_a_signal_to_make_run_stops_every_child_and_frees_the_ports(
     signum: int, tmp_path: Path, envoy_binary: str
 ) -> None:
-    ports = {name: harness.free_port() for name in ("grpc", "http", "demo", "envoy", "admin")}
+    ports = {name: harness.free_port() for name in ("grpc", "http", "authz_http", "demo", "envoy", "admin")}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TAHOE_", "TRANSCRIPTION_"))}
     env.update(
         TAHOE_VAR_DIR=str(tmp_path / "var"),
         TAHOE_GRPC_ADDR=f"127.0.0.1:{ports['grpc']}",
         TAHOE_HTTP_ADDR=f"127.0.0.1:{ports['http']}",
+        TAHOE_AUTHZ_HTTP_ADDR=f"127.0.0.1:{ports['authz_http']}",
         TRANSCRIPTION_ADDR=f"127.0.0.1:{ports['demo']}",
         TAHOE_RUN_ENVOY_ADDR=f"127.0.0.1:{ports['envoy']}",
         TAHOE_RUN_ENVOY_ADMIN_ADDR=f"127.0.0.1:{ports['admin']}",

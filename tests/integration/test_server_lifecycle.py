@@ -164,6 +164,7 @@ def test_sigterm_drains_in_flight_calls_then_exits(tmp_path: Path) -> None:
         "TAHOE_VAR_DIR": str(tmp_path),
         "TAHOE_GRPC_ADDR": "127.0.0.1:0",
         "TAHOE_HTTP_ADDR": "127.0.0.1:0",
+        "TAHOE_AUTHZ_HTTP_ADDR": "127.0.0.1:0",
         # Slow hashing makes a login last long enough to be in flight at SIGTERM.
         "TAHOE_ARGON2_TIME_COST": "60",
         # The grace for in-flight calls is what this test is about, not the drain before it.
@@ -220,6 +221,7 @@ def test_sigterm_drains_not_serving_but_answering_until_a_second_signal(tmp_path
         "TAHOE_VAR_DIR": str(tmp_path),
         "TAHOE_GRPC_ADDR": "127.0.0.1:0",
         "TAHOE_HTTP_ADDR": "127.0.0.1:0",
+        "TAHOE_AUTHZ_HTTP_ADDR": "127.0.0.1:0",
         "TAHOE_DRAIN_SECONDS": "600",  # only the second signal can end it within the test
     }
     cli = [sys.executable, "-m", "tahoe_auth"]
