@@ -31,7 +31,7 @@ node_modules/.bin/buf: package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	@touch $@
 
-lint: $(STAMP) node_modules/.bin/buf ## ruff, mypy, import contracts, buf lint, buf breaking, stale-stub check
+lint: $(STAMP) node_modules/.bin/buf ## ruff, mypy, import contracts, buf lint, buf breaking, stale stubs and Envoy HTTP config
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy tahoe_auth
@@ -39,6 +39,7 @@ lint: $(STAMP) node_modules/.bin/buf ## ruff, mypy, import contracts, buf lint, 
 	cd protos && ../node_modules/.bin/buf lint
 	$(BIN)/python scripts/buf_breaking.py
 	$(BIN)/python scripts/gen_protos.py --check
+	$(BIN)/python scripts/envoy_http_config.py --check
 
 format: $(STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -28,12 +28,19 @@ def envoy_binary() -> str:
     support.unavailable(f"envoy is not installed ({missing}; make install provides it)")
 
 
+@pytest.fixture(scope="module", params=sorted(e2e.TRANSPORTS))
+def transport(request: pytest.FixtureRequest) -> str:
+    """Check's transport: every test on the `live` stack runs over both, alike."""
+    name: str = request.param
+    return name
+
+
 @pytest.fixture(scope="module")
 def module_env(
-    envoy_binary: str, pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    envoy_binary: str, pg_url: str, redis_url: str, transport: str, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
-    # A clean database and Redis for the module (its master key is new); the tests
-    # then share them, each with its own tenants.
+    # A clean database and Redis for the module and transport (its master key is new);
+    # the tests then share them, each with its own tenants.
     support.truncate_all(pg_url)
     import redis
 
@@ -51,8 +58,8 @@ def module_env(
 
 
 @pytest.fixture(scope="module")
-def live(module_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[e2e.Stack]:
+def live(module_env: dict[str, str], transport: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[e2e.Stack]:
     tmp = tmp_path_factory.mktemp("stack")
-    with e2e.stack(module_env, tmp) as running:
+    with e2e.stack(module_env, tmp, transport=transport) as running:
         yield running
     shutil.rmtree(tmp, ignore_errors=True)

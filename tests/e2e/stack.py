@@ -23,6 +23,10 @@ from tests.support import RunningServer, bearer, running_server
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY_DIR = ROOT / "envoy"
 ENVOY_YAML = ENVOY_DIR / "envoy.yaml"
+ENVOY_HTTP_YAML = ENVOY_DIR / "envoy.http.yaml"
+# Check's transport -> the committed config that speaks it (the conformance suite runs both).
+TRANSPORTS = {"grpc": ENVOY_YAML, "http": ENVOY_HTTP_YAML}
+AUTHZ_HTTP_CLUSTER = "tahoe_authz_http"
 DEMO_DIR = ROOT / "examples" / "transcription"
 AUTH_CLUSTER = "tahoe_auth"
 UPSTREAM_CLUSTER = "transcription"
@@ -33,21 +37,28 @@ def load_envoy_config(path: Path = ENVOY_YAML) -> dict[str, Any]:
     return config
 
 
-def _set_endpoints(cluster: dict[str, Any], ports: Sequence[int]) -> None:
+def _set_endpoints(cluster: dict[str, Any], ports: Sequence[int], health_ports: Sequence[int] = ()) -> None:
     cluster["type"] = "STATIC"
-    cluster["load_assignment"]["endpoints"] = [
-        {
-            "lb_endpoints": [
-                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}} for p in ports
-            ]
-        }
+    endpoints: list[dict[str, Any]] = [
+        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}} for p in ports
     ]
+    for endpoint, health_port in zip(endpoints, health_ports, strict=False):
+        endpoint["endpoint"]["health_check_config"] = {"port_value": health_port}
+    cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": endpoints}]
 
 
 def envoy_config(
-    auth_ports: Sequence[int], upstream_port: int, *, health_checks: bool = True, path: Path = ENVOY_YAML
+    auth_ports: Sequence[int],
+    upstream_port: int,
+    *,
+    health_checks: bool = True,
+    path: Path = ENVOY_YAML,
+    authz_http_ports: Sequence[int] = (),
+    side_ports: Sequence[int] = (),
 ) -> dict[str, Any]:
-    """The committed config, listening and pointing at free loopback ports."""
+    """The committed config, listening and pointing at free loopback ports: the auth
+    instances' gRPC ports, or, for the HTTP transport's cluster, their
+    `authz_http_ports` health-checked on their `side_ports`."""
     config = load_envoy_config(path)
     config["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=harness.free_port())
     listener = config["static_resources"]["listeners"][0]
@@ -55,6 +66,10 @@ def envoy_config(
     for cluster in config["static_resources"]["clusters"]:
         if cluster["name"] == AUTH_CLUSTER:
             _set_endpoints(cluster, auth_ports)
+            if not health_checks:
+                cluster.pop("health_checks", None)
+        elif cluster["name"] == AUTHZ_HTTP_CLUSTER:
+            _set_endpoints(cluster, authz_http_ports, side_ports)
             if not health_checks:
                 cluster.pop("health_checks", None)
         elif cluster["name"] == UPSTREAM_CLUSTER:
@@ -175,15 +190,25 @@ class _NoHealth:
 
 @contextlib.contextmanager
 def stack(
-    env: Mapping[str, str], tmp: Path, configure: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    env: Mapping[str, str],
+    tmp: Path,
+    configure: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    transport: str = "grpc",
 ) -> Iterator[Stack]:
-    """The whole stack; `configure` may rewrite the Envoy config (ports already set)."""
+    """The whole stack, Check over `transport` (TRANSPORTS); `configure` may rewrite
+    the Envoy config (ports already set)."""
     with contextlib.ExitStack() as stack:
         auth = stack.enter_context(running_server(env))
         side = stack.enter_context(side_server(auth))
         demo_env = usage_credentials(auth)
         demo = stack.enter_context(demo_service(tmp, f"http://{side}/.well-known/jwks.json", demo_env))
-        config = envoy_config([port_of(auth.address)], demo.port)
+        config = envoy_config(
+            [port_of(auth.address)],
+            demo.port,
+            path=TRANSPORTS[transport],
+            authz_http_ports=[auth.authz_http_port],
+            side_ports=[port_of(side)],
+        )
         if configure is not None:
             config = configure(config)
         envoy = stack.enter_context(harness.run_envoy(config, tmp))

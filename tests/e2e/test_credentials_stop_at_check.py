@@ -38,9 +38,9 @@ def strip_nothing(config: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def bare(module_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[e2e.Stack]:
+def bare(module_env: dict[str, str], transport: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[e2e.Stack]:
     tmp = tmp_path_factory.mktemp("bare")
-    with e2e.stack(module_env, tmp, configure=strip_nothing) as running:
+    with e2e.stack(module_env, tmp, configure=strip_nothing, transport=transport) as running:
         yield running
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -15,11 +15,13 @@ from tests import harness
 from tests.e2e.stack import ENVOY_DIR, load_envoy_config
 
 CONFIGS = sorted(ENVOY_DIR.glob("*.yaml"))
+# Check over gRPC (the generated envoy.http.yaml has its own tests: test_envoy_http_config.py).
+GRPC_CONFIGS = [p for p in CONFIGS if p.name != "envoy.http.yaml"]
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 
 
 def test_there_are_configs_and_no_python_in_the_envoy_folder() -> None:
-    assert {p.name for p in CONFIGS} >= {"envoy.yaml", "envoy.compose.yaml"}
+    assert {p.name for p in CONFIGS} >= {"envoy.yaml", "envoy.compose.yaml", "envoy.http.yaml"}
     assert not list(ENVOY_DIR.rglob("*.py")), "xds-protos owns the top-level `envoy` package"
 
 
@@ -54,7 +56,7 @@ def endpoints(cluster: dict[str, Any]) -> list[tuple[str, int]]:
     ]
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", GRPC_CONFIGS, ids=lambda p: p.name)
 def test_ext_authz_fails_closed_over_grpc_with_a_timeout(path: Path) -> None:
     config = load_envoy_config(path)
     names = [f["name"] for f in hcm(config)["http_filters"]]
@@ -73,7 +75,7 @@ def test_ext_authz_fails_closed_over_grpc_with_a_timeout(path: Path) -> None:
     assert hcm(config)["generate_request_id"] and hcm(config)["preserve_external_request_id"]
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", GRPC_CONFIGS, ids=lambda p: p.name)
 def test_every_route_says_what_it_needs(path: Path) -> None:
     (vhost,) = hcm(load_envoy_config(path))["route_config"]["virtual_hosts"]
     assert vhost["request_headers_to_remove"] == ["authorization"]
@@ -112,7 +114,7 @@ def test_the_compose_config_is_the_local_one_with_other_addresses() -> None:
         }
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", GRPC_CONFIGS, ids=lambda p: p.name)
 def test_a_check_that_reached_no_instance_is_asked_of_another(path: Path) -> None:
     config = load_envoy_config(path)
     authz = {f["name"]: f["typed_config"] for f in hcm(config)["http_filters"]}[EXT_AUTHZ]

@@ -24,13 +24,15 @@ TENANT_LIMIT = 5
 
 
 @pytest.fixture(scope="module")
-def limited(module_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[e2e.Stack]:
+def limited(
+    module_env: dict[str, str], transport: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[e2e.Stack]:
     # Low per-tenant limit; the per-address limit stays out of the way (every test
     # request comes from 127.0.0.1).
     limits = {"per_tenant": {"limit": TENANT_LIMIT, "period": 60}, "per_address": {"limit": 100_000, "period": 60}}
     env = {**module_env, "TAHOE_RATE_LIMITS": json.dumps(limits)}
     tmp = tmp_path_factory.mktemp("limited")
-    with e2e.stack(env, tmp) as running:
+    with e2e.stack(env, tmp, transport=transport) as running:
         yield running
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -135,6 +135,42 @@ def test_client_sent_tahoe_headers_never_reach_the_upstream(live: e2e.Stack) -> 
     assert response.body["identity"]["tenant_id"] == tenant.id
 
 
+def test_spoofed_route_requirements_are_ignored(live: e2e.Stack) -> None:
+    """What a route requires is Envoy's to say: client-sent copies of the HTTP
+    transport's route headers (and of the client address) change nothing."""
+    mine, theirs = live.auth.create_tenant(), live.auth.create_tenant()
+    viewer = user_with_role(live.auth, mine, "viewer")
+    spoofed = {
+        "x-tahoe-route-permission": "transcription:read",
+        "x-tahoe-route-tenant-prefix": "/nowhere/",
+        "x-tahoe-route-upstream": "billing",
+        "x-tahoe-route-name": "healthz",
+        "x-tahoe-client-address": "10.0.0.1",
+        "x-forwarded-for": "10.0.0.2",
+    }
+    body = {"audio_url": "s3://a.wav", "audio_seconds": 3}
+    response = denied_before_upstream(live, 403, "POST", "/v1/jobs", token=viewer, headers=spoofed, body=body)
+    assert response.body["error"] == "permission_denied"
+    owner = live.auth.login(mine).tokens.access_token
+    denied_before_upstream(live, 404, "GET", f"/v1/tenants/{theirs.id}/jobs", token=owner, headers=spoofed)
+    contexts: list[CheckContext] = []
+
+    def record(context: CheckContext, outcome: CheckOutcome) -> CheckOutcome:
+        contexts.append(context)
+        return outcome
+
+    live.auth.app.gatekeeper.hooks.append(record)
+    try:
+        mark = live.journal.mark()
+        assert live.call("GET", "/v1/whoami", token=owner, headers=spoofed).status == 200
+    finally:
+        live.auth.app.gatekeeper.hooks.remove(record)
+    (seen,) = live.journal.since(mark)
+    assert not [h for h in seen["headers"] if h.startswith("x-tahoe-route-") or h == "x-tahoe-client-address"]
+    # Limits by address count the peer Envoy saw, whatever the client wrote.
+    assert [(c.route, c.client_address, c.client_tahoe_headers) for c in contexts] == [("whoami", "127.0.0.1", ())]
+
+
 def test_a_user_token_reaches_the_upstream_with_verified_headers(live: e2e.Stack) -> None:
     tenant = live.auth.create_tenant()
     token = live.auth.login(tenant).tokens.access_token
