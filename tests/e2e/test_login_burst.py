@@ -107,6 +107,12 @@ def server_side_refusals(log_path: Path) -> list[float]:
     return durations
 
 
+@pytest.fixture(scope="module")
+def transport() -> str:
+    """Over gRPC only: this is about the server and Envoy's retries, not the transport."""
+    return "grpc"
+
+
 def test_a_login_burst_does_not_starve_check(module_env: dict[str, str], tmp_path: Path) -> None:
     slug = f"burst{int(time.time() * 1000) % 10**9}"
     email = f"o@{slug}.test"

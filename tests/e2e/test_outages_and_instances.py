@@ -27,20 +27,21 @@ pytestmark = [pytest.mark.envoy, pytest.mark.postgres, pytest.mark.redis, pytest
 
 
 @contextlib.contextmanager
-def auth_process(env: dict[str, str], tmp: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, str]]:
-    grpc_port, http_port = harness.free_port(), harness.free_port()
+def auth_process(env: dict[str, str], tmp: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int, int]]:
+    """`serve` in its own process: (process, gRPC port, side port, HTTP ext_authz port)."""
+    grpc_port, http_port, authz_port = harness.free_port(), harness.free_port(), harness.free_port()
     env = {
         **env,
         "TAHOE_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
         "TAHOE_HTTP_ADDR": f"127.0.0.1:{http_port}",
-        "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
+        "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{authz_port}",
     }
     argv = [*CLI, "serve"]
     with harness.managed_process(argv, tmp / "auth.log", ready_port=grpc_port, env=env) as proc:
-        yield proc, grpc_port, f"127.0.0.1:{http_port}"
+        yield proc, grpc_port, http_port, authz_port
 
 
-def test_a_dead_auth_server_lets_nothing_through(module_env: dict[str, str], tmp_path: Path) -> None:
+def test_a_dead_auth_server_lets_nothing_through(module_env: dict[str, str], transport: str, tmp_path: Path) -> None:
     slug = f"kill{int(time.time() * 1000) % 10**9}"
     subprocess.run(
         [*CLI, "bootstrap", "--tenant", slug, "--owner-email", f"o@{slug}.test", "--password-stdin"],
@@ -51,14 +52,22 @@ def test_a_dead_auth_server_lets_nothing_through(module_env: dict[str, str], tmp
         capture_output=True,
     )
     with contextlib.ExitStack() as stack:
-        proc, grpc_port, http_addr = stack.enter_context(auth_process(module_env, tmp_path))
+        proc, grpc_port, http_port, authz_port = stack.enter_context(auth_process(module_env, tmp_path))
+        http_addr = f"127.0.0.1:{http_port}"
         channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
         login = auth_pb2_grpc.AuthServiceStub(channel).Login(
             auth_pb2.LoginRequest(tenant=slug, email=f"o@{slug}.test", password=OWNER_PASSWORD)
         )
         token = login.tokens.access_token
         demo = stack.enter_context(e2e.demo_service(tmp_path, f"http://{http_addr}/.well-known/jwks.json"))
-        envoy = stack.enter_context(harness.run_envoy(e2e.envoy_config([grpc_port], demo.port), tmp_path))
+        config = e2e.envoy_config(
+            [grpc_port],
+            demo.port,
+            path=e2e.TRANSPORTS[transport],
+            authz_http_ports=[authz_port],
+            side_ports=[http_port],
+        )
+        envoy = stack.enter_context(harness.run_envoy(config, tmp_path))
         headers = {"authorization": f"Bearer {token}"}
         assert e2e.request(envoy.listener_port, "GET", "/v1/jobs", headers).status == 200
         proc.send_signal(signal.SIGKILL)
@@ -71,7 +80,9 @@ def test_a_dead_auth_server_lets_nothing_through(module_env: dict[str, str], tmp
 
 
 @pytest.fixture
-def two_instances(module_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[RunningServer, e2e.Stack]]:
+def two_instances(
+    module_env: dict[str, str], transport: str, tmp_path: Path
+) -> Iterator[tuple[RunningServer, e2e.Stack]]:
     """Instance A serves the gRPC API; Envoy asks only instance B."""
     with contextlib.ExitStack() as stack:
         a = stack.enter_context(running_server(module_env))
@@ -80,7 +91,14 @@ def two_instances(module_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[
             assert instance.app.store.subscribed.wait(5)  # type: ignore[attr-defined]
         side = stack.enter_context(e2e.side_server(b))
         demo = stack.enter_context(e2e.demo_service(tmp_path, f"http://{side}/.well-known/jwks.json"))
-        envoy = stack.enter_context(harness.run_envoy(e2e.envoy_config([e2e.port_of(b.address)], demo.port), tmp_path))
+        config = e2e.envoy_config(
+            [e2e.port_of(b.address)],
+            demo.port,
+            path=e2e.TRANSPORTS[transport],
+            authz_http_ports=[b.authz_http_port],
+            side_ports=[e2e.port_of(side)],
+        )
+        envoy = stack.enter_context(harness.run_envoy(config, tmp_path))
         yield a, e2e.Stack(b, side, demo, envoy)
 
 

@@ -32,6 +32,12 @@ def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def transport() -> str:
+    """Over gRPC only: this is about the server and Envoy's retries, not the transport."""
+    return "grpc"
+
+
 def test_a_rolling_restart_answers_every_request(
     module_env: dict[str, str], private_redis: RedisProcess, tmp_path: Path
 ) -> None:
