@@ -47,6 +47,7 @@ from tahoe_auth.api.tenant_servicer import TenantServicer, TenantUseCases
 from tahoe_auth.api.usage_servicer import UsageServicer
 from tahoe_auth.api.webhook_servicer import WebhookServicer
 from tahoe_auth.app import App
+from tahoe_auth.check_workers import CheckWorkers
 from tahoe_auth.health import HealthReporter
 from tahoe_auth.http_side import SideServer
 from tahoe_auth.v1 import (
@@ -279,8 +280,12 @@ def serve(app: App) -> None:
     side = SideServer(app, health_reporter, app.settings.http_addr)
     freeze_startup_heap()
     server.start()
-    authz_http = HttpAuthzServer(HttpCheck(app.gatekeeper), app.settings.authz_http_addr)
+    authz_http = HttpAuthzServer(
+        HttpCheck(app.gatekeeper), app.settings.authz_http_addr, reuse_port=app.settings.authz_workers > 1
+    )
     authz_http.start()
+    check_workers = CheckWorkers(app.settings, authz_http.address)
+    check_workers.start()
     health_reporter.start()
     side.start()
     host = app.settings.grpc_addr.rpartition(":")[0]
@@ -296,6 +301,7 @@ def serve(app: App) -> None:
     stopped.wait()
     health_reporter.stop()
     authz_http.stop()
+    check_workers.stop()
     server.stop(GRACE_SECONDS).wait()
     side.stop()
     app.close()
