@@ -18,6 +18,7 @@ that grows while it keeps dying young.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import multiprocessing
@@ -104,10 +105,8 @@ class CheckWorkers:
 
     def _tell_stop(self) -> None:
         for worker in list(self._workers.values()):
-            try:
+            with contextlib.suppress(OSError):  # gone already
                 worker.conn.send(STOP)
-            except OSError:
-                pass  # gone already
 
     def pids(self) -> list[int]:
         return [worker.pid for worker in self._workers.values()]
@@ -236,10 +235,8 @@ def _follow_parent(conn: Connection, parent_pid: int, stop: threading.Event) -> 
 
 
 def _send(conn: Connection, message: tuple[str, object]) -> None:
-    try:
+    with contextlib.suppress(OSError):  # the parent is gone; _follow_parent stops us
         conn.send(message)
-    except OSError:
-        pass  # the parent is gone; _follow_parent stops us
 
 
 def _decisions() -> dict[str, float]:
