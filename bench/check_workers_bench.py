@@ -9,8 +9,10 @@ filter in the committed configs' shape (route requirements added by a header_mut
 filter, the client address by `headers_to_add`) in front of a 200 `direct_response`.
 wrk (one thread) sends a user access token on a route requiring `transcription:read`.
 Rows are interleaved round by round and reported as medians; CPU% is per process group
-(the serve process and its workers; Envoy). Compare ratios within one run: Envoy, wrk
-and every Python process share the machine's cores.
+(the serve process and its workers; Envoy), `machine%` the whole machine's busy time
+(200% = both cores of this machine), and Checks per tahoe CPU-second what a Check costs.
+Compare ratios within one run: Envoy, wrk and every Python process share the cores, so
+a second Check process only helps while a core has time left over.
 """
 
 from __future__ import annotations
@@ -151,7 +153,7 @@ def measure(case: Case, conns: int, duration: int, warmup: int, headers: dict[st
 
 HEADER = (
     f"{'case':<34}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}"
-    f"{'tahoe%':>8}{'envoy%':>8}{'wrk%':>7}{'machine%':>10}"
+    f"{'tahoe%':>8}{'envoy%':>8}{'wrk%':>7}{'machine%':>10}{'Checks/tahoe CPU-s':>20}"
 )
 
 
@@ -159,6 +161,7 @@ def format_row(row: Row) -> str:
     return (
         f"{row.label:<34}{row.rps:>8.0f}{row.p50_ms:>8.2f}{row.p99_ms:>8.2f}{row.errors:>8}"
         f"{row.server_cpu:>8.0f}{row.envoy_cpu:>8.0f}{row.wrk_cpu:>7.0f}{row.machine_cpu:>10.0f}"
+        f"{row.rps / max(row.server_cpu / 100, 1e-9):>20.0f}"
     )
 
 
