@@ -108,9 +108,6 @@ class CheckWorkers:
             with contextlib.suppress(OSError):  # gone already
                 worker.conn.send(STOP)
 
-    def pids(self) -> list[int]:
-        return [worker.pid for worker in self._workers.values()]
-
     def _spawn(self, slot: int) -> None:
         parent_end, child_end = self._context.Pipe()
         process = self._context.Process(
