@@ -136,7 +136,7 @@ def build_limiter(settings: Settings, store: KeyValueStore, tenant_config: Tenan
             LeasingBackend(RedisLimiterBackend(store.client)),
             tenant_config,
             fallback=MemoryLimiterBackend(),
-            instance_count=settings.instance_count,
+            instance_count=settings.instance_count * settings.authz_workers,
             enabled=settings.rate_limit_enabled,
         )
     return RateLimiter(MemoryLimiterBackend(), tenant_config, enabled=settings.rate_limit_enabled)

@@ -36,6 +36,9 @@ class Settings:
     http_addr: str = "127.0.0.1:9201"
     # Envoy's HTTP ext_authz (http_service) transport of Check (api/ext_authz_http.py).
     authz_http_addr: str = "127.0.0.1:9202"
+    # Processes answering it (check_workers.py): this one and authz_workers - 1 more,
+    # each sharing the port (SO_REUSEPORT). More than one needs Redis (shared limits).
+    authz_workers: int = 1
     database_url: str = "sqlite:///var/tahoe.db"
     database_role: str | None = None
     redis_url: str | None = None
@@ -73,7 +76,8 @@ class Settings:
     hash_queue: int = 4
     hash_nice: int = 10
     # Rate limits: deployment defaults (same schema as a tenant's settings.rate_limits),
-    # and how many instances share them (the in-memory fallback's divisor).
+    # and how many instances share them (the in-memory fallback divides by this times
+    # authz_workers: every Check process keeps a fallback of its own).
     rate_limit_enabled: bool = True
     rate_limits: LimitSet = DEFAULT_LIMITS
     instance_count: int = 1
@@ -100,6 +104,7 @@ class Settings:
             grpc_addr=reader.address("TAHOE_GRPC_ADDR", cls.grpc_addr),
             http_addr=reader.address("TAHOE_HTTP_ADDR", cls.http_addr),
             authz_http_addr=reader.address("TAHOE_AUTHZ_HTTP_ADDR", cls.authz_http_addr),
+            authz_workers=reader.integer("TAHOE_AUTHZ_WORKERS", cls.authz_workers, 1, 64),
             database_url=database_url,
             database_role=env.get("TAHOE_DATABASE_ROLE") or None,
             redis_url=_redis_url(env.get("TAHOE_REDIS_URL")),
@@ -148,6 +153,11 @@ class Settings:
             webhook_concurrency=reader.integer("TAHOE_WEBHOOK_CONCURRENCY", cls.webhook_concurrency, 1, 256),
             webhook_lease=reader.integer("TAHOE_WEBHOOK_LEASE", cls.webhook_lease, 2, 3600),
         )
+        if settings.authz_workers > 1 and not settings.redis_url:
+            raise ConfigError(
+                f"TAHOE_AUTHZ_WORKERS={settings.authz_workers} needs TAHOE_REDIS_URL: Check processes share"
+                " rate limits and revocations through Redis (the embedded store is one process's memory)"
+            )
         if settings.webhook_lease <= settings.webhook_timeout:
             raise ConfigError("TAHOE_WEBHOOK_LEASE must be longer than TAHOE_WEBHOOK_TIMEOUT")
         if settings.jwks_max_age >= settings.signing_key_publish_delay:

@@ -51,6 +51,7 @@ from tahoe_auth.api.usage_servicer import UsageServicer
 from tahoe_auth.api.webhook_servicer import WebhookServicer
 from tahoe_auth.app import App
 from tahoe_auth.authz.authenticator import InvalidCredential
+from tahoe_auth.check_workers import CheckWorkers
 from tahoe_auth.domain import tokens
 from tahoe_auth.domain.principal import USER
 from tahoe_auth.health import HealthReporter
@@ -333,10 +334,14 @@ def serve(app: App) -> None:
         warmed = 0.0
     freeze_startup_heap()
     server.start()
-    authz_http = HttpAuthzServer(HttpCheck(app.gatekeeper), app.settings.authz_http_addr)
+    authz_http = HttpAuthzServer(
+        HttpCheck(app.gatekeeper), app.settings.authz_http_addr, reuse_port=app.settings.authz_workers > 1
+    )
     authz_http.start()
     warmed += warm_up_transport(port)
     log.info("warmed up in %.0f ms", 1000 * warmed)
+    check_workers = CheckWorkers(app.settings, authz_http.address)
+    check_workers.start()
     health_reporter.start()
     side.start()
     host = app.settings.grpc_addr.rpartition(":")[0]
@@ -362,6 +367,7 @@ def serve(app: App) -> None:
     if shutdown.hurried.wait(drain):
         log.info("drain cut short")
     authz_http.stop()
+    check_workers.stop()
     server.stop(GRACE_SECONDS).wait()
     side.stop()
     app.close()

@@ -103,6 +103,20 @@ CHECK_DURATION = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+# -- Check worker processes (TAHOE_AUTHZ_WORKERS; reported by the parent, check_workers.py) ----
+
+# The workers serve no /metrics of their own: the parent's counts every process's Checks.
+CHECK_WORKER_DECISIONS = Counter(
+    "tahoe_check_worker_decisions_total",
+    "HTTP ext_authz Check decisions answered by worker processes, by worker slot and outcome"
+    " (the parent's own are in tahoe_check_decisions_total)",
+    ["worker", "outcome"],
+)
+CHECK_WORKERS_SERVING = Gauge("tahoe_check_workers_serving", "Check worker processes serving now (not the parent)")
+CHECK_WORKER_RESTARTS = Counter(
+    "tahoe_check_worker_restarts_total", "Check worker processes that died and were started again", ["worker"]
+)
+
 # -- audit log ---------------------------------------------------------------------------------
 
 AUDIT_ENTRIES = Counter(

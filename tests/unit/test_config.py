@@ -72,3 +72,36 @@ def test_staged_rotation_defaults(tmp_path: Path) -> None:
 
 def test_reflection_can_be_turned_off(tmp_path: Path) -> None:
     assert not Settings.from_env({"TAHOE_VAR_DIR": str(tmp_path), "TAHOE_GRPC_REFLECTION": "false"}).grpc_reflection
+
+
+def test_check_workers_default_to_one_and_need_redis(tmp_path: Path) -> None:
+    assert Settings.from_env({"TAHOE_VAR_DIR": str(tmp_path)}).authz_workers == 1
+    shared = {"TAHOE_VAR_DIR": str(tmp_path), "TAHOE_REDIS_URL": "redis://127.0.0.1:1/0", "TAHOE_AUTHZ_WORKERS": "3"}
+    assert Settings.from_env(shared).authz_workers == 3
+    with pytest.raises(ConfigError, match="TAHOE_AUTHZ_WORKERS=2 needs TAHOE_REDIS_URL") as info:
+        Settings.from_env({"TAHOE_VAR_DIR": str(tmp_path), "TAHOE_AUTHZ_WORKERS": "2"})
+    assert "\n" not in str(info.value)
+
+
+def test_each_check_process_falls_back_to_its_share_of_the_limits(tmp_path: Path) -> None:
+    """Without Redis every process limits alone: 3 instances x 2 Check processes share 60/min."""
+    from tahoe_auth.app import build_limiter
+    from tahoe_auth.domain.ratelimit import RateLimitSubject, parse_limits
+    from tahoe_auth.services.tenant_config import TenantConfigCache
+    from tahoe_auth.store.redis_store import RedisStore
+
+    env = {
+        "TAHOE_VAR_DIR": str(tmp_path),
+        "TAHOE_REDIS_URL": "redis://127.0.0.1:1/0",  # nothing listens: every call fails at once
+        "TAHOE_INSTANCE_COUNT": "3",
+        "TAHOE_AUTHZ_WORKERS": "2",
+    }
+    settings = Settings.from_env(env)
+    limits = parse_limits({"per_tenant": {"limit": 60, "period": 60}})
+    store = RedisStore(settings.redis_url or "", timeout=0.05)
+    try:
+        limiter = build_limiter(settings, store, TenantConfigCache(lambda _tenant: None, limits))
+        decision = limiter.check(RateLimitSubject(tenant_id="t"))
+    finally:
+        store.close()
+    assert decision.degraded and decision.limit == 10
