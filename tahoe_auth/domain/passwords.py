@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -188,6 +189,15 @@ def _start_worker(hasher: PasswordHasher, niceness: int) -> None:
     if niceness:
         os.nice(niceness)
     _worker_state["hasher"] = hasher
+    parent = os.getppid()
+    threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """A SIGKILLed parent cannot stop its workers: each leaves once it is orphaned."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
 
 
 def _worker() -> PasswordHasher:

@@ -41,6 +41,10 @@ def auth_process(env: dict[str, str], tmp: Path) -> Iterator[tuple[subprocess.Po
         yield proc, grpc_port, http_port, authz_port
 
 
+def child_pids(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def test_a_dead_auth_server_lets_nothing_through(module_env: dict[str, str], transport: str, tmp_path: Path) -> None:
     slug = f"kill{int(time.time() * 1000) % 10**9}"
     subprocess.run(
@@ -70,8 +74,12 @@ def test_a_dead_auth_server_lets_nothing_through(module_env: dict[str, str], tra
         envoy = stack.enter_context(harness.run_envoy(config, tmp_path))
         headers = {"authorization": f"Bearer {token}"}
         assert e2e.request(envoy.listener_port, "GET", "/v1/jobs", headers).status == 200
+        children = child_pids(proc.pid)
+        assert children, "serve has its password-hashing workers"
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+        # Its workers do not outlive it (a SIGKILL gives it no chance to stop them).
+        wait_until(lambda: not [pid for pid in children if Path(f"/proc/{pid}").exists()], limit=10)
         mark = demo.journal.mark()
         statuses = {e2e.request(envoy.listener_port, "GET", "/v1/jobs", headers).status for _ in range(20)}
         statuses |= {e2e.request(envoy.listener_port, "GET", "/v1/jobs").status for _ in range(5)}
