@@ -27,7 +27,8 @@ def seconds(duration: str) -> float:
 
 def auth_health_check(path: Path) -> dict[str, Any]:
     config = yaml.safe_load(path.read_text())
-    (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == "tahoe_auth"]
+    # Check's cluster: over gRPC, or over HTTP (envoy.http.yaml)
+    (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] in ("tahoe_auth", "tahoe_authz_http")]
     (check,) = cluster["health_checks"]
     result: dict[str, Any] = check
     return result
@@ -36,7 +37,10 @@ def auth_health_check(path: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("path", sorted(ENVOY_DIR.glob("*.yaml")), ids=lambda p: p.name)
 def test_the_default_drain_outlasts_envoys_health_checks(path: Path) -> None:
     check = auth_health_check(path)
-    assert check["grpc_health_check"] == {"service_name": "envoy.service.auth.v3.Authorization"}
+    # Both report the draining: gRPC health NOT_SERVING, /readyz 503 (tests/integration/test_server_lifecycle.py).
+    assert check.get("grpc_health_check") == {"service_name": "envoy.service.auth.v3.Authorization"} or check.get(
+        "http_health_check"
+    ) == {"path": "/readyz"}
     interval = seconds(check["interval"])
     # Without traffic Envoy checks every no_traffic_interval (60 s unless set).
     slowest = max(interval, seconds(check["no_traffic_interval"]))
