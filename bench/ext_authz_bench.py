@@ -62,6 +62,10 @@ TENANT = "bench"
 EMAIL = "owner@bench.test"
 ROUTE = {"required_permission": "transcription:read", "upstream": "transcription"}
 THREADS = 8
+DEFAULT_DATABASE_URL = os.environ.get(
+    "TAHOE_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/tahoe_bench_authz"
+)
+DEFAULT_REDIS_URL = os.environ.get("TAHOE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 # What envoy/envoy.yaml's per-route header_mutation sets for such a route (HTTP transport).
 ROUTE_HEADERS = {"x-tahoe-route-permission": ROUTE["required_permission"], "x-tahoe-route-upstream": ROUTE["upstream"]}
 
@@ -363,11 +367,9 @@ def main() -> int:
     parser.add_argument("--cases", nargs="+", metavar="LETTER", help="only these cases (e.g. --cases d f)")
     parser.add_argument(
         "--database-url",
-        default=os.environ.get(
-            "TAHOE_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/tahoe_bench_authz"
-        ),
+        default=DEFAULT_DATABASE_URL,
     )
-    parser.add_argument("--redis-url", default=os.environ.get("TAHOE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"))
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     parser.add_argument(
         "--ports", type=int, nargs=2, metavar=("FIRST", "LAST"), help="take every port from this range only"
     )
