@@ -18,6 +18,9 @@ wrk drives Envoy (``--concurrency 1``) on 127.0.0.1; every route ends in a 200
   (h) Envoy's HTTP ext_authz -> ``tahoe-auth serve``'s TAHOE_AUTHZ_HTTP_ADDR, user
       access token, the route's ``transcription:read`` set by a per-route header_mutation
   (i) the same with an API key
+  (d0), (h0) as (d) and (h), on a server running other code (``--baseline-src DIR``, a
+      checkout's root; e.g. ``git archive <commit> tahoe_auth | tar -x -C DIR``): a
+      before/after within one run, on the same machine load
 
 then (d)/(c), (d)/(b), (d)/(f), (h)/(b), (h)/(g) and the targets: (d) >= 80% of (c);
 (h) >= (b); (h) >= 85% of (g); p99 of (h) <= 1.5 x p99 of (b); p99 < 15 ms at 8
@@ -241,6 +244,24 @@ def median_row(rows: Sequence[Row]) -> Row:
     )
 
 
+def start_baseline(
+    stack: contextlib.ExitStack, tmp: Path, argv: list[str], env: dict[str, str], src: str
+) -> tuple[int, int, int]:
+    """`tahoe-auth serve` from the tahoe_auth under `src` (first on PYTHONPATH), on the
+    same database and Redis: (pid, gRPC port, HTTP ext_authz port)."""
+    port = harness.free_port()
+    env_base = env | {
+        "TAHOE_GRPC_ADDR": f"127.0.0.1:{port}",
+        "TAHOE_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
+        "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
+        "PYTHONPATH": str(Path(src).resolve()),
+    }
+    base = stack.enter_context(harness.managed_process(argv, tmp / "auth-base.log", ready_port=port, env=env_base))
+    http_port = int(env_base["TAHOE_AUTHZ_HTTP_ADDR"].rsplit(":", 1)[1])
+    harness.wait_for_port(http_port)
+    return base.pid, port, http_port
+
+
 def run(args: argparse.Namespace, redis_per_request: list[float]) -> list[Row]:
     """Every case runs in every round, interleaved, so that drift in the machine's
     load hits all of them alike; the table reports medians over the rounds."""
@@ -260,6 +281,7 @@ def run(args: argparse.Namespace, redis_per_request: list[float]) -> list[Row]:
         auth_off = stack.enter_context(
             harness.managed_process(argv, tmp / "auth-off.log", ready_port=off_port, env=env_off)
         )
+        baseline = start_baseline(stack, tmp, argv, env, args.baseline_src) if args.baseline_src else None
         creds = credentials(target, http_addr)
         bearer = {"authorization": f"Bearer {creds.access_token}"}
         floor_port = harness.free_port()
@@ -295,6 +317,14 @@ def run(args: argparse.Namespace, redis_per_request: list[float]) -> list[Row]:
             Case("(g)", "HTTP ext_authz -> do-nothing Python", http_to_floor, (http_floor.pid,), bearer),
             Case("(h)", "HTTP ext_authz -> Tahoe Check, user token", http_to_tahoe, (auth.pid,), bearer),
         ]
+        if baseline is not None:
+            base_pid, base_port, base_http_port = baseline
+            to_base = stack.enter_context(envoy_for(tmp, ext_authz_ports=[base_port], context_extensions=ROUTE))
+            http_to_base = stack.enter_context(
+                envoy_for(tmp, http_authz_ports=[base_http_port], route_headers=ROUTE_HEADERS)
+            )
+            cases.append(Case("(d0)", "as (d), --baseline-src code", to_base, (base_pid,), bearer))
+            cases.append(Case("(h0)", "as (h), --baseline-src code", http_to_base, (base_pid,), bearer))
         if creds.api_key is None:
             print("(e) ext_authz -> Tahoe Check, API key: skipped (no API keys in this build)")
         else:
@@ -303,19 +333,23 @@ def run(args: argparse.Namespace, redis_per_request: list[float]) -> list[Row]:
             cases.append(Case("(i)", "HTTP ext_authz -> Tahoe Check, API key", http_to_tahoe, (auth.pid,), key))
         if args.cases:
             cases = [c for c in cases if c.key.strip("()") in args.cases]
-        measured: dict[tuple[str, int], list[Row]] = {}
-        print(HEADER, flush=True)
-        for conns in args.connections:
-            for round_no in range(1, args.rounds + 1):
-                for case in cases:
-                    row = measure(case, conns, args.duration, args.warmup, redis_per_request)
-                    measured.setdefault((case.key, conns), []).append(row)
-                    print(f"{format_row(row)}   round {round_no}", flush=True)
-        return [median_row(rows) for rows in measured.values()]
+        return measure_rounds(cases, args, redis_per_request)
+
+
+def measure_rounds(cases: Sequence[Case], args: argparse.Namespace, redis_per_request: list[float]) -> list[Row]:
+    measured: dict[tuple[str, int], list[Row]] = {}
+    print(HEADER, flush=True)
+    for conns in args.connections:
+        for round_no in range(1, args.rounds + 1):
+            for case in cases:
+                row = measure(case, conns, args.duration, args.warmup, redis_per_request)
+                measured.setdefault((case.key, conns), []).append(row)
+                print(f"{format_row(row)}   round {round_no}", flush=True)
+    return [median_row(rows) for rows in measured.values()]
 
 
 def summary(rows: list[Row], conns_list: Sequence[int]) -> list[str]:
-    by = {(r.case[:3], r.conns): r for r in rows}
+    by = {(r.case.split()[0], r.conns): r for r in rows}
     lines = []
     for conns in conns_list:
         a, b, c, d, f = (by.get((k, conns)) for k in ("(a)", "(b)", "(c)", "(d)", "(f)"))
@@ -338,10 +372,18 @@ def summary(rows: list[Row], conns_list: Sequence[int]) -> list[str]:
             )
         cpu = [
             f"{k} {row.server_us:.0f}"
-            for k in ("(c)", "(d)", "(e)", "(g)", "(h)", "(i)")
+            for k in ("(c)", "(d)", "(e)", "(g)", "(h)", "(i)", "(d0)", "(h0)")
             if (row := by.get((k, conns)))
         ]
         lines.append("  Python CPU µs per Check: " + ", ".join(cpu))
+        d0, h0 = by.get(("(d0)", conns)), by.get(("(h0)", conns))
+        if d0 and h0 and h and g:
+            lines.append(
+                f"  against --baseline-src: (d)/(d0) = {d.result.rps / d0.result.rps:.2f}, "
+                f"(h)/(h0) = {h.result.rps / h0.result.rps:.2f}; "
+                f"(d0)/(c) = {d0.result.rps / c.result.rps:.2f}, (h0)/(b) = {h0.result.rps / b.result.rps:.2f}, "
+                f"(h0)/(g) = {h0.result.rps / g.result.rps:.2f}"
+            )
         limit = 15.0 if conns <= 8 else 40.0
         for key in ("(d)", "(e)", "(h)", "(i)"):
             row = by.get((key, conns))
@@ -370,6 +412,7 @@ def main() -> int:
         default=DEFAULT_DATABASE_URL,
     )
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    parser.add_argument("--baseline-src", metavar="DIR", help="also run (d0), (h0) on the tahoe_auth under DIR")
     parser.add_argument(
         "--ports", type=int, nargs=2, metavar=("FIRST", "LAST"), help="take every port from this range only"
     )
