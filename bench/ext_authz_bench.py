@@ -13,13 +13,24 @@ wrk drives Envoy (``--concurrency 1``) on 127.0.0.1; every route ends in a 200
       route requiring ``transcription:read``
   (e) the same with an API key (``tahoe_sk_…``)
   (f) as (d), on a second server with rate limiting off (TAHOE_RATE_LIMIT_ENABLED=false)
+  (g) Envoy's HTTP ext_authz (``http_service``) -> a do-nothing uvloop + httptools
+      server (bench/http_floor.py), behind the same two header_mutation filters as (h)
+  (h) Envoy's HTTP ext_authz -> ``tahoe-auth serve``'s TAHOE_AUTHZ_HTTP_ADDR, user
+      access token, the route's ``transcription:read`` set by a per-route header_mutation
+  (i) the same with an API key
+  (d0), (h0) as (d) and (h), on a server running other code (``--baseline-src DIR``, a
+      checkout's root; e.g. ``git archive <commit> tahoe_auth | tar -x -C DIR``): a
+      before/after within one run, on the same machine load
 
-then (d)/(c), (d)/(b), (d)/(f) and the targets: (d) >= 80% of (c); p99 < 15 ms at 8
+then (d)/(c), (d)/(b), (d)/(f), (h)/(b), (h)/(g) and the targets: (d) >= 80% of (c);
+(h) >= (b); (h) >= 85% of (g); p99 of (h) <= 1.5 x p99 of (b); p99 < 15 ms at 8
 connections and < 40 ms at 32; no non-2xx for valid credentials; (d) >= 85% of (f)
 with the Redis commands (d) sent per Check, from Redis's commandstats
 (target: one round trip). Both servers run every Check step but the limiter: quota,
 metering and the rate limits, the latter set so high here that nothing is refused
-(the figure is the limiter's cost, not its denials). The auth server runs
+(the figure is the limiter's cost, not its denials). "µs/req" is the server
+process's CPU time (/proc/<pid>/stat utime+stime) over the measured run divided by
+the requests answered: Python's cost per Check, Envoy's and wrk's excluded. The auth server runs
 on PostgreSQL + Redis as in production (``--sqlite`` for the embedded default); its
 warm Check touches neither. Envoy, wrk and Python share the machine's cores, and other
 work on the machine shows up in the load average printed first: compare rows within
@@ -54,6 +65,12 @@ TENANT = "bench"
 EMAIL = "owner@bench.test"
 ROUTE = {"required_permission": "transcription:read", "upstream": "transcription"}
 THREADS = 8
+DEFAULT_DATABASE_URL = os.environ.get(
+    "TAHOE_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/tahoe_bench_authz"
+)
+DEFAULT_REDIS_URL = os.environ.get("TAHOE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+# What envoy/envoy.yaml's per-route header_mutation sets for such a route (HTTP transport).
+ROUTE_HEADERS = {"x-tahoe-route-permission": ROUTE["required_permission"], "x-tahoe-route-upstream": ROUTE["upstream"]}
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,8 @@ class Row:
     result: harness.WrkResult
     server_cpu: float
     envoy_cpu: float
+    # Server CPU microseconds per request (0 without a server process).
+    server_us: float = 0.0
 
 
 NEVER_LIMITED = json.dumps({name: {"limit": 10_000_000, "period": 60} for name in ("per_address", "per_tenant")})
@@ -174,7 +193,8 @@ def measure(case: Case, conns: int, duration: int, warmup: int, redis_per_reques
         redis_per_request.append((redis_calls(case.redis_url) - calls_before) / max(1, result.requests))
     after = harness.cpu_seconds(case.pids), harness.cpu_seconds([case.envoy.pid])
     server, envoy_cpu = (100 * (a - b) / result.duration_s for a, b in zip(after, before, strict=True))
-    return Row(f"{case.key} {case.label}", conns, result, server, envoy_cpu)
+    server_us = 1e6 * (after[0] - before[0]) / max(1, result.requests) if case.pids else 0.0
+    return Row(f"{case.key} {case.label}", conns, result, server, envoy_cpu, server_us)
 
 
 @contextlib.contextmanager
@@ -183,14 +203,17 @@ def envoy_for(tmp: Path, **config: object) -> Iterator[harness.Envoy]:
         yield envoy
 
 
-HEADER = f"{'case':<44}{'conns':>6}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>9}{'srv CPU%':>9}{'envoy%':>8}"
+HEADER = (
+    f"{'case':<48}{'conns':>6}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>9}"
+    f"{'srv CPU%':>9}{'µs/req':>8}{'envoy%':>8}"
+)
 
 
 def format_row(row: Row) -> str:
     r = row.result
     return (
-        f"{row.case:<44}{row.conns:>6}{r.rps:>9.0f}{r.p50_ms:>8.2f}{r.p99_ms:>8.2f}"
-        f"{r.non_2xx + r.socket_errors:>9}{row.server_cpu:>9.0f}{row.envoy_cpu:>8.0f}"
+        f"{row.case:<48}{row.conns:>6}{r.rps:>9.0f}{r.p50_ms:>8.2f}{r.p99_ms:>8.2f}"
+        f"{r.non_2xx + r.socket_errors:>9}{row.server_cpu:>9.0f}{row.server_us:>8.0f}{row.envoy_cpu:>8.0f}"
     )
 
 
@@ -212,7 +235,32 @@ def median_row(rows: Sequence[Row]) -> Row:
         p99_ms=med([r.p99_ms for r in results]),
         max_ms=max(r.max_ms for r in results),
     )
-    return Row(rows[0].case, rows[0].conns, merged, med([r.server_cpu for r in rows]), med([r.envoy_cpu for r in rows]))
+    return Row(
+        rows[0].case,
+        rows[0].conns,
+        merged,
+        med([r.server_cpu for r in rows]),
+        med([r.envoy_cpu for r in rows]),
+        med([r.server_us for r in rows]),
+    )
+
+
+def start_baseline(
+    stack: contextlib.ExitStack, tmp: Path, argv: list[str], env: dict[str, str], src: str
+) -> tuple[int, int, int]:
+    """`tahoe-auth serve` from the tahoe_auth under `src` (first on PYTHONPATH), on the
+    same database and Redis: (pid, gRPC port, HTTP ext_authz port)."""
+    port = harness.free_port()
+    env_base = env | {
+        "TAHOE_GRPC_ADDR": f"127.0.0.1:{port}",
+        "TAHOE_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
+        "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
+        "PYTHONPATH": str(Path(src).resolve()),
+    }
+    base = stack.enter_context(harness.managed_process(argv, tmp / "auth-base.log", ready_port=port, env=env_base))
+    http_port = int(env_base["TAHOE_AUTHZ_HTTP_ADDR"].rsplit(":", 1)[1])
+    harness.wait_for_port(http_port)
+    return base.pid, port, http_port
 
 
 def run(args: argparse.Namespace, redis_per_request: list[float]) -> list[Row]:
@@ -234,18 +282,32 @@ def run(args: argparse.Namespace, redis_per_request: list[float]) -> list[Row]:
         auth_off = stack.enter_context(
             harness.managed_process(argv, tmp / "auth-off.log", ready_port=off_port, env=env_off)
         )
+        baseline = start_baseline(stack, tmp, argv, env, args.baseline_src) if args.baseline_src else None
         creds = credentials(target, http_addr)
         bearer = {"authorization": f"Bearer {creds.access_token}"}
         floor_port = harness.free_port()
         floor_argv = [sys.executable, str(ROOT / "bench" / "server_model.py"), "--serve", "sync"]
         floor_argv += ["--port", str(floor_port), "--threads", str(args.threads)]
         floor = stack.enter_context(harness.managed_process(floor_argv, tmp / "floor.log", ready_port=floor_port))
+        http_floor_port = harness.free_port()
+        http_floor_argv = [sys.executable, str(ROOT / "bench" / "http_floor.py"), "--port", str(http_floor_port)]
+        http_floor = stack.enter_context(
+            harness.managed_process(http_floor_argv, tmp / "http-floor.log", ready_port=http_floor_port)
+        )
+        authz_http_port = int(env["TAHOE_AUTHZ_HTTP_ADDR"].rsplit(":", 1)[1])
+        harness.wait_for_port(authz_http_port)
         provider = harness.JwtProvider(creds.issuer, creds.jwks_json, audiences=(creds.audience,))
         direct = stack.enter_context(envoy_for(tmp))
         jwt_authn = stack.enter_context(envoy_for(tmp, jwt_provider=provider))
         to_floor = stack.enter_context(envoy_for(tmp, ext_authz_ports=[floor_port], context_extensions=ROUTE))
         to_tahoe = stack.enter_context(envoy_for(tmp, ext_authz_ports=[auth_port], context_extensions=ROUTE))
         to_tahoe_off = stack.enter_context(envoy_for(tmp, ext_authz_ports=[off_port], context_extensions=ROUTE))
+        http_to_floor = stack.enter_context(
+            envoy_for(tmp, http_authz_ports=[http_floor_port], route_headers=ROUTE_HEADERS)
+        )
+        http_to_tahoe = stack.enter_context(
+            envoy_for(tmp, http_authz_ports=[authz_http_port], route_headers=ROUTE_HEADERS)
+        )
         redis_url = None if args.sqlite else args.redis_url
         cases = [
             Case("(a)", "Envoy direct, no auth", direct, (), None),
@@ -253,27 +315,42 @@ def run(args: argparse.Namespace, redis_per_request: list[float]) -> list[Row]:
             Case("(c)", "ext_authz -> do-nothing Python", to_floor, (floor.pid,), bearer),
             Case("(d)", "ext_authz -> Tahoe Check, user token", to_tahoe, (auth.pid,), bearer, redis_url),
             Case("(f)", "as (d), rate limiting off", to_tahoe_off, (auth_off.pid,), bearer),
+            Case("(g)", "HTTP ext_authz -> do-nothing Python", http_to_floor, (http_floor.pid,), bearer),
+            Case("(h)", "HTTP ext_authz -> Tahoe Check, user token", http_to_tahoe, (auth.pid,), bearer),
         ]
+        if baseline is not None:
+            base_pid, base_port, base_http_port = baseline
+            to_base = stack.enter_context(envoy_for(tmp, ext_authz_ports=[base_port], context_extensions=ROUTE))
+            http_to_base = stack.enter_context(
+                envoy_for(tmp, http_authz_ports=[base_http_port], route_headers=ROUTE_HEADERS)
+            )
+            cases.append(Case("(d0)", "as (d), --baseline-src code", to_base, (base_pid,), bearer))
+            cases.append(Case("(h0)", "as (h), --baseline-src code", http_to_base, (base_pid,), bearer))
         if creds.api_key is None:
             print("(e) ext_authz -> Tahoe Check, API key: skipped (no API keys in this build)")
         else:
             key = {"authorization": f"Bearer {creds.api_key}"}
             cases.append(Case("(e)", "ext_authz -> Tahoe Check, API key", to_tahoe, (auth.pid,), key))
+            cases.append(Case("(i)", "HTTP ext_authz -> Tahoe Check, API key", http_to_tahoe, (auth.pid,), key))
         if args.cases:
             cases = [c for c in cases if c.key.strip("()") in args.cases]
-        measured: dict[tuple[str, int], list[Row]] = {}
-        print(HEADER, flush=True)
-        for conns in args.connections:
-            for round_no in range(1, args.rounds + 1):
-                for case in cases:
-                    row = measure(case, conns, args.duration, args.warmup, redis_per_request)
-                    measured.setdefault((case.key, conns), []).append(row)
-                    print(f"{format_row(row)}   round {round_no}", flush=True)
-        return [median_row(rows) for rows in measured.values()]
+        return measure_rounds(cases, args, redis_per_request)
+
+
+def measure_rounds(cases: Sequence[Case], args: argparse.Namespace, redis_per_request: list[float]) -> list[Row]:
+    measured: dict[tuple[str, int], list[Row]] = {}
+    print(HEADER, flush=True)
+    for conns in args.connections:
+        for round_no in range(1, args.rounds + 1):
+            for case in cases:
+                row = measure(case, conns, args.duration, args.warmup, redis_per_request)
+                measured.setdefault((case.key, conns), []).append(row)
+                print(f"{format_row(row)}   round {round_no}", flush=True)
+    return [median_row(rows) for rows in measured.values()]
 
 
 def summary(rows: list[Row], conns_list: Sequence[int]) -> list[str]:
-    by = {(r.case[:3], r.conns): r for r in rows}
+    by = {(r.case.split()[0], r.conns): r for r in rows}
     lines = []
     for conns in conns_list:
         a, b, c, d, f = (by.get((k, conns)) for k in ("(a)", "(b)", "(c)", "(d)", "(f)"))
@@ -285,8 +362,31 @@ def summary(rows: list[Row], conns_list: Sequence[int]) -> list[str]:
             + (f", (d)/(a) = {d.result.rps / a.result.rps:.2f}" if a else "")
             + (f", rate limiting on/off (d)/(f) = {d.result.rps / f.result.rps:.2f} (target >= 0.85)" if f else "")
         )
+        g, h = by.get(("(g)", conns)), by.get(("(h)", conns))
+        if h:
+            lines.append(
+                f"  HTTP: (h)/(b) = {h.result.rps / b.result.rps:.2f} (target >= 1.00)"
+                + (f", (h)/(g) = {h.result.rps / g.result.rps:.2f} (target >= 0.85)" if g else "")
+                + f", (h)/(d) = {h.result.rps / d.result.rps:.2f}"
+                + f"; p99 (h) {h.result.p99_ms:.2f} ms vs (b) {b.result.p99_ms:.2f} ms = "
+                + f"{h.result.p99_ms / b.result.p99_ms:.2f} x (target <= 1.50)"
+            )
+        cpu = [
+            f"{k} {row.server_us:.0f}"
+            for k in ("(c)", "(d)", "(e)", "(g)", "(h)", "(i)", "(d0)", "(h0)")
+            if (row := by.get((k, conns)))
+        ]
+        lines.append("  Python CPU µs per Check: " + ", ".join(cpu))
+        d0, h0 = by.get(("(d0)", conns)), by.get(("(h0)", conns))
+        if d0 and h0 and h and g:
+            lines.append(
+                f"  against --baseline-src: (d)/(d0) = {d.result.rps / d0.result.rps:.2f}, "
+                f"(h)/(h0) = {h.result.rps / h0.result.rps:.2f}; "
+                f"(d0)/(c) = {d0.result.rps / c.result.rps:.2f}, (h0)/(b) = {h0.result.rps / b.result.rps:.2f}, "
+                f"(h0)/(g) = {h0.result.rps / g.result.rps:.2f}"
+            )
         limit = 15.0 if conns <= 8 else 40.0
-        for key in ("(d)", "(e)"):
+        for key in ("(d)", "(e)", "(h)", "(i)"):
             row = by.get((key, conns))
             if row is None:
                 continue
@@ -310,12 +410,16 @@ def main() -> int:
     parser.add_argument("--cases", nargs="+", metavar="LETTER", help="only these cases (e.g. --cases d f)")
     parser.add_argument(
         "--database-url",
-        default=os.environ.get(
-            "TAHOE_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/tahoe_bench_authz"
-        ),
+        default=DEFAULT_DATABASE_URL,
     )
-    parser.add_argument("--redis-url", default=os.environ.get("TAHOE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"))
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    parser.add_argument("--baseline-src", metavar="DIR", help="also run (d0), (h0) on the tahoe_auth under DIR")
+    parser.add_argument(
+        "--ports", type=int, nargs=2, metavar=("FIRST", "LAST"), help="take every port from this range only"
+    )
     args = parser.parse_args()
+    if args.ports:
+        harness.use_port_range(*args.ports)
     load = os.getloadavg()
     print(
         f"ext_authz benchmark: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "

@@ -40,6 +40,8 @@ from typing import Any
 LOCALHOST = "127.0.0.1"
 COMMITTED_ENVOY_CONFIG = Path(__file__).resolve().parents[1] / "envoy" / "envoy.yaml"
 EXT_AUTHZ_CLUSTER = "ext_authz"
+EXT_AUTHZ_HTTP_CLUSTER = "ext_authz_http"
+ROUTE_REQUIREMENTS = "tahoe.route_requirements"
 UPSTREAM_CLUSTER = "upstream"
 
 _WRK_DONE_SCRIPT = """
@@ -85,6 +87,11 @@ def free_port() -> int:
                 continue
             return port
     raise OSError(f"no free port in TAHOE_TEST_PORTS={bounds}")
+
+
+def use_port_range(first: int, last: int) -> None:
+    """Make free_port hand out ports from first..last only (as TAHOE_TEST_PORTS does)."""
+    os.environ["TAHOE_TEST_PORTS"] = f"{first}-{last}"
 
 
 def wait_for_port(port: int, timeout_s: float = 15.0, host: str = LOCALHOST) -> None:
@@ -216,6 +223,8 @@ def envoy_config(
     upstream_port: int | None = None,
     response_body: str = "ok",
     context_extensions: Mapping[str, str] | None = None,
+    http_authz_ports: Sequence[int] | None = None,
+    route_headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Build an Envoy bootstrap config (as a dict, dumped to YAML/JSON by run_envoy).
 
@@ -224,6 +233,10 @@ def envoy_config(
     instead of a 200 ``direct_response``. ``admin_port`` defaults to a free port.
     ``context_extensions``: the route's ext_authz context extensions (for Tahoe's
     Check: ``required_permission``, ``upstream``).
+    ``http_authz_ports``: Envoy's HTTP ext_authz (``http_service``, HTTP/1.1) instead,
+    behind a header_mutation that drops client-sent x-tahoe-* and a second one
+    (ROUTE_REQUIREMENTS) whose per-route config adds ``route_headers`` (e.g.
+    ``x-tahoe-route-permission``), as envoy/envoy.yaml does.
     """
     filters: list[dict[str, Any]] = []
     clusters: list[dict[str, Any]] = []
@@ -233,6 +246,9 @@ def envoy_config(
         filters.append(_ext_authz_filter(timeout_ms))
         outliers = committed_auth_resilience().outlier_detection
         clusters.append(_cluster(EXT_AUTHZ_CLUSTER, ext_authz_ports, http2=True, outlier_detection=outliers))
+    if http_authz_ports:
+        filters += _http_authz_filters(timeout_ms)
+        clusters.append(_cluster(EXT_AUTHZ_HTTP_CLUSTER, http_authz_ports))
     if upstream_port is not None:
         clusters.append(_cluster(UPSTREAM_CLUSTER, [upstream_port]))
     filters.append(_typed("envoy.filters.http.router", "extensions.filters.http.router.v3.Router"))
@@ -243,6 +259,15 @@ def envoy_config(
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
                 "check_settings": {"context_extensions": dict(context_extensions)},
             }
+        }
+    if http_authz_ports and route_headers:
+        append = [
+            {"append": {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}}
+            for k, v in route_headers.items()
+        ]
+        route.setdefault("typed_per_filter_config", {})[ROUTE_REQUIREMENTS] = {
+            "@type": f"type.googleapis.com/{_HEADER_MUTATION}PerRoute",
+            "mutations": {"request_mutations": append},
         }
     return {
         "admin": {"address": _address(admin_port or free_port())},
@@ -328,6 +353,65 @@ def _ext_authz_filter(timeout_ms: int) -> dict[str, Any]:
         failure_mode_allow=False,
         status_on_error={"code": 503},
     )
+
+
+_HEADER_MUTATION = "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+
+
+def _http_authz_filters(timeout_ms: int) -> list[dict[str, Any]]:
+    """Strip client x-tahoe-*, add the route's requirements (per route), then
+    ext_authz over HTTP: the shape of envoy/envoy.yaml's http_service."""
+    strip = {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": f"type.googleapis.com/{_HEADER_MUTATION}",
+            "mutations": {"request_mutations": [{"remove_on_match": {"key_matcher": {"prefix": "x-tahoe-"}}}]},
+        },
+    }
+    requirements = {
+        "name": ROUTE_REQUIREMENTS,
+        "typed_config": {"@type": f"type.googleapis.com/{_HEADER_MUTATION}", "mutations": {}},
+    }
+    authz = _typed(
+        "envoy.filters.http.ext_authz",
+        "extensions.filters.http.ext_authz.v3.ExtAuthz",
+        http_service={
+            "server_uri": {
+                "uri": "http://tahoe-authz",
+                "cluster": EXT_AUTHZ_HTTP_CLUSTER,
+                "timeout": f"{timeout_ms / 1000:.3f}s",
+            },
+            "authorization_request": {
+                "headers_to_add": [
+                    {"key": "x-tahoe-client-address", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}
+                ]
+            },
+            "authorization_response": {
+                "allowed_upstream_headers": {"patterns": [{"prefix": "x-tahoe-"}]},
+                "allowed_client_headers": {
+                    "patterns": [
+                        {"exact": "content-type"},
+                        {"exact": "www-authenticate"},
+                        {"exact": "retry-after"},
+                        {"prefix": "ratelimit-"},
+                    ]
+                },
+                "allowed_client_headers_on_success": {"patterns": [{"prefix": "ratelimit-"}]},
+            },
+        },
+        transport_api_version="V3",
+        failure_mode_allow=False,
+        status_on_error={"code": 503},
+        allowed_headers={
+            "patterns": [
+                {"exact": "authorization"},
+                {"exact": "x-request-id"},
+                {"exact": "traceparent"},
+                {"prefix": "x-tahoe-"},
+            ]
+        },
+    )
+    return [strip, requirements, authz]
 
 
 def _jwt_authn_filter(provider: JwtProvider) -> dict[str, Any]:

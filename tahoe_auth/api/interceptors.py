@@ -271,16 +271,26 @@ class Chain(grpc.ServerInterceptor):  # type: ignore[misc]
         self._policies = policies
         self._default = default
         self._hashing_pool = hashing_pool
+        # Wrapped handlers by method: grpc asks on every call, and the lookup plus the
+        # wrapping cost more than a warm Check's own logic. The handlers registered
+        # before the server starts are all there are; unknown methods are not kept.
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(details)
-        if handler is None:
-            return None
         method: str = details.method
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            handler = continuation(details)
+            if handler is None:
+                return None
+            wrapped = self._handlers[method] = self._wrap_handler(method, handler)
+        return wrapped
+
+    def _wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         policy = self._policies.get(method, self._default)
         deserialize = tolerant(handler.request_deserializer, method)
         serialize = handler.response_serializer

@@ -130,7 +130,7 @@ class AdmissionControl:
         headers = dict(outcome.response_headers)
         headers.update(admission.headers)
         if admission.allowed:
-            return dataclasses.replace(outcome, response_headers=headers)
+            return outcome.with_response_headers(headers)
         message = (admission.body or {}).get("message", "too many requests")
         refused = dataclasses.replace(outcome.decision, allowed=False, reason=admission.reason, message=message)
         return dataclasses.replace(outcome, decision=refused, response_headers=headers)

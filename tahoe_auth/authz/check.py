@@ -72,6 +72,11 @@ class CheckOutcome:
     def allowed(self) -> bool:
         return self.decision.allowed
 
+    def with_response_headers(self, headers: Mapping[str, str]) -> CheckOutcome:
+        """This outcome with other client response headers: `dataclasses.replace`,
+        at a fraction of its cost (hooks call it on every Check)."""
+        return CheckOutcome(self.decision, headers, self.upstream_headers, self.remove_headers)
+
     @property
     def http_status(self) -> int:
         """The decision's, from its reason's row: never set separately."""

@@ -208,12 +208,26 @@ def decide(checks: Sequence[PolicyCheck], outcomes: Sequence[Outcome], *, degrad
     if not checks:
         return UNLIMITED
     pairs = tuple(zip(checks, outcomes, strict=True))
-    enforced = [(c, o) for c, o in pairs if not c.policy.shadow]
-    shadow_hits = tuple(c.policy.name for c, o in pairs if c.policy.shadow and not o.allowed)
-    denied = [(c, o) for c, o in enforced if not o.allowed]
-    if denied:
-        check, outcome = max(denied, key=lambda pair: pair[1].retry_us)
+    # One pass, no intermediate lists: Check runs this on every request. Ties go to
+    # the first pair, as max()/min() would.
+    shadow_hits: tuple[str, ...] = ()
+    denied: tuple[PolicyCheck, Outcome] | None = None
+    enforced: list[tuple[PolicyCheck, Outcome]] = []
+    for pair in pairs:
+        policy, verdict = pair[0].policy, pair[1]
+        if policy.shadow:
+            if not verdict.allowed:
+                shadow_hits += (policy.name,)
+        elif not verdict.allowed:
+            if denied is None or verdict.retry_us > denied[1].retry_us:
+                denied = pair
+        else:
+            enforced.append(pair)
+    if denied is not None:
+        check, outcome = denied
         allowed = False
+    elif len(enforced) == 1:
+        (check, outcome), allowed = enforced[0], True
     elif enforced:
         check, outcome = min(enforced, key=lambda pair: (pair[1].remaining / pair[0].policy.limit, -pair[1].reset_us))
         allowed = True

@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from tahoe_auth.domain.errors import InvalidArgument
@@ -235,10 +236,17 @@ class QuotaDecision:
         return f"{self.metric}: {used} of {included} included units used this period ({kind} limit)"
 
 
+@lru_cache(maxsize=32)
+def _month_end(year: int, month: int) -> dt.datetime:
+    """`period_of(moment).end` for any moment of this UTC month: built once, not per Check."""
+    return period_of(dt.datetime(year, month, 1, tzinfo=dt.UTC)).end
+
+
 def evaluate_quota(rule: QuotaRule | None, metric: str, used: float, now: dt.datetime) -> QuotaDecision:
     if rule is None:
         return QuotaDecision(True, metric, used)
-    reset_after = (period_of(now).end - now).total_seconds()
+    utc = now.astimezone(dt.UTC)
+    reset_after = (_month_end(utc.year, utc.month) - now).total_seconds()
     exhausted = used >= rule.included
     return QuotaDecision(not (exhausted and rule.hard), metric, used, rule.included, rule.hard, True, reset_after)
 

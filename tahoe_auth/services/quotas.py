@@ -96,7 +96,11 @@ class Quotas:
             self._want(tenant_id)
             return QuotaDecision(True, metric)
         state.seen = self._monotonic()
-        return evaluate_quota(state.rules.get(metric), metric, state.used.get(metric, 0.0), self._clock.now())
+        rule = state.rules.get(metric)
+        used = state.used.get(metric, 0.0)
+        if rule is None:  # as evaluate_quota answers it, without the clock (a datetime per Check)
+            return QuotaDecision(True, metric, used)
+        return evaluate_quota(rule, metric, used, self._clock.now())
 
     def _want(self, tenant_id: str) -> None:
         with self._lock:

@@ -173,3 +173,22 @@ def test_every_allowed_response_removes_the_credential() -> None:
         assert "authorization" in rate_limited.ok_response.headers_to_remove
     assert list(api.allowed_response(fresh).ok_response.headers_to_remove) == ["authorization", "x-tahoe-role"]
     assert list(api.allowed_response(plain).ok_response.headers_to_remove) == ["authorization"]
+
+
+def test_with_response_headers_is_replace_on_every_field() -> None:
+    """The hooks' shortcut for `dataclasses.replace`: it must carry every other field
+    over (a field added to CheckOutcome and not to the shortcut fails here)."""
+    import dataclasses
+
+    principal = Principal("t1", "u1", "user", PermissionSet.of(["transcription:*"]))
+    outcome = CheckOutcome(
+        decision.decide(principal, "transcription:read"),
+        {"ratelimit-limit": "1"},
+        {"x-tahoe-subject": "u1"},
+        ("authorization",),
+    )
+    for f in dataclasses.fields(CheckOutcome):
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        assert getattr(outcome, f.name) != default, f"give {f.name} a non-default value here"
+    headers = {"ratelimit-limit": "2", "ratelimit-remaining": "1"}
+    assert outcome.with_response_headers(headers) == dataclasses.replace(outcome, response_headers=headers)

@@ -274,3 +274,55 @@ def test_invalid_settings_name_the_field(raw: dict[str, object], field: str) -> 
     with pytest.raises(InvalidArgument) as info:
         rl.parse_limits(raw)
     assert info.value.field == field
+
+
+def _decide_by_definition(checks: list[PolicyCheck], outcomes: list[rl.Outcome]) -> rl.RateLimitDecision:
+    """decide() as its contract reads: the denial retrying last, else the enforced policy
+    closest to exhaustion, else (all in shadow) the tightest; ties to the first."""
+    pairs = tuple(zip(checks, outcomes, strict=True))
+    enforced = [(c, o) for c, o in pairs if not c.policy.shadow]
+    shadow_hits = tuple(c.policy.name for c, o in pairs if c.policy.shadow and not o.allowed)
+    denied = [(c, o) for c, o in enforced if not o.allowed]
+    if denied:
+        (check, outcome), allowed = max(denied, key=lambda p: p[1].retry_us), False
+    elif enforced:
+        check, outcome = min(enforced, key=lambda p: (p[1].remaining / p[0].policy.limit, -p[1].reset_us))
+        allowed = True
+    else:
+        (check, outcome), allowed = min(pairs, key=lambda p: p[1].remaining / p[0].policy.limit), True
+    return rl.RateLimitDecision(
+        allowed=allowed,
+        limit=check.policy.limit,
+        remaining=outcome.remaining,
+        reset=outcome.reset_us / rl.US,
+        retry_after=0.0 if allowed else outcome.retry_us / rl.US,
+        policy=check.policy.name,
+        shadow_hits=shadow_hits,
+        outcomes=pairs,
+    )
+
+
+_verdicts = st.lists(
+    st.tuples(
+        st.sampled_from(rl.POLICY_NAMES),
+        st.integers(1, 5),  # limit
+        st.booleans(),  # shadow
+        st.booleans(),  # allowed
+        st.integers(0, 5),  # remaining
+        st.integers(0, 3),  # reset_us (ties on purpose)
+        st.integers(0, 3),  # retry_us
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@given(_verdicts)
+@settings(max_examples=500, deadline=None)
+def test_decide_picks_the_policy_its_contract_names(verdicts: list[tuple[str, int, bool, bool, int, int, int]]) -> None:
+    checks = [
+        PolicyCheck(f"k{i}", Policy(name, limit, 60, shadow=shadow))
+        for i, (name, limit, shadow, *_) in enumerate(verdicts)
+    ]
+    outcomes = [rl.Outcome(allowed, remaining, reset, retry) for *_, allowed, remaining, reset, retry in verdicts]
+    assert rl.decide(checks, outcomes) == _decide_by_definition(checks, outcomes)

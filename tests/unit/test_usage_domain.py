@@ -118,3 +118,23 @@ def test_exports_are_exact_and_complete() -> None:
     ]
     document = json.loads(u.export_json(period, tenants, NOW))
     assert document["period"] == "2030-03" and document["tenants"][0]["lines"][0]["overage"] == 234567.0
+
+
+def test_a_quota_resets_when_its_billing_period_ends_whatever_the_moment() -> None:
+    """evaluate_quota remembers month ends: the same answer as period_of, at month and
+    year boundaries and in other time zones."""
+    import datetime as dt
+
+    from tahoe_auth.domain.usage import QuotaRule, evaluate_quota, period_of
+
+    rule = QuotaRule("api.requests", 10.0)
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    moments = [
+        dt.datetime(2030, 12, 31, 23, 59, 59, 999_999, tzinfo=dt.UTC),
+        dt.datetime(2031, 1, 1, tzinfo=dt.UTC),
+        dt.datetime(2032, 2, 29, 12, tzinfo=dt.UTC),
+        dt.datetime(2031, 1, 1, 1, 30, tzinfo=plus_two),  # still December in UTC
+        dt.datetime(2031, 3, 15, 8, tzinfo=plus_two),
+    ]
+    for now in moments:
+        assert evaluate_quota(rule, "api.requests", 3.0, now).reset_after == (period_of(now).end - now).total_seconds()
