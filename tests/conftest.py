@@ -5,6 +5,7 @@ that need it; in CI (CI=true) it fails them."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tahoe_auth import migrate
 from tests import support
+from tests.servers import OwnPostgres
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/tahoe_test"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/11"
@@ -103,3 +106,18 @@ def pair(pg_env: dict[str, str]) -> Iterator[tuple[support.RunningServer, suppor
         for instance in (a, b):
             assert instance.app.store.subscribed.wait(5)  # type: ignore[attr-defined]
         yield a, b
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    """A private, migrated PostgreSQL cluster that the test may stop and start."""
+    postgres = OwnPostgres()
+    postgres.init()
+    postgres.start()
+    migrate.upgrade(postgres.url)
+    try:
+        yield postgres
+    finally:
+        with contextlib.suppress(Exception):  # already stopped by the test
+            postgres.stop()
+        postgres.remove()

@@ -3,13 +3,11 @@ without SQL, failing closed, hooks, and the one decision function."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,6 @@ from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tahoe_auth import migrate
 from tahoe_auth.api import ext_authz as api
 from tahoe_auth.authz.check import DECISION_TTL, CheckContext, CheckOutcome
 from tahoe_auth.domain import decision
@@ -259,20 +256,6 @@ def test_one_decision_function_for_check_explain_and_the_grpc_api(
 
 
 # -- failing closed ------------------------------------------------------------------
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[OwnPostgres]:
-    postgres = OwnPostgres()
-    postgres.init()
-    postgres.start()
-    migrate.upgrade(postgres.url)
-    try:
-        yield postgres
-    finally:
-        with contextlib.suppress(Exception):
-            postgres.stop()
-        postgres.remove()
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ trusting them within a second."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -138,22 +137,6 @@ def test_a_silent_channel_counts_as_down(pair: tuple[RunningServer, RunningServe
         assert not allowed(a, revoked)
     finally:
         redis.resume()
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[OwnPostgres]:
-    from tahoe_auth import migrate
-
-    postgres = OwnPostgres()
-    postgres.init()
-    postgres.start()
-    migrate.upgrade(postgres.url)
-    try:
-        yield postgres
-    finally:
-        with contextlib.suppress(Exception):  # already stopped by the test
-            postgres.stop()
-        postgres.remove()
 
 
 def test_an_instance_that_hears_neither_path_stops_trusting_its_caches_within_a_second(
