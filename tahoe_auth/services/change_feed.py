@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 DROP_EVERYTHING = ("", "")
 CHANGE_FEED_THREAD = "change-feed"
 BATCH = 500
+POLL_STALLED = 2.0
 
 
 class ChangeFeed:
@@ -214,9 +215,11 @@ class ChangeFeed:
 
     def _subscription_interrupted(self) -> None:
         """Pub/sub reconnected or dropped: what it missed, the poll delivers, unless the
-        poll is not working either."""
+        poll is not working either (failing, or stalled for longer than POLL_STALLED: a
+        poll that is merely late on a busy host still catches up)."""
         last = self._last_poll
-        if last is not None and self._monotonic() - last < self._trust_window:
+        working = last is not None and self._failed_since is None
+        if working and last is not None and self._monotonic() - last < max(POLL_STALLED, self._trust_window):
             return
         self._dispatch(*DROP_EVERYTHING, "resync")
 

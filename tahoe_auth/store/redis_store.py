@@ -163,10 +163,10 @@ class RedisStore:
                 first = False
                 self._hear(pubsub)
             except redis.RedisError as exc:
-                if self.subscribed.is_set():
+                if self.subscribed.is_set():  # once per outage, not once per failed attempt
                     log.warning("redis pub/sub lost (%s); reconnecting", exc)
-                self.subscribed.clear()
-                self._dispatch(*RECONNECT)
+                    self.subscribed.clear()
+                    self._dispatch(*RECONNECT)
                 self._stop.wait(0.2)
         client.close()
 
