@@ -39,7 +39,7 @@ lint: $(STAMP) node_modules/.bin/buf ## ruff, mypy, import contracts, buf lint, 
 	cd protos && ../node_modules/.bin/buf lint
 	$(BIN)/python scripts/buf_breaking.py
 	$(BIN)/python scripts/gen_protos.py --check
-	$(BIN)/python scripts/envoy_http_config.py --check
+	$(BIN)/python scripts/envoy_grpc_config.py --check
 
 format: $(STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

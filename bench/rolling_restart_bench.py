@@ -57,7 +57,10 @@ def one_sigterm(args: argparse.Namespace, source: Path | None, tmp: Path) -> Out
             "TAHOE_LOG_LEVEL": "WARNING",
             "TAHOE_RATE_LIMITS": NEVER_LIMITED,
         }
-        with rolling.deployment(env, tmp, source=source) as fleet, fleet.load(args.clients) as load:
+        with (
+            rolling.deployment(env, tmp, source=source, transport=args.transport) as fleet,
+            fleet.load(args.clients) as load,
+        ):
             leaving = fleet.instances[0]
             rolling.wait_for(lambda: all(fleet.host(i).rq_success >= 50 for i in fleet.instances), 60, "traffic")
             # A long-running Envoy: its health checks at their regular interval. The first
@@ -78,8 +81,8 @@ def one_sigterm(args: argparse.Namespace, source: Path | None, tmp: Path) -> Out
 
 
 def health_checks(fleet: rolling.Deployment) -> int:
-    return harness.envoy_stats(fleet.envoy.admin_port, "tahoe_auth.health_check.attempt$").get(
-        f"cluster.{rolling.AUTH_CLUSTER}.health_check.attempt", 0
+    return harness.envoy_stats(fleet.envoy.admin_port, f"{fleet.cluster}.health_check.attempt$").get(
+        f"cluster.{fleet.cluster}.health_check.attempt", 0
     )
 
 
@@ -88,6 +91,12 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, help="another checkout to measure first, in the same run")
     parser.add_argument("--rounds", type=int, default=1, help="SIGTERMs per tree (each on a fresh deployment)")
     parser.add_argument("--clients", type=int, default=4, help="clients sending back to back")
+    parser.add_argument(
+        "--transport",
+        choices=("http", "grpc"),
+        default="http",
+        help="Check's transport (a --baseline from before the HTTP transport needs grpc)",
+    )
     parser.add_argument("--after", type=int, default=300, help="answers to wait for after the exit")
     parser.add_argument(
         "--database-url",

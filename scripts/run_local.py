@@ -3,8 +3,8 @@ transcription service and Envoy in front of it, and print what to do next.
 
 Everything runs on embedded defaults (SQLite under ./var, in-process store) unless
 TAHOE_* variables say otherwise. Every address can be moved, for a second run or a test:
-TAHOE_GRPC_ADDR, TAHOE_HTTP_ADDR, TRANSCRIPTION_ADDR (the demo), TAHOE_RUN_ENVOY_ADDR and
-TAHOE_RUN_ENVOY_ADMIN_ADDR; TAHOE_VAR_DIR moves ./var.
+TAHOE_GRPC_ADDR, TAHOE_HTTP_ADDR, TAHOE_AUTHZ_HTTP_ADDR, TRANSCRIPTION_ADDR (the demo),
+TAHOE_RUN_ENVOY_ADDR and TAHOE_RUN_ENVOY_ADMIN_ADDR; TAHOE_VAR_DIR moves ./var.
 
 Ctrl-C, SIGTERM (a process manager, `kill`) and SIGHUP (its terminal closed) all stop
 it the same way: the children are asked to stop, waited for, and killed if they linger.
@@ -29,7 +29,7 @@ SERVICE = "transcription_service"
 CLI = [sys.executable, "-m", "tahoe_auth"]
 BIN = Path(sys.executable).parent
 ENVOY_CONFIG = ROOT / "envoy" / "envoy.yaml"
-DEFAULT_GRPC, DEFAULT_HTTP = "127.0.0.1:9200", "127.0.0.1:9201"
+DEFAULT_GRPC, DEFAULT_HTTP, DEFAULT_AUTHZ_HTTP = "127.0.0.1:9200", "127.0.0.1:9201", "127.0.0.1:9202"
 DEFAULT_DEMO, DEFAULT_ENVOY, DEFAULT_ENVOY_ADMIN = "127.0.0.1:9300", "127.0.0.1:8080", "127.0.0.1:9901"
 ENVOY_ADDR = os.environ.get("TAHOE_RUN_ENVOY_ADDR") or DEFAULT_ENVOY
 ENVOY_ADMIN_ADDR = os.environ.get("TAHOE_RUN_ENVOY_ADMIN_ADDR") or DEFAULT_ENVOY_ADMIN
@@ -107,24 +107,32 @@ def wait_for(address: str, process: subprocess.Popen[bytes], what: str, timeout:
     sys.exit(f"{what} is not listening on {address} after {timeout:.0f} s")
 
 
-def envoy_config(grpc_addr: str) -> Path:
-    """envoy/envoy.yaml as committed, or a copy with the addresses that were moved."""
+def envoy_config(authz_http_addr: str, http_addr: str) -> Path:
+    """envoy/envoy.yaml as committed (Check over HTTP on TAHOE_AUTHZ_HTTP_ADDR, health
+    on the side port), or a copy with the addresses that were moved."""
     moves = {
         DEFAULT_ENVOY_ADMIN: ENVOY_ADMIN_ADDR,
         DEFAULT_ENVOY: ENVOY_ADDR,
-        DEFAULT_GRPC: grpc_addr,
+        DEFAULT_AUTHZ_HTTP: authz_http_addr,
         DEFAULT_DEMO: DEMO_ADDR,
     }
-    if all(old == new for old, new in moves.items()):
+    health_port, side_port = DEFAULT_HTTP.rpartition(":")[2], http_addr.rpartition(":")[2]
+    if all(old == new for old, new in moves.items()) and health_port == side_port:
         return ENVOY_CONFIG
     text = ENVOY_CONFIG.read_text()
+    replacements = [
+        (f"health_check_config: {{port_value: {health_port}}}", f"health_check_config: {{port_value: {side_port}}}")
+    ]
     for old, new in moves.items():
         old_host, _, old_port = old.rpartition(":")
         host, _, port = new.rpartition(":")
-        written = f"{{address: {old_host}, port_value: {old_port}}}"
+        replacements.append(
+            (f"{{address: {old_host}, port_value: {old_port}}}", f"{{address: {host}, port_value: {port}}}")
+        )
+    for written, moved in replacements:
         if text.count(written) != 1:  # the committed config changed shape: say so, never run a half-moved copy
-            sys.exit(f"{ENVOY_CONFIG} does not name {old} exactly once; cannot move it to {new}")
-        text = text.replace(written, f"{{address: {host}, port_value: {port}}}")
+            sys.exit(f"{ENVOY_CONFIG} does not hold `{written}` exactly once; cannot move it")
+        text = text.replace(written, moved)
     path = VAR / "envoy.yaml"
     path.write_text(text)
     return path
@@ -216,6 +224,7 @@ def main() -> int:
     env["TAHOE_VAR_DIR"] = str(VAR)
     grpc_addr = env.setdefault("TAHOE_GRPC_ADDR", DEFAULT_GRPC)
     http_addr = env.setdefault("TAHOE_HTTP_ADDR", DEFAULT_HTTP)
+    authz_http_addr = env.setdefault("TAHOE_AUTHZ_HTTP_ADDR", DEFAULT_AUTHZ_HTTP)
     # One instance, and Envoy stops with it: there is nowhere to drain traffic to, so a
     # Ctrl-C stops at once (in-flight calls still finish) unless the caller says otherwise.
     env.setdefault("TAHOE_DRAIN_SECONDS", "0")
@@ -230,6 +239,7 @@ def main() -> int:
         auth = start([*CLI, "serve"], env, processes)
         wait_for(grpc_addr, auth, "the auth server")
         wait_for(http_addr, auth, "the auth server's HTTP side port")
+        wait_for(authz_http_addr, auth, "the auth server's ext_authz over HTTP")
         demo_env = {
             **env,
             "PYTHONPATH": os.pathsep.join([str(ROOT / "examples" / "transcription"), str(ROOT)]),
@@ -242,7 +252,7 @@ def main() -> int:
         }
         transcription = start([sys.executable, "-m", "transcription_demo"], demo_env, processes)
         wait_for(DEMO_ADDR, transcription, "the transcription demo")
-        envoy_argv = [str(BIN / "envoy"), "-c", str(envoy_config(grpc_addr)), "--log-level", "warn"]
+        envoy_argv = [str(BIN / "envoy"), "-c", str(envoy_config(authz_http_addr, http_addr)), "--log-level", "warn"]
         envoy = start([*envoy_argv, "--disable-hot-restart"], env, processes)
         wait_for(ENVOY_ADDR, envoy, "Envoy")
         print(walkthrough(demo, grpc_addr, http_addr), flush=True)

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 LOCALHOST = "127.0.0.1"
-COMMITTED_ENVOY_CONFIG = Path(__file__).resolve().parents[1] / "envoy" / "envoy.yaml"
+COMMITTED_ENVOY_CONFIG = Path(__file__).resolve().parents[1] / "envoy" / "envoy.yaml"  # Check over HTTP
+COMMITTED_GRPC_ENVOY_CONFIG = COMMITTED_ENVOY_CONFIG.with_name("envoy.grpc.yaml")
 EXT_AUTHZ_CLUSTER = "ext_authz"
 EXT_AUTHZ_HTTP_CLUSTER = "ext_authz_http"
 ROUTE_REQUIREMENTS = "tahoe.route_requirements"
@@ -244,11 +245,12 @@ def envoy_config(
         filters.append(_jwt_authn_filter(jwt_provider))
     if ext_authz_ports:
         filters.append(_ext_authz_filter(timeout_ms))
-        outliers = committed_auth_resilience().outlier_detection
+        outliers = committed_auth_resilience(COMMITTED_GRPC_ENVOY_CONFIG).outlier_detection
         clusters.append(_cluster(EXT_AUTHZ_CLUSTER, ext_authz_ports, http2=True, outlier_detection=outliers))
     if http_authz_ports:
         filters += _http_authz_filters(timeout_ms)
-        clusters.append(_cluster(EXT_AUTHZ_HTTP_CLUSTER, http_authz_ports))
+        outliers = committed_auth_resilience(COMMITTED_ENVOY_CONFIG).outlier_detection
+        clusters.append(_cluster(EXT_AUTHZ_HTTP_CLUSTER, http_authz_ports, outlier_detection=outliers))
     if upstream_port is not None:
         clusters.append(_cluster(UPSTREAM_CLUSTER, [upstream_port]))
     filters.append(_typed("envoy.filters.http.router", "extensions.filters.http.router.v3.Router"))
@@ -318,26 +320,33 @@ def _route(upstream_port: int | None, body: str) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class AuthResilience:
-    """What the committed envoy/envoy.yaml does when an auth instance fails or stops:
-    the ext_authz retry policy and the auth cluster's outlier detection. Generated
+    """What a committed Envoy config does when an auth instance fails or stops: the
+    ext_authz retry policy and the auth cluster's outlier detection. Generated
     configs take them from there, so that benchmarks and tests run what ships."""
 
     retry_policy: dict[str, Any]
     outlier_detection: dict[str, Any]
 
 
-def committed_auth_resilience(path: Path = COMMITTED_ENVOY_CONFIG) -> AuthResilience:
+def _committed_http_filters(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     import yaml
 
-    config = yaml.safe_load(path.read_text())
+    config: dict[str, Any] = yaml.safe_load(path.read_text())
     (listener,) = config["static_resources"]["listeners"]
-    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    (authz,) = [f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.ext_authz"]
-    grpc_service = authz["typed_config"]["grpc_service"]
-    (cluster,) = [
-        c for c in config["static_resources"]["clusters"] if c["name"] == grpc_service["envoy_grpc"]["cluster_name"]
-    ]
-    return AuthResilience(grpc_service["retry_policy"], cluster["outlier_detection"])
+    filters: list[dict[str, Any]] = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    return config, filters
+
+
+def committed_auth_resilience(path: Path = COMMITTED_ENVOY_CONFIG) -> AuthResilience:
+    """Of envoy/envoy.yaml (Check over HTTP) or envoy/envoy.grpc.yaml."""
+    config, filters = _committed_http_filters(path)
+    (authz,) = [f["typed_config"] for f in filters if f["name"] == "envoy.filters.http.ext_authz"]
+    if "grpc_service" in authz:
+        service, cluster_name = authz["grpc_service"], authz["grpc_service"]["envoy_grpc"]["cluster_name"]
+    else:
+        service, cluster_name = authz["http_service"], authz["http_service"]["server_uri"]["cluster"]
+    (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == cluster_name]
+    return AuthResilience(service["retry_policy"], cluster["outlier_detection"])
 
 
 def _ext_authz_filter(timeout_ms: int) -> dict[str, Any]:
@@ -347,7 +356,7 @@ def _ext_authz_filter(timeout_ms: int) -> dict[str, Any]:
         grpc_service={
             "envoy_grpc": {"cluster_name": EXT_AUTHZ_CLUSTER},
             "timeout": f"{timeout_ms / 1000:.3f}s",
-            "retry_policy": committed_auth_resilience().retry_policy,
+            "retry_policy": committed_auth_resilience(COMMITTED_GRPC_ENVOY_CONFIG).retry_policy,
         },
         transport_api_version="V3",
         failure_mode_allow=False,
@@ -359,59 +368,20 @@ _HEADER_MUTATION = "envoy.extensions.filters.http.header_mutation.v3.HeaderMutat
 
 
 def _http_authz_filters(timeout_ms: int) -> list[dict[str, Any]]:
-    """Strip client x-tahoe-*, add the route's requirements (per route), then
-    ext_authz over HTTP: the shape of envoy/envoy.yaml's http_service."""
-    strip = {
-        "name": "envoy.filters.http.header_mutation",
-        "typed_config": {
-            "@type": f"type.googleapis.com/{_HEADER_MUTATION}",
-            "mutations": {"request_mutations": [{"remove_on_match": {"key_matcher": {"prefix": "x-tahoe-"}}}]},
-        },
-    }
-    requirements = {
-        "name": ROUTE_REQUIREMENTS,
-        "typed_config": {"@type": f"type.googleapis.com/{_HEADER_MUTATION}", "mutations": {}},
-    }
-    authz = _typed(
-        "envoy.filters.http.ext_authz",
-        "extensions.filters.http.ext_authz.v3.ExtAuthz",
-        http_service={
-            "server_uri": {
-                "uri": "http://tahoe-authz",
-                "cluster": EXT_AUTHZ_HTTP_CLUSTER,
-                "timeout": f"{timeout_ms / 1000:.3f}s",
-            },
-            "authorization_request": {
-                "headers_to_add": [
-                    {"key": "x-tahoe-client-address", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}
-                ]
-            },
-            "authorization_response": {
-                "allowed_upstream_headers": {"patterns": [{"prefix": "x-tahoe-"}]},
-                "allowed_client_headers": {
-                    "patterns": [
-                        {"exact": "content-type"},
-                        {"exact": "www-authenticate"},
-                        {"exact": "retry-after"},
-                        {"prefix": "ratelimit-"},
-                    ]
-                },
-                "allowed_client_headers_on_success": {"patterns": [{"prefix": "ratelimit-"}]},
-            },
-        },
-        transport_api_version="V3",
-        failure_mode_allow=False,
-        status_on_error={"code": 503},
-        allowed_headers={
-            "patterns": [
-                {"exact": "authorization"},
-                {"exact": "x-request-id"},
-                {"exact": "traceparent"},
-                {"prefix": "x-tahoe-"},
-            ]
-        },
-    )
-    return [strip, requirements, authz]
+    """envoy/envoy.yaml's filters up to ext_authz, as committed: strip client
+    x-tahoe-*, add the route's requirements (per route), then ext_authz over HTTP,
+    pointed at EXT_AUTHZ_HTTP_CLUSTER with this timeout."""
+    _, filters = _committed_http_filters(COMMITTED_ENVOY_CONFIG)
+    names = [f["name"] for f in filters]
+    at = names.index("envoy.filters.http.ext_authz")
+    assert names[:at] == ["envoy.filters.http.header_mutation", ROUTE_REQUIREMENTS], names
+    service = filters[at]["typed_config"]["http_service"]
+    timeout = f"{timeout_ms / 1000:.3f}s"
+    service["server_uri"] |= {"cluster": EXT_AUTHZ_HTTP_CLUSTER, "timeout": timeout}
+    back_off = service["retry_policy"]["retry_back_off"]
+    if float(back_off["max_interval"].removesuffix("s")) < timeout_ms / 1000:
+        back_off["max_interval"] = timeout  # Envoy takes it as each try's timeout too
+    return filters[: at + 1]
 
 
 def _jwt_authn_filter(provider: JwtProvider) -> dict[str, Any]:

@@ -27,7 +27,8 @@ from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
 from tests import harness
 from tests.e2e import stack as e2e
 
-AUTH_CLUSTER = "tahoe_auth"
+AUTH_CLUSTER = "tahoe_auth"  # Check over gRPC
+AUTHZ_HTTP_CLUSTER = "tahoe_authz_http"  # Check over HTTP (the default)
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
 
@@ -39,12 +40,13 @@ class Instance:
     def __init__(self, name: str, env: Mapping[str, str], tmp: Path, source: Path | None = None) -> None:
         self.name = name
         self.grpc_port, self.http_port = harness.free_port(), harness.free_port()
+        self.authz_http_port = harness.free_port()
         self.env = {
             **os.environ,
             **env,
             "TAHOE_GRPC_ADDR": f"127.0.0.1:{self.grpc_port}",
             "TAHOE_HTTP_ADDR": f"127.0.0.1:{self.http_port}",
-            "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
+            "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{self.authz_http_port}",
         }
         if source is not None:  # another checkout's server (a benchmark's baseline)
             self.env["PYTHONPATH"] = os.pathsep.join([str(source), self.env.get("PYTHONPATH", "")])
@@ -124,13 +126,13 @@ class Host:
     rq_error: int
 
 
-def auth_hosts(admin_port: int) -> dict[int, Host]:
+def auth_hosts(admin_port: int, cluster: str = AUTH_CLUSTER) -> dict[int, Host]:
     with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/clusters", timeout=5) as response:
         lines = response.read().decode().splitlines()
     raw: dict[int, dict[str, str]] = collections.defaultdict(dict)
     for line in lines:
         parts = line.split("::")
-        if len(parts) == 4 and parts[0] == AUTH_CLUSTER and parts[1].rpartition(":")[2].isdigit():  # a host
+        if len(parts) == 4 and parts[0] == cluster and parts[1].rpartition(":")[2].isdigit():  # a host
             raw[int(parts[1].rsplit(":", 1)[1])][parts[2]] = parts[3]
     return {
         port: Host(
@@ -208,26 +210,35 @@ class Deployment:
     instances: list[Instance]
     envoy: harness.Envoy
     token: str
+    transport: str = "http"
+
+    @property
+    def cluster(self) -> str:
+        """Envoy's cluster of Check's instances."""
+        return AUTHZ_HTTP_CLUSTER if self.transport == "http" else AUTH_CLUSTER
 
     def hosts(self) -> dict[int, Host]:
-        return auth_hosts(self.envoy.admin_port)
+        return auth_hosts(self.envoy.admin_port, self.cluster)
 
     def stats(self) -> dict[str, int]:
         """Envoy's counters about the auth cluster and ext_authz."""
-        return harness.envoy_stats(self.envoy.admin_port, f"{AUTH_CLUSTER}|ext_authz")
+        return harness.envoy_stats(self.envoy.admin_port, f"{self.cluster}|ext_authz")
 
     def host(self, instance: Instance) -> Host:
-        return self.hosts()[instance.grpc_port]
+        return self.hosts()[instance.authz_http_port if self.transport == "http" else instance.grpc_port]
 
     def load(self, clients: int = 3) -> Load:
         return Load(self.envoy.listener_port, "/v1/jobs", {"authorization": f"Bearer {self.token}"}, clients)
 
 
 @contextlib.contextmanager
-def deployment(env: Mapping[str, str], tmp: Path, count: int = 2, source: Path | None = None) -> Iterator[Deployment]:
+def deployment(
+    env: Mapping[str, str], tmp: Path, count: int = 2, source: Path | None = None, transport: str = "http"
+) -> Iterator[Deployment]:
     """`count` instances sharing `env`'s PostgreSQL and Redis behind Envoy with the
-    committed envoy/envoy.yaml (of `source`, a checkout, when given), in front of the
-    demo upstream; a tenant whose owner's access token is valid for GET /v1/jobs."""
+    committed config for Check's `transport` (envoy/envoy.yaml over HTTP, envoy.grpc.yaml
+    over gRPC; of `source`, a checkout, when given), in front of the demo upstream; a
+    tenant whose owner's access token is valid for GET /v1/jobs."""
     root = source or ROOT
     slug = f"roll{secrets.token_hex(4)}"
     email = f"owner@{slug}.test"
@@ -255,13 +266,29 @@ def deployment(env: Mapping[str, str], tmp: Path, count: int = 2, source: Path |
             check(instance, login.tokens.access_token)
         # The demo fetches the JWKS once (every instance signs with the same keys).
         demo = stack.enter_context(e2e.demo_service(tmp, instances[-1].jwks_url))
-        config = e2e.envoy_config([i.grpc_port for i in instances], demo.port, path=root / "envoy" / "envoy.yaml")
+        if transport == "http":
+            config = e2e.envoy_config(
+                [],
+                demo.port,
+                path=root / "envoy" / "envoy.yaml",
+                authz_http_ports=[i.authz_http_port for i in instances],
+                side_ports=[i.http_port for i in instances],
+            )
+        else:
+            config = e2e.envoy_config([i.grpc_port for i in instances], demo.port, path=grpc_envoy_config(root))
         envoy = stack.enter_context(harness.run_envoy(config, tmp))
-        running = Deployment(instances, envoy, login.tokens.access_token)
+        running = Deployment(instances, envoy, login.tokens.access_token, transport)
         wait_for(lambda: all(h.healthy for h in running.hosts().values()), 30, "every instance healthy in Envoy")
         status = e2e.request(envoy.listener_port, "GET", "/v1/jobs", {"authorization": f"Bearer {running.token}"})
         assert status.status == 200, status
         yield running
+
+
+def grpc_envoy_config(root: Path) -> Path:
+    """The checkout's committed config with Check over gRPC (envoy.yaml in older
+    checkouts, from before Check over HTTP became the default)."""
+    path = root / "envoy" / "envoy.grpc.yaml"
+    return path if path.exists() else root / "envoy" / "envoy.yaml"
 
 
 def check(instance: Instance, token: str) -> float:

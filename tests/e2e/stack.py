@@ -1,5 +1,6 @@
-"""The real thing on loopback ports: Tahoe Auth instance(s), the committed Envoy config
-(envoy/envoy.yaml with its ports rewritten) and the demo transcription service."""
+"""The real thing on loopback ports: Tahoe Auth instance(s), a committed Envoy config
+(envoy/envoy.yaml, Check over HTTP, or envoy/envoy.grpc.yaml, with their ports
+rewritten) and the demo transcription service."""
 
 from __future__ import annotations
 
@@ -22,10 +23,10 @@ from tests.support import RunningServer, bearer, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY_DIR = ROOT / "envoy"
-ENVOY_YAML = ENVOY_DIR / "envoy.yaml"
-ENVOY_HTTP_YAML = ENVOY_DIR / "envoy.http.yaml"
+ENVOY_YAML = ENVOY_DIR / "envoy.yaml"  # the default: Check over Envoy's HTTP ext_authz
+ENVOY_GRPC_YAML = ENVOY_DIR / "envoy.grpc.yaml"
 # Check's transport -> the committed config that speaks it (the conformance suite runs both).
-TRANSPORTS = {"grpc": ENVOY_YAML, "http": ENVOY_HTTP_YAML}
+TRANSPORTS = {"grpc": ENVOY_GRPC_YAML, "http": ENVOY_YAML}
 AUTHZ_HTTP_CLUSTER = "tahoe_authz_http"
 DEMO_DIR = ROOT / "examples" / "transcription"
 AUTH_CLUSTER = "tahoe_auth"
@@ -193,7 +194,7 @@ def stack(
     env: Mapping[str, str],
     tmp: Path,
     configure: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    transport: str = "grpc",
+    transport: str = "http",
 ) -> Iterator[Stack]:
     """The whole stack, Check over `transport` (TRANSPORTS); `configure` may rewrite
     the Envoy config (ports already set)."""

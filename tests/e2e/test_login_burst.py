@@ -144,7 +144,9 @@ def test_a_login_burst_does_not_starve_check(module_env: dict[str, str], tmp_pat
         token = stub.Login(request, timeout=20).tokens.access_token
         jwks = f"http://127.0.0.1:{http_port}/.well-known/jwks.json"
         demo = stack.enter_context(e2e.demo_service(tmp_path, jwks))
-        envoy = stack.enter_context(harness.run_envoy(e2e.envoy_config([grpc_port], demo.port), tmp_path))
+        envoy = stack.enter_context(
+            harness.run_envoy(e2e.envoy_config([grpc_port], demo.port, path=e2e.ENVOY_GRPC_YAML), tmp_path)
+        )
         headers = {"authorization": f"Bearer {token}"}
         assert e2e.request(envoy.listener_port, "GET", "/v1/jobs", headers).status == 200
 

@@ -1,5 +1,6 @@
 """A rolling restart drops nothing: two real instances (one PostgreSQL, a private Redis)
-behind Envoy with the committed envoy/envoy.yaml, steady valid traffic through it, and
+behind Envoy with a committed config (Check over HTTP, envoy.yaml, and over gRPC,
+envoy.grpc.yaml), steady valid traffic through it, and
 each instance in turn gets SIGTERM (the first one comes back on its own endpoint
 before the second goes). Every request must be answered 200, every instance must exit
 cleanly, and the one that comes back must take traffic again."""
@@ -32,14 +33,8 @@ def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def transport() -> str:
-    """Over gRPC only: this is about the server and Envoy's retries, not the transport."""
-    return "grpc"
-
-
 def test_a_rolling_restart_answers_every_request(
-    module_env: dict[str, str], private_redis: RedisProcess, tmp_path: Path
+    module_env: dict[str, str], private_redis: RedisProcess, tmp_path: Path, transport: str
 ) -> None:
     env = {
         **module_env,
@@ -50,7 +45,7 @@ def test_a_rolling_restart_answers_every_request(
         ),
     }
     env.pop("TAHOE_DRAIN_SECONDS", None)
-    with rolling.deployment(env, tmp_path) as fleet, fleet.load() as load:
+    with rolling.deployment(env, tmp_path, transport=transport) as fleet, fleet.load() as load:
         first, second = fleet.instances
         steps: list[tuple[str, int]] = []  # (what happened, requests answered before it)
 

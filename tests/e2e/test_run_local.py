@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests import harness
+from tests.e2e import stack as e2e
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 
@@ -104,6 +106,11 @@ def test_a_signal_to_make_run_stops_every_child_and_frees_the_ports(
         children = children_of(script.pid)
         assert len(children) == 3, (children, "".join(output))  # auth server, demo, Envoy
         assert all(listening(port) for port in ports.values()), ports
+        # Envoy asks Check over HTTP at the moved address: a 401 from Check, not the 503
+        # of an ext_authz cluster it cannot reach (health checks may need a moment).
+        wait_until(lambda: e2e.request(ports["envoy"], "GET", "/v1/jobs").status != 503, limit=20, step=0.2)
+        denied = e2e.request(ports["envoy"], "GET", "/v1/jobs")
+        assert denied.status == 401 and denied.body["error"] == "missing_credential", denied
 
         script.send_signal(signum)
         assert script.wait(60) == 0, "".join(output)

@@ -45,6 +45,8 @@ def test_the_auth_server_migrates_at_start_on_postgres_and_redis() -> None:
     assert env["TAHOE_REDIS_URL"].startswith("redis://redis:6379")
     assert "TAHOE_MASTER_KEY" in env and ":?" in env["TAHOE_MASTER_KEY"]  # required, never baked in
     assert env["TAHOE_GRPC_ADDR"].endswith(":9200") and env["TAHOE_HTTP_ADDR"].endswith(":9201")
+    # Envoy's container reaches Check over HTTP: it must listen beyond its own loopback.
+    assert env["TAHOE_AUTHZ_HTTP_ADDR"] == "0.0.0.0:9202"
     assert auth["depends_on"] == {
         "postgres": {"condition": "service_healthy"},
         "redis": {"condition": "service_healthy"},
@@ -58,6 +60,11 @@ def test_envoy_and_the_demo_are_wired_to_the_auth_server() -> None:
     assert config == "/app/envoy/envoy.compose.yaml" and (ROOT / "envoy" / "envoy.compose.yaml").exists()
     assert envoy["depends_on"]["auth"] == {"condition": "service_healthy"}
     assert demo["environment"]["TRANSCRIPTION_ADDR"].endswith(":9300")
+    clusters = yaml.safe_load((ROOT / "envoy" / "envoy.compose.yaml").read_text())["static_resources"]["clusters"]
+    (authz,) = [c for c in clusters if c["name"] == "tahoe_authz_http"]
+    (endpoint,) = [e["endpoint"] for group in authz["load_assignment"]["endpoints"] for e in group["lb_endpoints"]]
+    assert endpoint["address"]["socket_address"] == {"address": "auth", "port_value": 9202}
+    assert endpoint["health_check_config"] == {"port_value": 9201}
     assert demo["environment"]["TAHOE_JWKS_URL"] == "http://auth:9201/.well-known/jwks.json"
     assert demo["environment"]["TRANSCRIPTION_AUDIENCE"] == "transcription"
     assert demo["environment"]["TAHOE_GRPC_TARGET"] == "auth:9200"  # usage reporting

@@ -27,7 +27,7 @@ def seconds(duration: str) -> float:
 
 def auth_health_check(path: Path) -> dict[str, Any]:
     config = yaml.safe_load(path.read_text())
-    # Check's cluster: over gRPC, or over HTTP (envoy.http.yaml)
+    # Check's cluster: over HTTP (envoy.yaml), or over gRPC (envoy.grpc.yaml)
     (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] in ("tahoe_auth", "tahoe_authz_http")]
     (check,) = cluster["health_checks"]
     result: dict[str, Any] = check
