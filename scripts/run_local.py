@@ -138,7 +138,7 @@ def envoy_config(authz_http_addr: str, http_addr: str) -> Path:
     return path
 
 
-def walkthrough(demo: dict[str, dict[str, str]], grpc_addr: str, http_addr: str) -> str:
+def walkthrough(demo: dict[str, dict[str, str]], grpc_addr: str, http_addr: str, authz_http_addr: str) -> str:
     grpcurl = ".venv/bin/grpcurl"
     envoy = f"http://{ENVOY_ADDR}"
     logins = {
@@ -151,6 +151,7 @@ Tahoe Auth is running (embedded defaults: SQLite in ./var, in-process store).
   Envoy          {envoy}   ext_authz -> Tahoe Auth, then the demo transcription service
   gRPC           {grpc_addr}   AuthService, DecisionService, ext_authz Check, health, reflection
   HTTP           {http_addr}   /.well-known/jwks.json, /healthz, /readyz
+  ext_authz      {authz_http_addr}   Check over HTTP, which Envoy asks about every request
   transcription  {DEMO_ADDR}   the demo upstream (trusts only Envoy's verified identity)
 Tenants 'demo' ({TENANTS["demo"]} / {demo["demo"]["owner_password"]}) and 'acme' ({TENANTS["acme"]} / \
 {demo["acme"]["owner_password"]}); saved in var/demo.json.
@@ -255,7 +256,7 @@ def main() -> int:
         envoy_argv = [str(BIN / "envoy"), "-c", str(envoy_config(authz_http_addr, http_addr)), "--log-level", "warn"]
         envoy = start([*envoy_argv, "--disable-hot-restart"], env, processes)
         wait_for(ENVOY_ADDR, envoy, "Envoy")
-        print(walkthrough(demo, grpc_addr, http_addr), flush=True)
+        print(walkthrough(demo, grpc_addr, http_addr, authz_http_addr), flush=True)
         while all(p.poll() is None for p in processes):
             check_stop()
             time.sleep(0.2)
