@@ -39,16 +39,16 @@ lint: $(STAMP) node_modules/.bin/buf ## ruff, mypy, import contracts, buf lint, 
 	cd protos && ../node_modules/.bin/buf lint
 	$(BIN)/python scripts/buf_breaking.py
 	$(BIN)/python scripts/gen_protos.py --check
-	$(BIN)/python scripts/envoy_grpc_config.py --check
+	$(BIN)/python scripts/envoy_configs.py --check
 
 format: $(STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-proto: $(STAMP) ## regenerate tahoe_auth/v1 from protos/
+proto: $(STAMP) ## regenerate tahoe_auth/v1 and envoy/tahoe_auth.pb from protos/
 	$(BIN)/python scripts/gen_protos.py
 
-proto-check: $(STAMP) ## fail if the committed stubs are stale
+proto-check: $(STAMP) ## fail if the committed stubs or descriptor set are stale
 	$(BIN)/python scripts/gen_protos.py --check
 
 lock: $(STAMP) ## re-resolve requirements.lock from pyproject.toml

@@ -1,7 +1,13 @@
-"""Generate Python stubs from protos/ into tahoe_auth/v1/ (the one generated place).
+"""Generate Python stubs from protos/ into tahoe_auth/v1/ (the one generated place), and
+the descriptor set that Envoy's gRPC-JSON transcoder reads, envoy/tahoe_auth.pb (every
+tahoe_auth.v1 file with its imports, and google.rpc.Status with its error details so
+that errors print as JSON; with source info, for the OpenAPI document's descriptions).
 
 Usage: python scripts/gen_protos.py [--check]
-  --check  regenerate into a temporary directory and fail if the committed stubs differ.
+  --check  regenerate into a temporary directory and fail if the committed files differ.
+
+protos/google/ holds copies of the googleapis files we import (google.api.http
+annotations, google.rpc.Status): from googleapis-common-protos, Apache-2.0.
 """
 
 from __future__ import annotations
@@ -22,10 +28,33 @@ MARKER = (
     "# change the .proto files and run `make proto`.\n"
 )
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+DESCRIPTOR_SET = Path("envoy") / "tahoe_auth.pb"
+# Not imported by our files, but the transcoder prints errors with them.
+STATUS_PROTOS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
+
+
+def api_protos() -> list[str]:
+    return sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
+
+
+def generate_descriptor_set(out: Path) -> Path:
+    cmd = [
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        f"-I{PROTO_ROOT}",
+        "--include_imports",
+        "--include_source_info",
+        f"--descriptor_set_out={out}",
+        *api_protos(),
+        *STATUS_PROTOS,
+    ]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return out
 
 
 def generate(out_root: Path) -> Path:
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
+    protos = api_protos()
     plugin_dir = Path(sys.executable).parent
     cmd = [
         sys.executable,
@@ -65,10 +94,14 @@ def check() -> int:
             or not (committed / n).exists()
             or not filecmp.cmp(fresh / n, committed / n, shallow=False)
         )
+        descriptors = generate_descriptor_set(Path(tmp) / "tahoe_auth.pb")
+        committed_set = ROOT / DESCRIPTOR_SET
+        if not committed_set.exists() or descriptors.read_bytes() != committed_set.read_bytes():
+            stale.append(str(DESCRIPTOR_SET))
     if stale:
-        print(f"generated stubs are stale ({', '.join(stale)}): run `make proto`", file=sys.stderr)
+        print(f"generated files are stale ({', '.join(stale)}): run `make proto`", file=sys.stderr)
         return 1
-    print("generated stubs are up to date")
+    print("generated stubs and descriptor set are up to date")
     return 0
 
 
@@ -86,7 +119,8 @@ def main() -> int:
         fresh = generate(Path(tmp))
         for path in fresh.iterdir():
             shutil.copy2(path, target / path.name)
-    print(f"generated {target.relative_to(ROOT)}")
+    generate_descriptor_set(ROOT / DESCRIPTOR_SET)
+    print(f"generated {target.relative_to(ROOT)} and {DESCRIPTOR_SET}")
     return 0
 
 

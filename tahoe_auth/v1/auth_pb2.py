@@ -24,76 +24,79 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from tahoe_auth.v1 import principal_pb2 as tahoe__auth_dot_v1_dot_principal__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tahoe_auth/v1/auth.proto\x12\rtahoe_auth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dtahoe_auth/v1/principal.proto\"\xb2\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\"?\n\x0cLoginRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\"]\n\rLoginResponse\x12(\n\x06tokens\x18\x01 \x01(\x0b\x32\x18.tahoe_auth.v1.TokenPair\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\";\n\x0fRefreshResponse\x12(\n\x06tokens\x18\x01 \x01(\x0b\x32\x18.tahoe_auth.v1.TokenPair\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"6\n\x10LogoutAllRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"*\n\x11LogoutAllResponse\x12\x15\n\rrevoked_count\x18\x01 \x01(\x05\"\x8c\x03\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_active_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10idle_expire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrevoke_reason\x18\t \x01(\t\x12\x16\n\x0e\x63lient_address\x18\n \x01(\t\x12\x12\n\nuser_agent\x18\x0b \x01(\t\x12\x0f\n\x07\x63urrent\x18\x0c \x01(\x08\"t\n\x13ListSessionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\nshow_ended\x18\x05 \x01(\x08\"Y\n\x14ListSessionsResponse\x12(\n\x08sessions\x18\x01 \x03(\x0b\x32\x16.tahoe_auth.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x14RevokeSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"@\n\x15RevokeSessionResponse\x12\'\n\x07session\x18\x01 \x01(\x0b\x32\x16.tahoe_auth.v1.Session\"%\n\x14ValidateTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"D\n\x15ValidateTokenResponse\x12+\n\tprincipal\x18\x01 \x01(\x0b\x32\x18.tahoe_auth.v1.Principal\"\xb3\x03\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0e\n\x06prefix\x18\x05 \x01(\t\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_used_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brotate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\x1bprevious_secret_expire_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\r \x01(\t\"\x88\x01\n\x13\x43reateApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x14\x43reateApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.tahoe_auth.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"9\n\x10GetApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\";\n\x11GetApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.tahoe_auth.v1.ApiKey\"s\n\x12ListApiKeysRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\nshow_ended\x18\x05 \x01(\x08\"W\n\x13ListApiKeysResponse\x12\'\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x15.tahoe_auth.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x13RevokeApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\">\n\x14RevokeApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.tahoe_auth.v1.ApiKey\"m\n\x13RotateApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\x12/\n\x0cgrace_period\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"N\n\x14RotateApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.tahoe_auth.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"D\n\x18IssueServiceTokenRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rclient_secret\x18\x02 \x01(\t\"\x8a\x01\n\x19IssueServiceTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xdc\x08\n\x0b\x41uthService\x12\x42\n\x05Login\x12\x1b.tahoe_auth.v1.LoginRequest\x1a\x1c.tahoe_auth.v1.LoginResponse\x12H\n\x07Refresh\x12\x1d.tahoe_auth.v1.RefreshRequest\x1a\x1e.tahoe_auth.v1.RefreshResponse\x12\x45\n\x06Logout\x12\x1c.tahoe_auth.v1.LogoutRequest\x1a\x1d.tahoe_auth.v1.LogoutResponse\x12N\n\tLogoutAll\x12\x1f.tahoe_auth.v1.LogoutAllRequest\x1a .tahoe_auth.v1.LogoutAllResponse\x12W\n\x0cListSessions\x12\".tahoe_auth.v1.ListSessionsRequest\x1a#.tahoe_auth.v1.ListSessionsResponse\x12Z\n\rRevokeSession\x12#.tahoe_auth.v1.RevokeSessionRequest\x1a$.tahoe_auth.v1.RevokeSessionResponse\x12Z\n\rValidateToken\x12#.tahoe_auth.v1.ValidateTokenRequest\x1a$.tahoe_auth.v1.ValidateTokenResponse\x12W\n\x0c\x43reateApiKey\x12\".tahoe_auth.v1.CreateApiKeyRequest\x1a#.tahoe_auth.v1.CreateApiKeyResponse\x12N\n\tGetApiKey\x12\x1f.tahoe_auth.v1.GetApiKeyRequest\x1a .tahoe_auth.v1.GetApiKeyResponse\x12T\n\x0bListApiKeys\x12!.tahoe_auth.v1.ListApiKeysRequest\x1a\".tahoe_auth.v1.ListApiKeysResponse\x12W\n\x0cRevokeApiKey\x12\".tahoe_auth.v1.RevokeApiKeyRequest\x1a#.tahoe_auth.v1.RevokeApiKeyResponse\x12W\n\x0cRotateApiKey\x12\".tahoe_auth.v1.RotateApiKeyRequest\x1a#.tahoe_auth.v1.RotateApiKeyResponse\x12\x66\n\x11IssueServiceToken\x12\'.tahoe_auth.v1.IssueServiceTokenRequest\x1a(.tahoe_auth.v1.IssueServiceTokenResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tahoe_auth/v1/auth.proto\x12\rtahoe_auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dtahoe_auth/v1/principal.proto\"\xb2\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\"?\n\x0cLoginRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\"]\n\rLoginResponse\x12(\n\x06tokens\x18\x01 \x01(\x0b\x32\x18.tahoe_auth.v1.TokenPair\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\";\n\x0fRefreshResponse\x12(\n\x06tokens\x18\x01 \x01(\x0b\x32\x18.tahoe_auth.v1.TokenPair\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"6\n\x10LogoutAllRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"*\n\x11LogoutAllResponse\x12\x15\n\rrevoked_count\x18\x01 \x01(\x05\"\x8c\x03\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_active_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10idle_expire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrevoke_reason\x18\t \x01(\t\x12\x16\n\x0e\x63lient_address\x18\n \x01(\t\x12\x12\n\nuser_agent\x18\x0b \x01(\t\x12\x0f\n\x07\x63urrent\x18\x0c \x01(\x08\"t\n\x13ListSessionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\nshow_ended\x18\x05 \x01(\x08\"Y\n\x14ListSessionsResponse\x12(\n\x08sessions\x18\x01 \x03(\x0b\x32\x16.tahoe_auth.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x14RevokeSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"@\n\x15RevokeSessionResponse\x12\'\n\x07session\x18\x01 \x01(\x0b\x32\x16.tahoe_auth.v1.Session\"%\n\x14ValidateTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"D\n\x15ValidateTokenResponse\x12+\n\tprincipal\x18\x01 \x01(\x0b\x32\x18.tahoe_auth.v1.Principal\"\xb3\x03\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0e\n\x06prefix\x18\x05 \x01(\t\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_used_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brotate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\x1bprevious_secret_expire_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\r \x01(\t\"\x88\x01\n\x13\x43reateApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x14\x43reateApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.tahoe_auth.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"9\n\x10GetApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\";\n\x11GetApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.tahoe_auth.v1.ApiKey\"s\n\x12ListApiKeysRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\nshow_ended\x18\x05 \x01(\x08\"W\n\x13ListApiKeysResponse\x12\'\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x15.tahoe_auth.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x13RevokeApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\">\n\x14RevokeApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.tahoe_auth.v1.ApiKey\"m\n\x13RotateApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\x12/\n\x0cgrace_period\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"N\n\x14RotateApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.tahoe_auth.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"D\n\x18IssueServiceTokenRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rclient_secret\x18\x02 \x01(\t\"\x8a\x01\n\x19IssueServiceTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xf7\x08\n\x0b\x41uthService\x12]\n\x05Login\x12\x1b.tahoe_auth.v1.LoginRequest\x1a\x1c.tahoe_auth.v1.LoginResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/auth/v1/login:\x01*\x12H\n\x07Refresh\x12\x1d.tahoe_auth.v1.RefreshRequest\x1a\x1e.tahoe_auth.v1.RefreshResponse\x12\x45\n\x06Logout\x12\x1c.tahoe_auth.v1.LogoutRequest\x1a\x1d.tahoe_auth.v1.LogoutResponse\x12N\n\tLogoutAll\x12\x1f.tahoe_auth.v1.LogoutAllRequest\x1a .tahoe_auth.v1.LogoutAllResponse\x12W\n\x0cListSessions\x12\".tahoe_auth.v1.ListSessionsRequest\x1a#.tahoe_auth.v1.ListSessionsResponse\x12Z\n\rRevokeSession\x12#.tahoe_auth.v1.RevokeSessionRequest\x1a$.tahoe_auth.v1.RevokeSessionResponse\x12Z\n\rValidateToken\x12#.tahoe_auth.v1.ValidateTokenRequest\x1a$.tahoe_auth.v1.ValidateTokenResponse\x12W\n\x0c\x43reateApiKey\x12\".tahoe_auth.v1.CreateApiKeyRequest\x1a#.tahoe_auth.v1.CreateApiKeyResponse\x12N\n\tGetApiKey\x12\x1f.tahoe_auth.v1.GetApiKeyRequest\x1a .tahoe_auth.v1.GetApiKeyResponse\x12T\n\x0bListApiKeys\x12!.tahoe_auth.v1.ListApiKeysRequest\x1a\".tahoe_auth.v1.ListApiKeysResponse\x12W\n\x0cRevokeApiKey\x12\".tahoe_auth.v1.RevokeApiKeyRequest\x1a#.tahoe_auth.v1.RevokeApiKeyResponse\x12W\n\x0cRotateApiKey\x12\".tahoe_auth.v1.RotateApiKeyRequest\x1a#.tahoe_auth.v1.RotateApiKeyResponse\x12\x66\n\x11IssueServiceToken\x12\'.tahoe_auth.v1.IssueServiceTokenRequest\x1a(.tahoe_auth.v1.IssueServiceTokenResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tahoe_auth.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOKENPAIR']._serialized_start=140
-  _globals['_TOKENPAIR']._serialized_end=318
-  _globals['_LOGINREQUEST']._serialized_start=320
-  _globals['_LOGINREQUEST']._serialized_end=383
-  _globals['_LOGINRESPONSE']._serialized_start=385
-  _globals['_LOGINRESPONSE']._serialized_end=478
-  _globals['_REFRESHREQUEST']._serialized_start=480
-  _globals['_REFRESHREQUEST']._serialized_end=519
-  _globals['_REFRESHRESPONSE']._serialized_start=521
-  _globals['_REFRESHRESPONSE']._serialized_end=580
-  _globals['_LOGOUTREQUEST']._serialized_start=582
-  _globals['_LOGOUTREQUEST']._serialized_end=597
-  _globals['_LOGOUTRESPONSE']._serialized_start=599
-  _globals['_LOGOUTRESPONSE']._serialized_end=615
-  _globals['_LOGOUTALLREQUEST']._serialized_start=617
-  _globals['_LOGOUTALLREQUEST']._serialized_end=671
-  _globals['_LOGOUTALLRESPONSE']._serialized_start=673
-  _globals['_LOGOUTALLRESPONSE']._serialized_end=715
-  _globals['_SESSION']._serialized_start=718
-  _globals['_SESSION']._serialized_end=1114
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1116
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1232
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1234
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1323
-  _globals['_REVOKESESSIONREQUEST']._serialized_start=1325
-  _globals['_REVOKESESSIONREQUEST']._serialized_end=1386
-  _globals['_REVOKESESSIONRESPONSE']._serialized_start=1388
-  _globals['_REVOKESESSIONRESPONSE']._serialized_end=1452
-  _globals['_VALIDATETOKENREQUEST']._serialized_start=1454
-  _globals['_VALIDATETOKENREQUEST']._serialized_end=1491
-  _globals['_VALIDATETOKENRESPONSE']._serialized_start=1493
-  _globals['_VALIDATETOKENRESPONSE']._serialized_end=1561
-  _globals['_APIKEY']._serialized_start=1564
-  _globals['_APIKEY']._serialized_end=1999
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=2002
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=2138
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=2140
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=2218
-  _globals['_GETAPIKEYREQUEST']._serialized_start=2220
-  _globals['_GETAPIKEYREQUEST']._serialized_end=2277
-  _globals['_GETAPIKEYRESPONSE']._serialized_start=2279
-  _globals['_GETAPIKEYRESPONSE']._serialized_end=2338
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=2340
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=2455
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=2457
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2544
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2546
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=2606
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=2608
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=2670
-  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=2672
-  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=2781
-  _globals['_ROTATEAPIKEYRESPONSE']._serialized_start=2783
-  _globals['_ROTATEAPIKEYRESPONSE']._serialized_end=2861
-  _globals['_ISSUESERVICETOKENREQUEST']._serialized_start=2863
-  _globals['_ISSUESERVICETOKENREQUEST']._serialized_end=2931
-  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_start=2934
-  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_end=3072
-  _globals['_AUTHSERVICE']._serialized_start=3075
-  _globals['_AUTHSERVICE']._serialized_end=4191
+  _globals['_AUTHSERVICE'].methods_by_name['Login']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['Login']._serialized_options = b'\202\323\344\223\002\023\"\016/auth/v1/login:\001*'
+  _globals['_TOKENPAIR']._serialized_start=170
+  _globals['_TOKENPAIR']._serialized_end=348
+  _globals['_LOGINREQUEST']._serialized_start=350
+  _globals['_LOGINREQUEST']._serialized_end=413
+  _globals['_LOGINRESPONSE']._serialized_start=415
+  _globals['_LOGINRESPONSE']._serialized_end=508
+  _globals['_REFRESHREQUEST']._serialized_start=510
+  _globals['_REFRESHREQUEST']._serialized_end=549
+  _globals['_REFRESHRESPONSE']._serialized_start=551
+  _globals['_REFRESHRESPONSE']._serialized_end=610
+  _globals['_LOGOUTREQUEST']._serialized_start=612
+  _globals['_LOGOUTREQUEST']._serialized_end=627
+  _globals['_LOGOUTRESPONSE']._serialized_start=629
+  _globals['_LOGOUTRESPONSE']._serialized_end=645
+  _globals['_LOGOUTALLREQUEST']._serialized_start=647
+  _globals['_LOGOUTALLREQUEST']._serialized_end=701
+  _globals['_LOGOUTALLRESPONSE']._serialized_start=703
+  _globals['_LOGOUTALLRESPONSE']._serialized_end=745
+  _globals['_SESSION']._serialized_start=748
+  _globals['_SESSION']._serialized_end=1144
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1146
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1262
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1264
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1353
+  _globals['_REVOKESESSIONREQUEST']._serialized_start=1355
+  _globals['_REVOKESESSIONREQUEST']._serialized_end=1416
+  _globals['_REVOKESESSIONRESPONSE']._serialized_start=1418
+  _globals['_REVOKESESSIONRESPONSE']._serialized_end=1482
+  _globals['_VALIDATETOKENREQUEST']._serialized_start=1484
+  _globals['_VALIDATETOKENREQUEST']._serialized_end=1521
+  _globals['_VALIDATETOKENRESPONSE']._serialized_start=1523
+  _globals['_VALIDATETOKENRESPONSE']._serialized_end=1591
+  _globals['_APIKEY']._serialized_start=1594
+  _globals['_APIKEY']._serialized_end=2029
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=2032
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=2168
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=2170
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=2248
+  _globals['_GETAPIKEYREQUEST']._serialized_start=2250
+  _globals['_GETAPIKEYREQUEST']._serialized_end=2307
+  _globals['_GETAPIKEYRESPONSE']._serialized_start=2309
+  _globals['_GETAPIKEYRESPONSE']._serialized_end=2368
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=2370
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=2485
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=2487
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2574
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2576
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=2636
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=2638
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=2700
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=2702
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=2811
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_start=2813
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_end=2891
+  _globals['_ISSUESERVICETOKENREQUEST']._serialized_start=2893
+  _globals['_ISSUESERVICETOKENREQUEST']._serialized_end=2961
+  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_start=2964
+  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_end=3102
+  _globals['_AUTHSERVICE']._serialized_start=3105
+  _globals['_AUTHSERVICE']._serialized_end=4248
 # @@protoc_insertion_point(module_scope)

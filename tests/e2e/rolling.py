@@ -273,6 +273,7 @@ def deployment(
                 path=root / "envoy" / "envoy.yaml",
                 authz_http_ports=[i.authz_http_port for i in instances],
                 side_ports=[i.http_port for i in instances],
+                api_ports=[i.grpc_port for i in instances],
             )
         else:
             config = e2e.envoy_config([i.grpc_port for i in instances], demo.port, path=grpc_envoy_config(root))

@@ -30,6 +30,8 @@ TRANSPORTS = {"grpc": ENVOY_GRPC_YAML, "http": ENVOY_YAML}
 AUTHZ_HTTP_CLUSTER = "tahoe_authz_http"
 DEMO_DIR = ROOT / "examples" / "transcription"
 AUTH_CLUSTER = "tahoe_auth"
+API_CLUSTER = "tahoe_api"  # the JSON API's transcoded calls, to the gRPC port
+TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 UPSTREAM_CLUSTER = "transcription"
 
 
@@ -48,6 +50,23 @@ def _set_endpoints(cluster: dict[str, Any], ports: Sequence[int], health_ports: 
     cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": endpoints}]
 
 
+def _absolute_descriptors(config: dict[str, Any]) -> None:
+    """The transcoder's descriptor set is named relative to the checkout (Envoy runs
+    there in `make run` and compose); tests run Envoy elsewhere."""
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("proto_descriptor") == "envoy/tahoe_auth.pb":
+                node["proto_descriptor"] = str(ENVOY_DIR / "tahoe_auth.pb")
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(config)
+
+
 def envoy_config(
     auth_ports: Sequence[int],
     upstream_port: int,
@@ -56,16 +75,21 @@ def envoy_config(
     path: Path = ENVOY_YAML,
     authz_http_ports: Sequence[int] = (),
     side_ports: Sequence[int] = (),
+    api_ports: Sequence[int] = (),
 ) -> dict[str, Any]:
     """The committed config, listening and pointing at free loopback ports: the auth
     instances' gRPC ports, or, for the HTTP transport's cluster, their
-    `authz_http_ports` health-checked on their `side_ports`."""
+    `authz_http_ports` health-checked on their `side_ports`. The JSON API goes to
+    `api_ports` (default: `auth_ports`), their gRPC ports."""
     config = load_envoy_config(path)
     config["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=harness.free_port())
     listener = config["static_resources"]["listeners"][0]
     listener["address"]["socket_address"].update(address="127.0.0.1", port_value=harness.free_port())
+    _absolute_descriptors(config)
     for cluster in config["static_resources"]["clusters"]:
-        if cluster["name"] == AUTH_CLUSTER:
+        if cluster["name"] == API_CLUSTER:
+            _set_endpoints(cluster, api_ports or auth_ports)
+        elif cluster["name"] == AUTH_CLUSTER:
             _set_endpoints(cluster, auth_ports)
             if not health_checks:
                 cluster.pop("health_checks", None)

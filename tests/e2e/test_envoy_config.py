@@ -25,11 +25,13 @@ EXT_AUTHZ = "envoy.filters.http.ext_authz"
 STRIP = "envoy.filters.http.header_mutation"
 ROUTE_REQUIREMENTS = "tahoe.route_requirements"
 ROUTER = "envoy.filters.http.router"
+TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+API_MATCHES = ({"safe_regex": {"regex": "/auth/v1/.*:watch"}}, {"prefix": "/auth/v1/"})
 
 
 def generator() -> Any:
-    path = Path(__file__).resolve().parents[2] / "scripts" / "envoy_grpc_config.py"
-    spec = importlib.util.spec_from_file_location("envoy_grpc_config", path)
+    path = Path(__file__).resolve().parents[2] / "scripts" / "envoy_configs.py"
+    spec = importlib.util.spec_from_file_location("envoy_configs", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -42,7 +44,7 @@ def test_there_are_configs_and_no_python_in_the_envoy_folder() -> None:
 
 
 def test_the_grpc_config_is_what_the_generator_writes() -> None:
-    assert ENVOY_GRPC_YAML.read_text() == generator().render(), "run scripts/envoy_grpc_config.py"
+    assert ENVOY_GRPC_YAML.read_text() == generator().render(), "run scripts/envoy_configs.py"
 
 
 @pytest.mark.envoy
@@ -94,7 +96,8 @@ def test_ext_authz_fails_closed_with_a_timeout_after_the_clients_copies_are_gone
     config = load_envoy_config(path)
     names = [f["name"] for f in hcm(config)["http_filters"]]
     over_http = path in HTTP_CONFIGS
-    assert names == ([STRIP, ROUTE_REQUIREMENTS, EXT_AUTHZ, ROUTER] if over_http else [STRIP, EXT_AUTHZ, ROUTER])
+    expected = [STRIP, ROUTE_REQUIREMENTS, EXT_AUTHZ, TRANSCODER, ROUTER]
+    assert names == (expected if over_http else [n for n in expected if n != ROUTE_REQUIREMENTS])
     strip = hcm(config)["http_filters"][0]["typed_config"]["mutations"]["request_mutations"]
     assert {"remove_on_match": {"key_matcher": {"prefix": "x-tahoe-"}}} in strip
     authz = authz_filter(config)
@@ -122,19 +125,48 @@ def test_ext_authz_fails_closed_with_a_timeout_after_the_clients_copies_are_gone
     assert hcm(config)["generate_request_id"] and hcm(config)["preserve_external_request_id"]
 
 
+EXT_AUTHZ_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
+
+
+def transcoder(config: dict[str, Any]) -> dict[str, Any]:
+    (found,) = [f for f in hcm(config)["http_filters"] if f["name"] == TRANSCODER]
+    assert found["disabled"] is True  # only the JSON API's routes turn it on
+    typed: dict[str, Any] = found["typed_config"]
+    return typed
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_the_json_api_is_transcoded_from_the_committed_descriptors(path: Path) -> None:
+    config = transcoder(load_envoy_config(path))
+    assert config["proto_descriptor"] == "envoy/tahoe_auth.pb"  # Envoy runs in the checkout (/app in compose)
+    assert (ENVOY_DIR / "tahoe_auth.pb").is_file()
+    assert config["match_incoming_request_route"] is True and config["convert_grpc_status"] is True
+    assert config["request_validation_options"]["reject_unknown_method"] is True
+    assert config["print_options"]["stream_newline_delimited"] is True
+    assert set(config["services"]) >= {"tahoe_auth.v1.AuthService", "tahoe_auth.v1.TenantService"}
+
+
 def requirements(config: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
     """Each checked route's requirements, in context-extension terms, whichever the
-    transport; routes without Check must be the health check and the 404."""
+    transport; routes without Check must be the health check, the JSON API (which the
+    gRPC server checks itself, from the bearer that only these routes keep) and the 404."""
     names = generator().CONTEXT_EXTENSIONS
     found = []
     (vhost,) = hcm(config)["route_config"]["virtual_hosts"]
-    assert vhost["request_headers_to_remove"] == ["authorization"]
+    assert "request_headers_to_remove" not in vhost
     for route in vhost["routes"]:
         per_filter = route.get("typed_per_filter_config", {})
         match = str(route["match"])
+        if route["match"] in API_MATCHES:
+            assert per_filter[EXT_AUTHZ] == {"@type": EXT_AUTHZ_PER_ROUTE, "disabled": True}
+            assert per_filter[TRANSCODER] == transcoder(config)  # the filter's own config, turned on
+            assert route["route"]["cluster"] == "tahoe_api" and "request_headers_to_remove" not in route
+            continue
         if per_filter.get(EXT_AUTHZ, {}).get("disabled"):
             assert route["match"] in ({"path": "/healthz"}, {"prefix": "/"})
-        elif ROUTE_REQUIREMENTS in per_filter:
+            continue
+        assert route["request_headers_to_remove"] == ["authorization"], route["match"]
+        if ROUTE_REQUIREMENTS in per_filter:
             mutations = per_filter[ROUTE_REQUIREMENTS]["mutations"]["request_mutations"]
             headers = {m["append"]["header"]["key"]: m["append"]["header"]["value"] for m in mutations}
             assert {m["append"]["append_action"] for m in mutations} == {"OVERWRITE_IF_EXISTS_OR_ADD"}
