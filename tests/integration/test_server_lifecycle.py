@@ -19,14 +19,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tahoe_auth import migrate
-from tahoe_auth.app import build_app
-from tahoe_auth.config import Settings
 from tahoe_auth.http_side import SideServer
 from tahoe_auth.server import create_server
 from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
 from tests.servers import OwnPostgres
-from tests.support import OWNER_PASSWORD, RunningServer, running_server
+from tests.support import OWNER_PASSWORD, RunningServer, probed_server, running_server
 
 
 def http_get(url: str) -> tuple[int, dict[str, object]]:
@@ -69,51 +66,28 @@ def test_reflection_can_be_turned_off(sqlite_url: str, tmp_path: Path) -> None:
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-def test_health_follows_the_database(tmp_path: Path) -> None:
-    postgres = OwnPostgres()
-    postgres.init()
-    postgres.start()
-    try:
-        migrate.upgrade(postgres.url)
-        settings = Settings.from_env(
-            {"TAHOE_DATABASE_URL": postgres.url, "TAHOE_MASTER_KEY": "A" * 43, "TAHOE_VAR_DIR": str(tmp_path)}
-        )
-        app = build_app(settings)
-        app.keys.ensure_active_key()
-        server, port, health = create_server(app, "127.0.0.1:0")
-        side = SideServer(app, health, "127.0.0.1:0")
-        server.start()
-        side.start()
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        ready_url = f"http://{side.address}/readyz"
-        try:
-            assert health.check_once()
-            assert health_status(channel) == health_pb2.HealthCheckResponse.SERVING
-            assert health_status(channel, "tahoe_auth.v1.AuthService") == health_pb2.HealthCheckResponse.SERVING
-            assert http_get(ready_url)[0] == 200
+def test_health_follows_the_database(own_postgres: OwnPostgres, tmp_path: Path) -> None:
+    with probed_server(own_postgres.url, tmp_path) as probed:
+        health, channel = probed.health, probed.channel
+        assert health.check_once()
+        assert health_status(channel) == health_pb2.HealthCheckResponse.SERVING
+        assert health_status(channel, "tahoe_auth.v1.AuthService") == health_pb2.HealthCheckResponse.SERVING
+        assert http_get(probed.ready_url)[0] == 200
 
-            postgres.stop()
-            assert not health.check_once()
-            assert health_status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
-            assert http_get(ready_url) == (503, {"status": "database unreachable"})
-            # A call that needs the database fails cleanly, not with INTERNAL.
-            with pytest.raises(grpc.RpcError) as call:
-                auth_pb2_grpc.AuthServiceStub(channel).Login(
-                    auth_pb2.LoginRequest(tenant="acme", email="a@b.test", password="whatever1"), timeout=30
-                )
-            assert call.value.code() == grpc.StatusCode.UNAVAILABLE
+        own_postgres.stop()
+        assert not health.check_once()
+        assert health_status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert http_get(probed.ready_url) == (503, {"status": "database unreachable"})
+        # A call that needs the database fails cleanly, not with INTERNAL.
+        with pytest.raises(grpc.RpcError) as call:
+            auth_pb2_grpc.AuthServiceStub(channel).Login(
+                auth_pb2.LoginRequest(tenant="acme", email="a@b.test", password="whatever1"), timeout=30
+            )
+        assert call.value.code() == grpc.StatusCode.UNAVAILABLE
 
-            postgres.start()
-            assert health.check_once()
-            assert health_status(channel) == health_pb2.HealthCheckResponse.SERVING
-        finally:
-            channel.close()
-            side.stop()
-            server.stop(None)
-            app.close()
-    finally:
-        postgres.stop()
-        postgres.remove()
+        own_postgres.start()
+        assert health.check_once()
+        assert health_status(channel) == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_jwks_and_liveness_on_the_side_port(embedded_server: RunningServer) -> None:
