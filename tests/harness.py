@@ -659,16 +659,24 @@ TAHOE_CLI = (sys.executable, "-m", "tahoe_auth")
 _REPO = Path(__file__).resolve().parents[1]
 
 
+# The addresses `serve` listens on: gRPC, the side HTTP port, HTTP ext_authz.
+LISTEN_ADDRESSES = ("TAHOE_GRPC_ADDR", "TAHOE_HTTP_ADDR", "TAHOE_AUTHZ_HTTP_ADDR")
+
+
 def listen_env() -> dict[str, str]:
-    """The three addresses `serve` listens on (gRPC, side HTTP, HTTP ext_authz), each on
-    a free port: what a second instance on the same environment needs."""
-    return {
-        name: f"{LOCALHOST}:{free_port()}" for name in ("TAHOE_GRPC_ADDR", "TAHOE_HTTP_ADDR", "TAHOE_AUTHZ_HTTP_ADDR")
-    }
+    """LISTEN_ADDRESSES, each on a free port: what one more instance on the same
+    environment needs."""
+    return {name: f"{LOCALHOST}:{free_port()}" for name in LISTEN_ADDRESSES}
 
 
 def port_of(address: str) -> int:
     return int(address.rsplit(":", 1)[1])
+
+
+def listen_ports(env: Mapping[str, str]) -> tuple[int, int, int]:
+    """The ports of `env`'s LISTEN_ADDRESSES, in that order."""
+    grpc_port, http_port, authz_port = (port_of(env[name]) for name in LISTEN_ADDRESSES)
+    return grpc_port, http_port, authz_port
 
 
 def serve_env(tmp: Path, database_url: str | None = None, redis_url: str | None = None) -> dict[str, str]:

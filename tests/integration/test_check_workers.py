@@ -91,8 +91,7 @@ def serve(env: dict[str, str], tmp: Path) -> Iterator[Serve]:
     env = env | harness.listen_env()
     log = tmp / "serve.log"
     with harness.serve(env, log, ready_timeout_s=WORKER_START) as proc:
-        ports = (harness.port_of(env[name]) for name in ("TAHOE_GRPC_ADDR", "TAHOE_HTTP_ADDR", "TAHOE_AUTHZ_HTTP_ADDR"))
-        running = Serve(proc, log, *ports)
+        running = Serve(proc, log, *harness.listen_ports(env))
         wait_until(lambda: 1 in running.workers(), limit=WORKER_START, step=0.1)
         yield running
 

@@ -7,11 +7,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tahoe_auth.http_side import SideServer
 from tahoe_auth.server import create_server
 from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
+from tests import harness
 from tests.servers import OwnPostgres
 from tests.support import OWNER_PASSWORD, RunningServer, probed_server, running_server
 
@@ -132,34 +133,36 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def on_port_zero(tmp_path: Path) -> dict[str, str]:
+    """`serve` on the embedded default, every address on port 0: its log says which."""
+    return {**os.environ, "TAHOE_VAR_DIR": str(tmp_path), **dict.fromkeys(harness.LISTEN_ADDRESSES, "127.0.0.1:0")}
+
+
+@contextlib.contextmanager
+def logged_serve(env: dict[str, str], log_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, str]]:
+    """`serve` writing to `log_path`, once listening: (process, gRPC port, side HTTP
+    address); killed afterwards if the test has not stopped it."""
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen([*harness.TAHOE_CLI, "serve"], env=env, stderr=log_file, stdout=log_file)
+    try:
+        _wait_for(lambda: "gRPC listening on" in log_path.read_text())
+        started = log_path.read_text().split("gRPC listening on 127.0.0.1:")[1]
+        yield process, int(started.split(",")[0]), started.split("HTTP on ")[1].split()[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
 def test_sigterm_drains_in_flight_calls_then_exits(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "TAHOE_VAR_DIR": str(tmp_path),
-        "TAHOE_GRPC_ADDR": "127.0.0.1:0",
-        "TAHOE_HTTP_ADDR": "127.0.0.1:0",
-        "TAHOE_AUTHZ_HTTP_ADDR": "127.0.0.1:0",
+    env = on_port_zero(tmp_path) | {
         # Slow hashing makes a login last long enough to be in flight at SIGTERM.
         "TAHOE_ARGON2_TIME_COST": "60",
         # The grace for in-flight calls is what this test is about, not the drain before it.
         "TAHOE_DRAIN_SECONDS": "0",
     }
-    cli = [sys.executable, "-m", "tahoe_auth"]
-    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
-    subprocess.run(
-        [*cli, "bootstrap", "--tenant", "acme", "--owner-email", "o@acme.test", "--password-stdin"],
-        env=env,
-        input=OWNER_PASSWORD + "\n",
-        text=True,
-        check=True,
-        capture_output=True,
-    )
+    harness.bootstrap(env, "acme", "o@acme.test", OWNER_PASSWORD)
     log_path = tmp_path / "server.log"
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen([*cli, "serve"], env=env, stderr=log_file, stdout=log_file)
-    try:
-        _wait_for(lambda: "gRPC listening on" in log_path.read_text())
-        port = int(log_path.read_text().split("gRPC listening on 127.0.0.1:")[1].split(",")[0])
+    with logged_serve(env, log_path) as (process, port, _):
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = auth_pb2_grpc.AuthServiceStub(channel)
         result: dict[str, object] = {}
@@ -184,29 +187,13 @@ def test_sigterm_drains_in_flight_calls_then_exits(tmp_path: Path) -> None:
         log = log_path.read_text()
         assert "received SIGTERM" in log and log.rstrip().endswith("stopped")
         channel.close()
-    finally:
-        if process.poll() is None:
-            process.kill()
 
 
 def test_sigterm_drains_not_serving_but_answering_until_a_second_signal(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "TAHOE_VAR_DIR": str(tmp_path),
-        "TAHOE_GRPC_ADDR": "127.0.0.1:0",
-        "TAHOE_HTTP_ADDR": "127.0.0.1:0",
-        "TAHOE_AUTHZ_HTTP_ADDR": "127.0.0.1:0",
-        "TAHOE_DRAIN_SECONDS": "600",  # only the second signal can end it within the test
-    }
-    cli = [sys.executable, "-m", "tahoe_auth"]
-    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
+    env = on_port_zero(tmp_path) | {"TAHOE_DRAIN_SECONDS": "600"}  # only the second signal can end it within the test
+    subprocess.run([*harness.TAHOE_CLI, "migrate"], env=env, check=True, capture_output=True)
     log_path = tmp_path / "server.log"
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen([*cli, "serve"], env=env, stderr=log_file, stdout=log_file)
-    try:
-        _wait_for(lambda: "gRPC listening on" in log_path.read_text())
-        started = log_path.read_text().split("gRPC listening on 127.0.0.1:")[1]
-        port, http_addr = int(started.split(",")[0]), started.split("HTTP on ")[1].split()[0]
+    with logged_serve(env, log_path) as (process, port, http_addr):
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         service = "envoy.service.auth.v3.Authorization"
         assert health_status(channel, service) == health_pb2.HealthCheckResponse.SERVING
@@ -226,6 +213,3 @@ def test_sigterm_drains_not_serving_but_answering_until_a_second_signal(tmp_path
         log = log_path.read_text()
         assert "drain cut short" in log and log.rstrip().endswith("stopped")
         channel.close()
-    finally:
-        if process.poll() is None:
-            process.kill()
