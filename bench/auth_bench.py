@@ -14,10 +14,8 @@ bootstraps a tenant, then prints:
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
-import secrets
 import subprocess
 import sys
 import threading
@@ -42,41 +40,15 @@ def percentile(samples: list[float], q: float) -> float:
 
 
 def prepare_env(tmp: Path, sqlite: bool) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "TAHOE_VAR_DIR": str(tmp / "var"),
-        "TAHOE_GRPC_ADDR": f"127.0.0.1:{harness.free_port()}",
+    stores = (None, None) if sqlite else (PG_URL, REDIS_URL)
+    env = harness.serve_env(tmp, *stores) | {
         "TAHOE_DRAIN_SECONDS": "0",  # one instance: nowhere to drain to
-        "TAHOE_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
-        "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
         "TAHOE_LOG_LEVEL": "WARNING",
         # The API's own Login limits (10 per account and 60 per address a minute) would
         # measure the limiter, not login: one account logs in here hundreds of times.
         "TAHOE_RATE_LIMIT_ENABLED": "false",
     }
-    if not sqlite:
-        from tests import support
-
-        support.create_database(PG_URL)
-        support.reset_schema(PG_URL)
-        import redis
-
-        redis.Redis.from_url(REDIS_URL).flushdb()
-        env |= {
-            "TAHOE_DATABASE_URL": PG_URL,
-            "TAHOE_REDIS_URL": REDIS_URL,
-            "TAHOE_MASTER_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        }
-    cli = [sys.executable, "-m", "tahoe_auth"]
-    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
-    subprocess.run(
-        [*cli, "bootstrap", "--tenant", "bench", "--owner-email", "owner@bench.test", "--password-stdin"],
-        env=env,
-        input=PASSWORD + "\n",
-        text=True,
-        check=True,
-        capture_output=True,
-    )
+    harness.bootstrap(env, "bench", "owner@bench.test", PASSWORD)
     return env
 
 
@@ -164,10 +136,7 @@ def main() -> int:
     with harness.workdir() as tmp:
         env = prepare_env(tmp, args.sqlite)
         target = env["TAHOE_GRPC_ADDR"]
-        port = int(target.rsplit(":", 1)[1])
-        with harness.managed_process(
-            [sys.executable, "-m", "tahoe_auth", "serve"], tmp / "server.log", env=env, ready_port=port
-        ):
+        with harness.serve(env, tmp / "server.log"):
             logins = bench_logins(target, args.login_clients, args.duration)
             stub = auth_pb2_grpc.AuthServiceStub(grpc.insecure_channel(target))
             token = stub.Login(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import statistics
 import sys
 import time
@@ -37,23 +36,6 @@ from tests import harness  # noqa: E402
 
 ROUTE_HEADERS = {"x-tahoe-route-permission": "transcription:read", "x-tahoe-route-upstream": "transcription"}
 CLUSTER = "tahoe_authz_http"
-
-
-def ports_from(base: int) -> None:
-    """Take every port this run opens from `base` on (machines that share ports by ranges)."""
-    candidates = iter(range(base, base + 1000))
-
-    def free_port() -> int:
-        for candidate in candidates:
-            with socket.socket() as sock:
-                try:
-                    sock.bind((harness.LOCALHOST, candidate))
-                except OSError:
-                    continue
-                return candidate
-        raise RuntimeError(f"no free port from {base}")
-
-    harness.free_port = free_port
 
 
 def http_ext_authz_config(listener_port: int, authz_port: int) -> dict[str, Any]:
@@ -184,17 +166,14 @@ def median(rows: Sequence[Row]) -> Row:
 
 @contextlib.contextmanager
 def serve(env: dict[str, str], tmp: Path, workers: int, name: str) -> Iterator[tuple[int, dict[str, str]]]:
-    grpc_port = harness.free_port()
-    env = env | {
-        "TAHOE_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
-        "TAHOE_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
-        "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
+    env = {
+        **env,
+        **harness.listen_env(),
         "TAHOE_AUTHZ_WORKERS": str(workers),
         "TAHOE_LOG_LEVEL": "INFO",  # the workers' "serving" lines
     }
     log = tmp / f"{name}.log"
-    argv = [sys.executable, "-m", "tahoe_auth", "serve"]
-    with harness.managed_process(argv, log, ready_port=grpc_port, env=env, ready_timeout_s=60) as proc:
+    with harness.serve(env, log) as proc:
         deadline = time.monotonic() + 90
         while log.read_text(errors="replace").count(") serving HTTP ext_authz") < workers - 1:
             if time.monotonic() > deadline:
@@ -213,7 +192,7 @@ def run(args: argparse.Namespace) -> list[Row]:
         cases = []
         for concurrency in (1, 2):
             for workers, (pid, env) in servers.items():
-                authz_port = int(env["TAHOE_AUTHZ_HTTP_ADDR"].rsplit(":", 1)[1])
+                authz_port = harness.port_of(env["TAHOE_AUTHZ_HTTP_ADDR"])
                 config = http_ext_authz_config(harness.free_port(), authz_port)
                 envoy = stack.enter_context(harness.run_envoy(config, tmp, concurrency=concurrency))
                 label = f"envoy x{concurrency}, {workers} Check process{'es' if workers > 1 else ''}"
@@ -244,7 +223,7 @@ def main() -> int:
     parser.add_argument("--port-base", type=int, help="open ports from this one on (default: any free port)")
     args = parser.parse_args()
     if args.port_base:
-        ports_from(args.port_base)
+        harness.use_port_range(args.port_base, args.port_base + 999)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs")
     rows = run(args)
     print("\nmedians:")

@@ -22,12 +22,10 @@ threads do not hold up its clock).
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import http.client
 import json
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -160,41 +158,14 @@ def login_waves(target: str, logins: int, until: float, interval: float = 0.0) -
 
 
 def auth_env(tmp: Path, args: argparse.Namespace) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "TAHOE_VAR_DIR": str(tmp / "var"),
-        "TAHOE_GRPC_ADDR": f"127.0.0.1:{harness.free_port()}",
-        "TAHOE_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
-        "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
+    stores = (None, None) if args.sqlite else (args.database_url, args.redis_url)
+    env = harness.serve_env(tmp, *stores) | {
         "TAHOE_LOG_LEVEL": "WARNING",
         # One account logs in hundreds of times: Login's own limits would measure the
         # limiter, not the hashing.
         "TAHOE_RATE_LIMIT_ENABLED": "false",
     }
-    if not args.sqlite:
-        from tests import support
-
-        support.create_database(args.database_url)
-        support.reset_schema(args.database_url)
-        import redis
-
-        redis.Redis.from_url(args.redis_url).flushdb()
-        env |= {
-            "TAHOE_DATABASE_URL": args.database_url,
-            "TAHOE_REDIS_URL": args.redis_url,
-            "TAHOE_MASTER_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        }
-    cli = [sys.executable, "-m", "tahoe_auth"]
-    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True, cwd=ROOT)
-    subprocess.run(
-        [*cli, "bootstrap", "--tenant", TENANT, "--owner-email", EMAIL, "--password-stdin"],
-        env=env,
-        input=PASSWORD + "\n",
-        text=True,
-        check=True,
-        capture_output=True,
-        cwd=ROOT,
-    )
+    harness.bootstrap(env, TENANT, EMAIL, PASSWORD)
     return env
 
 
@@ -239,9 +210,8 @@ def run(args: argparse.Namespace) -> int:
     with harness.workdir() as tmp, contextlib.ExitStack() as stack:
         env = auth_env(tmp, args)
         target = env["TAHOE_GRPC_ADDR"]
-        auth_port = int(target.rsplit(":", 1)[1])
-        argv = [sys.executable, "-m", "tahoe_auth", "serve"]
-        stack.enter_context(harness.managed_process(argv, tmp / "auth.log", ready_port=auth_port, env=env))
+        auth_port = harness.port_of(target)
+        stack.enter_context(harness.serve(env, tmp / "auth.log"))
         token = access_token(target)
         config = harness.envoy_config(
             harness.free_port(), ext_authz_ports=[auth_port], timeout_ms=ENVOY_TIMEOUT_MS, context_extensions=ROUTE

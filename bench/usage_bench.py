@@ -18,7 +18,6 @@ cannot skew the counts) and uses the PostgreSQL database `tahoe_bench_usage`.
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 import secrets
 import shutil
@@ -63,21 +62,9 @@ def own_redis(tmp: Path) -> Iterator[str]:
 
 
 def prepare_server_env(tmp: Path, redis_url: str) -> dict[str, str]:
-    from tests import support
-
-    support.create_database(PG_URL)
-    support.reset_schema(PG_URL)
-    return {
-        **os.environ,
-        "TAHOE_VAR_DIR": str(tmp / "var"),
-        "TAHOE_GRPC_ADDR": f"127.0.0.1:{harness.free_port()}",
+    return harness.serve_env(tmp, PG_URL, redis_url) | {
         "TAHOE_DRAIN_SECONDS": "0",  # one instance: nowhere to drain to
-        "TAHOE_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
-        "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
         "TAHOE_LOG_LEVEL": "WARNING",
-        "TAHOE_DATABASE_URL": PG_URL,
-        "TAHOE_REDIS_URL": redis_url,
-        "TAHOE_MASTER_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
     }
 
 
@@ -266,10 +253,7 @@ def main() -> int:
         env = prepare_server_env(tmp, redis_url)
         tenant_id, platform_key = bootstrap(env)
         target = env["TAHOE_GRPC_ADDR"]
-        port = int(target.rsplit(":", 1)[1])
-        with harness.managed_process(
-            [sys.executable, "-m", "tahoe_auth", "serve"], tmp / "server.log", env=env, ready_port=port
-        ):
+        with harness.serve(env, tmp / "server.log"):
             ingest = bench_ingest(target, platform_key, tenant_id, args.clients, args.batch, args.duration)
             pending, drained_in = rollup_catch_up()
 

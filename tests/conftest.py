@@ -15,7 +15,7 @@ import pytest
 
 from tahoe_auth import migrate
 from tests import support
-from tests.servers import OwnPostgres
+from tests.servers import OwnPostgres, RedisProcess, redis_server
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/tahoe_test"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/11"
@@ -121,3 +121,16 @@ def own_postgres() -> Iterator[OwnPostgres]:
         with contextlib.suppress(Exception):  # already stopped by the test
             postgres.stop()
         postgres.remove()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A private redis-server that the test may stop, kill or pause."""
+    with redis_server(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def own_redis_env(pg_env: dict[str, str], own_redis: RedisProcess) -> dict[str, str]:
+    """pg_env with the instance on `own_redis` instead of the shared Redis."""
+    return {**pg_env, "TAHOE_REDIS_URL": own_redis.url}

@@ -650,3 +650,84 @@ def parse_wrk_output(output: str) -> WrkResult:
                 max_ms=raw["max_us"] / 1000,
             )
     raise ValueError(f"no WRK_JSON line in wrk output:\n{output}")
+
+
+# --- `tahoe-auth serve` for benchmarks and tests ------------------------------------
+
+
+TAHOE_CLI = (sys.executable, "-m", "tahoe_auth")
+_REPO = Path(__file__).resolve().parents[1]
+
+
+# The addresses `serve` listens on: gRPC, the side HTTP port, HTTP ext_authz.
+LISTEN_ADDRESSES = ("TAHOE_GRPC_ADDR", "TAHOE_HTTP_ADDR", "TAHOE_AUTHZ_HTTP_ADDR")
+
+
+def listen_env() -> dict[str, str]:
+    """LISTEN_ADDRESSES, each on a free port: what one more instance on the same
+    environment needs."""
+    return {name: f"{LOCALHOST}:{free_port()}" for name in LISTEN_ADDRESSES}
+
+
+def port_of(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def listen_ports(env: Mapping[str, str]) -> tuple[int, int, int]:
+    """The ports of `env`'s LISTEN_ADDRESSES, in that order."""
+    grpc_port, http_port, authz_port = (port_of(env[name]) for name in LISTEN_ADDRESSES)
+    return grpc_port, http_port, authz_port
+
+
+def serve_env(tmp: Path, database_url: str | None = None, redis_url: str | None = None) -> dict[str, str]:
+    """The environment for a `serve` started by a benchmark: os.environ, a var dir in
+    `tmp` and listen_env. With `database_url` it runs there, on an emptied and migrated
+    schema and a new master key (else on the embedded SQLite default); with `redis_url`
+    on that Redis, flushed first. Callers add their own settings with `|`."""
+    env = {**os.environ, "TAHOE_VAR_DIR": str(tmp / "var"), **listen_env()}
+    if database_url is not None:
+        import base64
+        import secrets
+
+        from tests import support
+
+        support.create_database(database_url)
+        support.reset_schema(database_url)
+        env |= {
+            "TAHOE_DATABASE_URL": database_url,
+            "TAHOE_MASTER_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        }
+    if redis_url is not None:
+        import redis
+
+        redis.Redis.from_url(redis_url).flushdb()
+        env["TAHOE_REDIS_URL"] = redis_url
+    return env
+
+
+def bootstrap(env: Mapping[str, str], tenant: str, email: str, password: str, migrate: bool = True) -> None:
+    """`tahoe-auth migrate` (unless told not to) and `bootstrap` of `tenant` with its
+    owner, as an operator would, on the database `env` names."""
+    env = {**os.environ, **env}
+    if migrate:
+        subprocess.run([*TAHOE_CLI, "migrate"], env=env, check=True, capture_output=True, cwd=_REPO)
+    subprocess.run(
+        [*TAHOE_CLI, "bootstrap", "--tenant", tenant, "--owner-email", email, "--password-stdin"],
+        env=env,
+        input=password + "\n",
+        text=True,
+        check=True,
+        capture_output=True,
+        cwd=_REPO,
+    )
+
+
+@contextlib.contextmanager
+def serve(env: Mapping[str, str], log_path: Path, ready_timeout_s: float = 60.0) -> Iterator[subprocess.Popen[bytes]]:
+    """`tahoe-auth serve` on `env` (listen_env's addresses among it) until the block
+    exits; ready once its gRPC port accepts. The default wait allows for a busy
+    2-core machine starting several Python processes at once."""
+    argv = [*TAHOE_CLI, "serve"]
+    ready_port = port_of(env["TAHOE_GRPC_ADDR"])
+    with managed_process(argv, log_path, ready_port=ready_port, env=env, ready_timeout_s=ready_timeout_s) as proc:
+        yield proc

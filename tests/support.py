@@ -11,10 +11,12 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import create_engine, event, pool, text
@@ -24,6 +26,8 @@ from tahoe_auth import migrate
 from tahoe_auth.api.ext_authz_http import HttpAuthzServer, HttpCheck
 from tahoe_auth.app import App, build_app
 from tahoe_auth.config import Settings
+from tahoe_auth.health import HealthReporter
+from tahoe_auth.http_side import SideServer
 from tahoe_auth.server import create_server
 from tahoe_auth.store.db import Database
 from tahoe_auth.store.models import Base
@@ -170,15 +174,58 @@ def running_server(env: Mapping[str, str], **overrides: object) -> Iterator[Runn
         app.close()
 
 
-def error_reason(error: grpc.RpcError) -> str:
+@dataclass
+class ProbedServer:
+    health: HealthReporter
+    channel: grpc.Channel
+    ready_url: str
+
+
+@contextlib.contextmanager
+def probed_server(database_url: str, var_dir: Path) -> Iterator[ProbedServer]:
+    """A gRPC server with its side HTTP port (/readyz) on `database_url`, whose health
+    nobody checks but the test (`health.check_once()`): what probes see, step by step."""
+    settings = Settings.from_env(
+        {"TAHOE_DATABASE_URL": database_url, "TAHOE_MASTER_KEY": "A" * 43, "TAHOE_VAR_DIR": str(var_dir)}
+    )
+    app = build_app(settings)
+    app.keys.ensure_active_key()
+    server, port, health = create_server(app, "127.0.0.1:0")
+    side = SideServer(app, health, "127.0.0.1:0")
+    server.start()
+    side.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield ProbedServer(health, channel, f"http://{side.address}/readyz")
+    finally:
+        channel.close()
+        side.stop()
+        server.stop(None)
+        app.close()
+
+
+DetailT = TypeVar("DetailT", bound=Message)
+
+
+def status_detail(error: grpc.RpcError, kind: type[DetailT]) -> DetailT:
+    """The `kind` detail (a google.rpc message) of `error`'s rich status; fails the test without one."""
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     assert status is not None, f"no rich status on {error}"
     for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
+        if detail.Is(kind.DESCRIPTOR):
+            info = kind()
             detail.Unpack(info)
-            return info.reason
-    raise AssertionError(f"no ErrorInfo in {status}")
+            return info
+    raise AssertionError(f"no {kind.DESCRIPTOR.name} in {status}")
+
+
+def error_reason(error: grpc.RpcError) -> str:
+    return status_detail(error, error_details_pb2.ErrorInfo).reason
+
+
+def retry_delay(error: grpc.RpcError) -> int:
+    """Seconds the refusal's RetryInfo asks the client to wait."""
+    return int(status_detail(error, error_details_pb2.RetryInfo).retry_delay.seconds)
 
 
 def call_error(fn: Any, *args: Any, **kwargs: Any) -> grpc.RpcError:

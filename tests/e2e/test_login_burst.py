@@ -11,10 +11,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -23,15 +20,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
 from tests import harness
 from tests.e2e import stack as e2e
-from tests.support import OWNER_PASSWORD
+from tests.support import OWNER_PASSWORD, retry_delay
 
-CLI = [sys.executable, "-m", "tahoe_auth"]
 LOGINS = 64
 BURST_SECONDS = 3.0
 pytestmark = [pytest.mark.envoy, pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -84,17 +78,6 @@ def login_waves(
     return results
 
 
-def retry_delay(error: grpc.RpcError) -> int:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            return int(info.retry_delay.seconds)
-    raise AssertionError(f"no RetryInfo in {status}")
-
-
 def server_side_refusals(log_path: Path) -> list[float]:
     """Durations (ms) of refused Logins, from the server's JSON access log."""
     durations = []
@@ -116,20 +99,10 @@ def transport() -> str:
 def test_a_login_burst_does_not_starve_check(module_env: dict[str, str], tmp_path: Path) -> None:
     slug = f"burst{int(time.time() * 1000) % 10**9}"
     email = f"o@{slug}.test"
-    subprocess.run(
-        [*CLI, "bootstrap", "--tenant", slug, "--owner-email", email, "--password-stdin"],
-        env={**os.environ, **module_env},
-        input=OWNER_PASSWORD + "\n",
-        text=True,
-        check=True,
-        capture_output=True,
-    )
-    grpc_port, http_port = harness.free_port(), harness.free_port()
+    harness.bootstrap(module_env, slug, email, OWNER_PASSWORD, migrate=False)
     env = {
         **module_env,
-        "TAHOE_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
-        "TAHOE_HTTP_ADDR": f"127.0.0.1:{http_port}",
-        "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{harness.free_port()}",
+        **harness.listen_env(),
         "TAHOE_LOG_FORMAT": "json",
         # One account logs in hundreds of times: Login's own rate limits would refuse
         # it for being one account, which is not what this test is about.
@@ -138,11 +111,12 @@ def test_a_login_burst_does_not_starve_check(module_env: dict[str, str], tmp_pat
     log_path = tmp_path / "auth.log"
     request = auth_pb2.LoginRequest(tenant=slug, email=email, password=OWNER_PASSWORD)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(harness.managed_process([*CLI, "serve"], log_path, ready_port=grpc_port, env=env))
+        stack.enter_context(harness.serve(env, log_path))
+        grpc_port = harness.port_of(env["TAHOE_GRPC_ADDR"])
         channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
         stub = auth_pb2_grpc.AuthServiceStub(channel)
         token = stub.Login(request, timeout=20).tokens.access_token
-        jwks = f"http://127.0.0.1:{http_port}/.well-known/jwks.json"
+        jwks = f"http://{env['TAHOE_HTTP_ADDR']}/.well-known/jwks.json"
         demo = stack.enter_context(e2e.demo_service(tmp_path, jwks))
         envoy = stack.enter_context(
             harness.run_envoy(e2e.envoy_config([grpc_port], demo.port, path=e2e.ENVOY_GRPC_YAML), tmp_path)

@@ -4,10 +4,8 @@ and a revocation made on one auth instance is enforced by another within a secon
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,23 +20,15 @@ from tests.e2e import stack as e2e
 from tests.scenarios import api_key, revoke_api_key, suspend
 from tests.support import OWNER_PASSWORD, RunningServer, bearer, running_server, wait_until
 
-CLI = [sys.executable, "-m", "tahoe_auth"]
 pytestmark = [pytest.mark.envoy, pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 
 @contextlib.contextmanager
 def auth_process(env: dict[str, str], tmp: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int, int]]:
     """`serve` in its own process: (process, gRPC port, side port, HTTP ext_authz port)."""
-    grpc_port, http_port, authz_port = harness.free_port(), harness.free_port(), harness.free_port()
-    env = {
-        **env,
-        "TAHOE_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
-        "TAHOE_HTTP_ADDR": f"127.0.0.1:{http_port}",
-        "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{authz_port}",
-    }
-    argv = [*CLI, "serve"]
-    with harness.managed_process(argv, tmp / "auth.log", ready_port=grpc_port, env=env) as proc:
-        yield proc, grpc_port, http_port, authz_port
+    env = {**env, **harness.listen_env()}
+    with harness.serve(env, tmp / "auth.log") as proc:
+        yield proc, *harness.listen_ports(env)
 
 
 def child_pids(pid: int) -> list[int]:
@@ -47,14 +37,7 @@ def child_pids(pid: int) -> list[int]:
 
 def test_a_dead_auth_server_lets_nothing_through(module_env: dict[str, str], transport: str, tmp_path: Path) -> None:
     slug = f"kill{int(time.time() * 1000) % 10**9}"
-    subprocess.run(
-        [*CLI, "bootstrap", "--tenant", slug, "--owner-email", f"o@{slug}.test", "--password-stdin"],
-        env={**os.environ, **module_env},
-        input=OWNER_PASSWORD + "\n",
-        text=True,
-        check=True,
-        capture_output=True,
-    )
+    harness.bootstrap(module_env, slug, f"o@{slug}.test", OWNER_PASSWORD, migrate=False)
     with contextlib.ExitStack() as stack:
         proc, grpc_port, http_port, authz_port = stack.enter_context(auth_process(module_env, tmp_path))
         http_addr = f"127.0.0.1:{http_port}"

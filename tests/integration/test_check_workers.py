@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import itertools
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,24 +31,6 @@ SERVING = re.compile(r"Check worker (\d+) \(pid (\d+)\) serving")
 # Workers import and build an App of their own: on a busy 2-core machine that takes a while.
 WORKER_START = 60.0
 SAMPLE = re.compile(r"^tahoe_check(?:_worker)?_decisions_total\{(.*)\} ([0-9.e+]+)$", re.MULTILINE)
-
-
-_next_port = itertools.count(int(os.environ.get("TAHOE_TEST_PORT_BASE", "0")))
-
-
-def port() -> int:
-    """A free port: from TAHOE_TEST_PORT_BASE on when set (machines whose users share
-    ports by ranges), else any."""
-    if not os.environ.get("TAHOE_TEST_PORT_BASE"):
-        return harness.free_port()
-    for candidate in _next_port:
-        with socket.socket() as sock:
-            try:
-                sock.bind((harness.LOCALHOST, candidate))
-            except OSError:
-                continue
-            return candidate
-    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -108,16 +88,10 @@ def env(pg_env: dict[str, str]) -> dict[str, str]:
 
 @contextlib.contextmanager
 def serve(env: dict[str, str], tmp: Path) -> Iterator[Serve]:
-    grpc_port, side_port, authz_port = port(), port(), port()
-    env = {
-        **env,
-        "TAHOE_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
-        "TAHOE_HTTP_ADDR": f"127.0.0.1:{side_port}",
-        "TAHOE_AUTHZ_HTTP_ADDR": f"127.0.0.1:{authz_port}",
-    }
+    env = env | harness.listen_env()
     log = tmp / "serve.log"
-    with harness.managed_process([*CLI, "serve"], log, ready_port=grpc_port, env=env, ready_timeout_s=60) as proc:
-        running = Serve(proc, log, grpc_port, side_port, authz_port)
+    with harness.serve(env, log, ready_timeout_s=WORKER_START) as proc:
+        running = Serve(proc, log, *harness.listen_ports(env))
         wait_until(lambda: 1 in running.workers(), limit=WORKER_START, step=0.1)
         yield running
 
@@ -125,14 +99,7 @@ def serve(env: dict[str, str], tmp: Path) -> Iterator[Serve]:
 def owner_api_key(env: dict[str, str], running: Serve) -> tuple[str, str, str]:
     """A new tenant's owner: (API key id, its secret, the owner's access token)."""
     slug = f"wk{int(time.time() * 1000) % 10**9}"
-    subprocess.run(
-        [*CLI, "bootstrap", "--tenant", slug, "--owner-email", f"o@{slug}.test", "--password-stdin"],
-        env={**os.environ, **env},
-        input=OWNER_PASSWORD + "\n",
-        text=True,
-        check=True,
-        capture_output=True,
-    )
+    harness.bootstrap(env, slug, f"o@{slug}.test", OWNER_PASSWORD, migrate=False)
     with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as channel:
         auth = auth_pb2_grpc.AuthServiceStub(channel)
         login = auth.Login(auth_pb2.LoginRequest(tenant=slug, email=f"o@{slug}.test", password=OWNER_PASSWORD))

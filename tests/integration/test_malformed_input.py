@@ -12,7 +12,6 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from sqlalchemy import create_engine, pool, text
 
 from tahoe_auth.v1 import (
@@ -31,14 +30,7 @@ Case = Callable[[support.RunningServer, support.Tenant, Any], Any]
 
 
 def field_of(error: grpc.RpcError) -> str:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.metadata["field"]
-    raise AssertionError("no ErrorInfo")
+    return support.status_detail(error, error_details_pb2.ErrorInfo).metadata["field"]
 
 
 def row_counts(url: str) -> dict[str, int]:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
 import pytest
@@ -22,7 +20,7 @@ from tahoe_auth.store.limiter_backends import MemoryLimiterBackend, RedisLimiter
 from tahoe_auth.store.redis_store import RedisStore
 from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
 from tests import support
-from tests.servers import RedisProcess, redis_server
+from tests.servers import RedisProcess
 
 TENANT_LIMIT = LimitSet({"per_tenant": Policy("per_tenant", 20, 3600.0, Strategy.GCRA)})
 
@@ -56,12 +54,6 @@ def test_limits_are_shared_by_instances(clean_redis: str) -> None:
     decision = instances[0].check(subject)
     assert not decision.allowed and decision.policy == "per_tenant"
     assert dict(headers(decision))["retry-after"] == "180"  # one 3600/20 s emission interval
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    with redis_server(tmp_path) as server:
-        yield server
 
 
 def test_redis_stopped_mid_test_falls_back_and_recovers(

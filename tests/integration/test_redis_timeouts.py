@@ -11,7 +11,6 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TypeVar
 
 import grpc
@@ -46,18 +45,8 @@ def during_one_slow_answer(redis: RedisProcess, call: Callable[[], T]) -> T:
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def running(pg_env: dict[str, str], own_redis: RedisProcess) -> Iterator[RunningServer]:
-    env = {**pg_env, "TAHOE_REDIS_URL": own_redis.url, "TAHOE_REDIS_TIMEOUT": str(TIMEOUT)}
+def running(own_redis_env: dict[str, str]) -> Iterator[RunningServer]:
+    env = {**own_redis_env, "TAHOE_REDIS_TIMEOUT": str(TIMEOUT)}
     with running_server(env, rate_limit_enabled=False) as server:
         yield server
 

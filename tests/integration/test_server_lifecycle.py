@@ -7,11 +7,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -19,14 +19,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tahoe_auth import migrate
-from tahoe_auth.app import build_app
-from tahoe_auth.config import Settings
 from tahoe_auth.http_side import SideServer
 from tahoe_auth.server import create_server
 from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
+from tests import harness
 from tests.servers import OwnPostgres
-from tests.support import OWNER_PASSWORD, RunningServer, running_server
+from tests.support import OWNER_PASSWORD, RunningServer, probed_server, running_server
 
 
 def http_get(url: str) -> tuple[int, dict[str, object]]:
@@ -69,51 +67,28 @@ def test_reflection_can_be_turned_off(sqlite_url: str, tmp_path: Path) -> None:
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-def test_health_follows_the_database(tmp_path: Path) -> None:
-    postgres = OwnPostgres()
-    postgres.init()
-    postgres.start()
-    try:
-        migrate.upgrade(postgres.url)
-        settings = Settings.from_env(
-            {"TAHOE_DATABASE_URL": postgres.url, "TAHOE_MASTER_KEY": "A" * 43, "TAHOE_VAR_DIR": str(tmp_path)}
-        )
-        app = build_app(settings)
-        app.keys.ensure_active_key()
-        server, port, health = create_server(app, "127.0.0.1:0")
-        side = SideServer(app, health, "127.0.0.1:0")
-        server.start()
-        side.start()
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        ready_url = f"http://{side.address}/readyz"
-        try:
-            assert health.check_once()
-            assert health_status(channel) == health_pb2.HealthCheckResponse.SERVING
-            assert health_status(channel, "tahoe_auth.v1.AuthService") == health_pb2.HealthCheckResponse.SERVING
-            assert http_get(ready_url)[0] == 200
+def test_health_follows_the_database(own_postgres: OwnPostgres, tmp_path: Path) -> None:
+    with probed_server(own_postgres.url, tmp_path) as probed:
+        health, channel = probed.health, probed.channel
+        assert health.check_once()
+        assert health_status(channel) == health_pb2.HealthCheckResponse.SERVING
+        assert health_status(channel, "tahoe_auth.v1.AuthService") == health_pb2.HealthCheckResponse.SERVING
+        assert http_get(probed.ready_url)[0] == 200
 
-            postgres.stop()
-            assert not health.check_once()
-            assert health_status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
-            assert http_get(ready_url) == (503, {"status": "database unreachable"})
-            # A call that needs the database fails cleanly, not with INTERNAL.
-            with pytest.raises(grpc.RpcError) as call:
-                auth_pb2_grpc.AuthServiceStub(channel).Login(
-                    auth_pb2.LoginRequest(tenant="acme", email="a@b.test", password="whatever1"), timeout=30
-                )
-            assert call.value.code() == grpc.StatusCode.UNAVAILABLE
+        own_postgres.stop()
+        assert not health.check_once()
+        assert health_status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert http_get(probed.ready_url) == (503, {"status": "database unreachable"})
+        # A call that needs the database fails cleanly, not with INTERNAL.
+        with pytest.raises(grpc.RpcError) as call:
+            auth_pb2_grpc.AuthServiceStub(channel).Login(
+                auth_pb2.LoginRequest(tenant="acme", email="a@b.test", password="whatever1"), timeout=30
+            )
+        assert call.value.code() == grpc.StatusCode.UNAVAILABLE
 
-            postgres.start()
-            assert health.check_once()
-            assert health_status(channel) == health_pb2.HealthCheckResponse.SERVING
-        finally:
-            channel.close()
-            side.stop()
-            server.stop(None)
-            app.close()
-    finally:
-        postgres.stop()
-        postgres.remove()
+        own_postgres.start()
+        assert health.check_once()
+        assert health_status(channel) == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_jwks_and_liveness_on_the_side_port(embedded_server: RunningServer) -> None:
@@ -158,34 +133,36 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def on_port_zero(tmp_path: Path) -> dict[str, str]:
+    """`serve` on the embedded default, every address on port 0: its log says which."""
+    return {**os.environ, "TAHOE_VAR_DIR": str(tmp_path), **dict.fromkeys(harness.LISTEN_ADDRESSES, "127.0.0.1:0")}
+
+
+@contextlib.contextmanager
+def logged_serve(env: dict[str, str], log_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, str]]:
+    """`serve` writing to `log_path`, once listening: (process, gRPC port, side HTTP
+    address); killed afterwards if the test has not stopped it."""
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen([*harness.TAHOE_CLI, "serve"], env=env, stderr=log_file, stdout=log_file)
+    try:
+        _wait_for(lambda: "gRPC listening on" in log_path.read_text())
+        started = log_path.read_text().split("gRPC listening on 127.0.0.1:")[1]
+        yield process, int(started.split(",")[0]), started.split("HTTP on ")[1].split()[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
 def test_sigterm_drains_in_flight_calls_then_exits(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "TAHOE_VAR_DIR": str(tmp_path),
-        "TAHOE_GRPC_ADDR": "127.0.0.1:0",
-        "TAHOE_HTTP_ADDR": "127.0.0.1:0",
-        "TAHOE_AUTHZ_HTTP_ADDR": "127.0.0.1:0",
+    env = on_port_zero(tmp_path) | {
         # Slow hashing makes a login last long enough to be in flight at SIGTERM.
         "TAHOE_ARGON2_TIME_COST": "60",
         # The grace for in-flight calls is what this test is about, not the drain before it.
         "TAHOE_DRAIN_SECONDS": "0",
     }
-    cli = [sys.executable, "-m", "tahoe_auth"]
-    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
-    subprocess.run(
-        [*cli, "bootstrap", "--tenant", "acme", "--owner-email", "o@acme.test", "--password-stdin"],
-        env=env,
-        input=OWNER_PASSWORD + "\n",
-        text=True,
-        check=True,
-        capture_output=True,
-    )
+    harness.bootstrap(env, "acme", "o@acme.test", OWNER_PASSWORD)
     log_path = tmp_path / "server.log"
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen([*cli, "serve"], env=env, stderr=log_file, stdout=log_file)
-    try:
-        _wait_for(lambda: "gRPC listening on" in log_path.read_text())
-        port = int(log_path.read_text().split("gRPC listening on 127.0.0.1:")[1].split(",")[0])
+    with logged_serve(env, log_path) as (process, port, _):
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = auth_pb2_grpc.AuthServiceStub(channel)
         result: dict[str, object] = {}
@@ -210,29 +187,13 @@ def test_sigterm_drains_in_flight_calls_then_exits(tmp_path: Path) -> None:
         log = log_path.read_text()
         assert "received SIGTERM" in log and log.rstrip().endswith("stopped")
         channel.close()
-    finally:
-        if process.poll() is None:
-            process.kill()
 
 
 def test_sigterm_drains_not_serving_but_answering_until_a_second_signal(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "TAHOE_VAR_DIR": str(tmp_path),
-        "TAHOE_GRPC_ADDR": "127.0.0.1:0",
-        "TAHOE_HTTP_ADDR": "127.0.0.1:0",
-        "TAHOE_AUTHZ_HTTP_ADDR": "127.0.0.1:0",
-        "TAHOE_DRAIN_SECONDS": "600",  # only the second signal can end it within the test
-    }
-    cli = [sys.executable, "-m", "tahoe_auth"]
-    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
+    env = on_port_zero(tmp_path) | {"TAHOE_DRAIN_SECONDS": "600"}  # only the second signal can end it within the test
+    subprocess.run([*harness.TAHOE_CLI, "migrate"], env=env, check=True, capture_output=True)
     log_path = tmp_path / "server.log"
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen([*cli, "serve"], env=env, stderr=log_file, stdout=log_file)
-    try:
-        _wait_for(lambda: "gRPC listening on" in log_path.read_text())
-        started = log_path.read_text().split("gRPC listening on 127.0.0.1:")[1]
-        port, http_addr = int(started.split(",")[0]), started.split("HTTP on ")[1].split()[0]
+    with logged_serve(env, log_path) as (process, port, http_addr):
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         service = "envoy.service.auth.v3.Authorization"
         assert health_status(channel, service) == health_pb2.HealthCheckResponse.SERVING
@@ -252,6 +213,3 @@ def test_sigterm_drains_not_serving_but_answering_until_a_second_signal(tmp_path
         log = log_path.read_text()
         assert "drain cut short" in log and log.rstrip().endswith("stopped")
         channel.close()
-    finally:
-        if process.poll() is None:
-            process.kill()

@@ -4,31 +4,15 @@ server; and they are shared through Redis again once it returns."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import grpc
 import pytest
 import redis
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from tahoe_auth.v1 import auth_pb2
 from tests.servers import RedisProcess
-from tests.support import RunningServer, Tenant, call_error, error_reason, running_server, wait_until
+from tests.support import RunningServer, Tenant, call_error, error_reason, retry_delay, running_server, wait_until
 
 FREE_FAILURES = 5  # domain/throttle.py ACCOUNT_POLICY
-
-
-def retry_delay(error: grpc.RpcError) -> int:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            return int(info.retry_delay.seconds)
-    raise AssertionError(f"no RetryInfo in {status}")
 
 
 def assert_throttled_after_free_failures(running: RunningServer, tenant: Tenant) -> None:
@@ -55,22 +39,13 @@ def assert_throttled_after_free_failures(running: RunningServer, tenant: Tenant)
     wait_until(logs_in, limit=retry_delay(early) + 10, step=0.2)
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.mark.parametrize("outage", ["killed", "paused"])
-def test_login_throttling_holds_without_redis(pg_env: dict[str, str], own_redis: RedisProcess, outage: str) -> None:
-    env = {**pg_env, "TAHOE_REDIS_URL": own_redis.url}
+def test_login_throttling_holds_without_redis(
+    own_redis_env: dict[str, str], own_redis: RedisProcess, outage: str
+) -> None:
     # Rate limits off: they would refuse these repeated logins first (RATE_LIMITED), and
     # the throttle is what is under test.
-    with running_server(env, rate_limit_enabled=False) as running:
+    with running_server(own_redis_env, rate_limit_enabled=False) as running:
         tenant = running.create_tenant()
         assert_throttled_after_free_failures(running, tenant)  # with Redis, for comparison
 
