@@ -24,10 +24,12 @@ from tahoe_auth.kernel.metrics import CACHES, CACHES_TRUSTED
 from tahoe_auth.services.api_keys import ApiKeys
 from tahoe_auth.services.audit import AuditLog, AuditReader, AuditVerifier
 from tahoe_auth.services.change_feed import ChangeFeed
+from tahoe_auth.services.dashboards import Dashboards
 from tahoe_auth.services.denials import DenialAuditor
 from tahoe_auth.services.invitations import Invitations
 from tahoe_auth.services.keys import KeyManager
 from tahoe_auth.services.last_used import LastUsedRecorder
+from tahoe_auth.services.login_stats import LoginStats
 from tahoe_auth.services.platform import PlatformCredentials
 from tahoe_auth.services.quotas import Quotas
 from tahoe_auth.services.roles import Roles
@@ -96,6 +98,8 @@ class App:
     denials: DenialAuditor
     webhooks: WebhookAdmin
     webhook_worker: WebhookWorker
+    login_stats: LoginStats
+    dashboards: Dashboards
     change_listeners: tuple[ChangeListener, ...]
 
     def start_background(self) -> None:
@@ -112,6 +116,7 @@ class App:
         self.keys.stop()
         self.webhook_worker.stop()
         self.denials.stop()
+        self.login_stats.stop()
         self.usage_watch.stop()
         self.usage_recorder.stop()
         self.usage_pipeline.stop()
@@ -196,7 +201,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     api_key_resolver = ApiKeyResolver(db, api_key_hmac, authenticator, feed, last_used)
     authenticator.register_secret(apikeys.API_KEY, api_key_resolver.resolve)
     throttle = LoginThrottle(store, fallback=MemoryStore())  # never fails open (services/throttle.py)
-    sessions = SessionService(db, keys, hasher, throttle, notifier, settings, clock, audit_log)
+    login_stats = LoginStats(db, clock)
+    sessions = SessionService(db, keys, hasher, throttle, notifier, settings, clock, audit_log, login_stats)
     invitations = Invitations(db, hasher, sessions, notifier, clock, audit_log)
     for name, cache in (
         ("tokens", authenticator.tokens),
@@ -272,6 +278,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         denials=denials,
         webhooks=webhooks,
         webhook_worker=WebhookWorker(db, webhooks.box, policy, audit_log, clock, worker_config(settings)),
+        login_stats=login_stats,
+        dashboards=Dashboards(db, clock),
         change_listeners=listeners,
     )
 

@@ -30,6 +30,7 @@ from tahoe_auth import tracing
 from tahoe_auth.api import ext_authz
 from tahoe_auth.api.audit_servicer import AuditServicer
 from tahoe_auth.api.auth_servicer import AuthServicer
+from tahoe_auth.api.dashboard_servicer import DashboardServicer
 from tahoe_auth.api.decision_servicer import DecisionServicer
 from tahoe_auth.api.envoy_ratelimit import EnvoyRateLimitServicer
 from tahoe_auth.api.ext_authz_http import HttpAuthzServer, HttpCheck
@@ -61,6 +62,8 @@ from tahoe_auth.v1 import (
     audit_pb2_grpc,
     auth_pb2,
     auth_pb2_grpc,
+    dashboard_pb2,
+    dashboard_pb2_grpc,
     decision_pb2,
     decision_pb2_grpc,
     keys_pb2,
@@ -87,6 +90,7 @@ USAGE = "/tahoe_auth.v1.UsageService/"
 AUDIT = "/tahoe_auth.v1.AuditService/"
 WEBHOOKS = "/tahoe_auth.v1.WebhookService/"
 KEYS = "/tahoe_auth.v1.KeyService/"
+DASHBOARD = "/tahoe_auth.v1.DashboardService/"
 PUBLIC = MethodPolicy(public=True)
 # Methods that may hash a password: on their own threads, admitted by HashAdmission.
 PUBLIC_HASHING = MethodPolicy(public=True, hashes_password=True)
@@ -194,6 +198,11 @@ POLICIES: dict[str, MethodPolicy] = {
     KEYS + "RotateSigningKey": PLATFORM_ONLY,
     KEYS + "ListSigningKeys": PLATFORM_ONLY,
     KEYS + "RevokeSigningKey": PLATFORM_ONLY,
+    # Denials and failed logins are audit data; the breakdown is usage.
+    DASHBOARD + "GetTenantOverview": AUDIT_READ,
+    DASHBOARD + "GetUsageBreakdown": USAGE_READ,
+    DASHBOARD + "GetLoginAnalytics": AUDIT_READ,
+    DASHBOARD + "GetPlatformOverview": PLATFORM_ONLY,  # the use case checks too
 }
 DEFAULT_POLICY = MethodPolicy()
 
@@ -205,6 +214,7 @@ GOVERNED_SERVICES = [
     webhooks_pb2.DESCRIPTOR.services_by_name["WebhookService"],
     keys_pb2.DESCRIPTOR.services_by_name["KeyService"],
     decision_pb2.DESCRIPTOR.services_by_name["DecisionService"],
+    dashboard_pb2.DESCRIPTOR.services_by_name["DashboardService"],
 ]
 # Reported to health checks (Envoy checks the ext_authz service by name) and reflection.
 RATE_LIMIT_SERVICE = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
@@ -261,6 +271,7 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(app.audit_reader), server)
     webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(WebhookServicer(app.webhooks, app.clock), server)
     keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(app.keys, app.clock), server)
+    dashboard_pb2_grpc.add_DashboardServiceServicer_to_server(DashboardServicer(app.dashboards), server)
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(EnvoyRateLimitServicer(app.limiter), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from tahoe_auth.authz.check import CheckContext, CheckOutcome
 from tahoe_auth.authz.ratelimit import RateLimiter
 from tahoe_auth.domain import decision, ratelimit, reasons
+from tahoe_auth.domain.dashboards import credential_label
 from tahoe_auth.domain.principal import API_KEY, USER
 from tahoe_auth.domain.ratelimit import RateLimitDecision, RateLimitSubject
 from tahoe_auth.domain.usage import API_REQUESTS, QuotaDecision, quota_denial_body, quota_headers
@@ -66,14 +67,21 @@ class AdmissionControl:
         self._recorder = recorder
 
     def admit(
-        self, *, tenant_id: str, client_address: str, subject_type: str, subject_id: str, route: str
+        self,
+        *,
+        tenant_id: str,
+        client_address: str,
+        subject_type: str,
+        subject_id: str,
+        route: str,
+        credential: str = "",
     ) -> Admission:
         quota = self._quotas.check(tenant_id, API_REQUESTS) if tenant_id else None
         if quota is not None and not quota.allowed:
             return Admission(False, quota_headers(quota), quota_denial_body(quota), QUOTA_EXCEEDED, quota=quota)
         admission = self._rate_limit(tenant_id, client_address, subject_type, subject_id, quota)
         if admission.allowed and tenant_id:
-            self._recorder.record_request(tenant_id, route, subject_type)
+            self._recorder.record_request(tenant_id, route, subject_type, credential)
         return admission
 
     def count_refused(self, *, tenant_id: str, client_address: str, subject_type: str, subject_id: str) -> Admission:
@@ -117,6 +125,7 @@ class AdmissionControl:
                 subject_type=principal.subject_type,
                 subject_id=principal.subject,
                 route=context.route,
+                credential=credential_label(principal.credential, principal.subject_type, principal.subject),
             )
         else:
             admission = self.count_refused(

@@ -13,6 +13,7 @@ from tahoe_auth.domain import audit, crypto, events, passwords, tokens
 from tahoe_auth.domain.errors import (
     InvalidArgument,
     InvalidCredentials,
+    LoginThrottled,
     RefreshTokenInvalid,
     RefreshTokenReused,
 )
@@ -25,6 +26,7 @@ from tahoe_auth.services.audit import Actor, AuditLog
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.services.events import emit
 from tahoe_auth.services.keys import KeyManager
+from tahoe_auth.services.login_stats import LoginStats
 from tahoe_auth.services.throttle import LoginThrottle
 from tahoe_auth.store import models as m
 from tahoe_auth.store.db import SYSTEM, Database, UnitOfWork
@@ -63,8 +65,10 @@ class SessionService:
         settings: Settings,
         clock: Clock,
         audit_log: AuditLog,
+        login_stats: LoginStats,
     ) -> None:
         self._audit = audit_log
+        self._login_stats = login_stats
         self._db = db
         self._keys = keys
         self._hasher = hasher
@@ -79,7 +83,11 @@ class SessionService:
         tenant_key, email = tenant.strip().lower(), normalize_email(email)
         if not tenant_key or not email:
             raise InvalidArgument("tenant" if not tenant_key else "email", "tenant and email are required")
-        self._throttle.check(tenant_key, email, ctx.client_address)
+        try:
+            self._throttle.check(tenant_key, email, ctx.client_address)
+        except LoginThrottled:
+            self._login_stats.throttled(tenant_key)
+            raise
         tenant_row, user = self._find_login_subject(tenant_key, email)
         too_long = len(password) > passwords.MAX_LENGTH
         # Always one argon2 verification, against a dummy hash when there is no user, so
@@ -102,23 +110,29 @@ class SessionService:
     def _login_failed(
         self, ctx: CallContext, tenant_key: str, email: str, tenant: m.Tenant | None, user: m.User | None, reason: str
     ) -> None:
-        """Audited in its own transaction (no change goes with it); unknown tenants on the
-        platform chain. Never fails the call: the caller gets INVALID_CREDENTIALS anyway."""
+        """Audited, and counted for the dashboards, in its own transaction; unknown tenants
+        on the platform chain. Never fails the call: the caller gets INVALID_CREDENTIALS anyway."""
         if tenant is None:
             reason = "unknown_tenant"
         elif user is None:
             reason = "unknown_user"
         actor = Actor(user.id, USER) if user is not None else Actor("", audit.ANONYMOUS)
+        chain = tenant.id if tenant is not None else audit.PLATFORM_CHAIN
         try:
-            self._audit.record_alone(
-                ctx,
-                tenant.id if tenant is not None else audit.PLATFORM_CHAIN,
-                "auth.login",
-                f"user:{email}",
-                audit.FAILURE,
-                {"reason": reason, "tenant": tenant_key},
-                actor=actor,
-            )
+            with self._db.unit_of_work(chain or SYSTEM) as uow:
+                self._audit.record(
+                    uow,
+                    ctx,
+                    chain,
+                    "auth.login",
+                    f"user:{email}",
+                    audit.FAILURE,
+                    {"reason": reason, "tenant": tenant_key},
+                    actor=actor,
+                )
+                if tenant is not None:
+                    self._login_stats.failed(uow, tenant.id)
+                uow.commit()
         except Exception as exc:  # the login fails either way; say that its record is missing
             STORE_FAILURES.labels("audit_login_failure", "dropped").inc()
             log.error("could not audit a failed login for tenant %r: %s", tenant_key, exc)
@@ -165,6 +179,7 @@ class SessionService:
                     details={"session_id": session.id, "rehashed": new_hash is not None},
                     actor=Actor(user_id, USER),
                 )
+                self._login_stats.succeeded(uow, tenant_id, user_id)
             uow.commit()
         return self._issue(session, refresh_token)
 

@@ -2,8 +2,9 @@
 live counters kept honest. Runs every couple of seconds on every instance.
 
 Each batch is one transaction: claim the oldest unrolled events (`FOR UPDATE SKIP
-LOCKED`: instances never take the same rows), add their sums to usage_rollups and
-usage_period_totals, mark them rolled up, and write a `usage.threshold_reached` outbox
+LOCKED`: instances never take the same rows), add their sums to usage_rollups,
+usage_period_totals and usage_dimension_rollups (hourly, by route, subject type and
+credential: what the dashboards read), mark them rolled up, and write a `usage.threshold_reached` outbox
 event for each 80% / 100% threshold newly reached (usage_threshold_marks makes each
 announcement happen once). A crash mid-batch rolls the whole batch back.
 
@@ -20,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
+from tahoe_auth.domain.dashboards import dimension_sums
 from tahoe_auth.domain.usage import THRESHOLD_EVENT, Granularity, period_of, reached_thresholds, truncate
 from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.kernel.metrics import STORE_FAILURES, USAGE_ROLLED_UP, USAGE_THRESHOLD_EVENTS
@@ -80,10 +82,11 @@ class UsagePipeline:
                 return 0, set()
             minutes: dict[Key, float] = defaultdict(float)
             periods: dict[Key, float] = defaultdict(float)
-            for _, tenant, metric, occurred_at, quantity in rows:
+            for _, tenant, metric, occurred_at, quantity, _ in rows:
                 minutes[(tenant, metric, truncate(occurred_at, Granularity.MINUTE))] += quantity
                 periods[(tenant, metric, period_of(occurred_at).start)] += quantity
             uow.usage.add_to_rollups(minutes)
+            uow.usage.add_to_dimension_rollups(dimension_sums((r[1], r[2], r[3], r[4], r[5]) for r in rows))
             new_totals = uow.usage.add_to_period_totals(periods)
             uow.usage.mark_rolled_up([row[0] for row in rows])
             self._announce_thresholds(uow, new_totals)

@@ -74,9 +74,13 @@ class UsageRecorder:
         if size >= self._max_pending:
             self._wake.set()
 
-    def record_request(self, tenant_id: str, route: str, subject_type: str) -> None:
-        """One allowed request through Envoy: `api.requests` by route and subject type."""
-        self.record(tenant_id, API_REQUESTS, 1.0, (("route", route), ("subject_type", subject_type)))
+    def record_request(self, tenant_id: str, route: str, subject_type: str, credential: str = "") -> None:
+        """One allowed request through Envoy: `api.requests` by route, subject type and
+        (when known) credential (domain.dashboards.credential_label)."""
+        dimensions: Dimensions = (("route", route), ("subject_type", subject_type))
+        if credential:
+            dimensions = (("credential", credential), *dimensions)
+        self.record(tenant_id, API_REQUESTS, 1.0, dimensions)
 
     def flush(self) -> int:
         """Write what is pending (and any backlog). Returns the events written."""

@@ -26,6 +26,7 @@ from tahoe_auth.kernel.metrics import DATABASE_ERRORS
 from tahoe_auth.store import repositories as r
 from tahoe_auth.store.audit_repository import AuditRepository
 from tahoe_auth.store.change_log import ChangeLogRepository
+from tahoe_auth.store.dashboard_repository import DashboardRepository
 from tahoe_auth.store.models import PlatformServiceAccount, ServiceAccount, TenantScoped
 from tahoe_auth.store.usage_repository import UsageRepository
 from tahoe_auth.store.webhook_repository import OutboxRepository, WebhookRepository
@@ -196,6 +197,7 @@ class UnitOfWork:
         self.service_accounts = r.ServiceAccountRepository(session, ServiceAccount)
         self.platform_service_accounts = r.ServiceAccountRepository(session, PlatformServiceAccount)
         self.usage = UsageRepository(session)
+        self.dashboards = DashboardRepository(session)
         self.audit = AuditRepository(session)
         self.outbox = OutboxRepository(session)
         self.webhooks = WebhookRepository(session)

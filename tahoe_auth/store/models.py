@@ -347,6 +347,42 @@ class UsagePeriodTotal(TenantScoped, Base):
     quantity: Mapped[float] = mapped_column(Double())
 
 
+class UsageDimensionRollup(TenantScoped, Base):
+    """Hourly sums of rolled-up events by one dimension's value (route, subject_type,
+    credential): what usage breakdowns read, folded in by the same rollup transaction."""
+
+    __tablename__ = "usage_dimension_rollups"
+
+    tenant_id: Mapped[str] = mapped_column(Id, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(100), primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(32), primary_key=True)
+    bucket_start: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+    quantity: Mapped[float] = mapped_column(Double())
+
+
+class LoginRollup(TenantScoped, Base):
+    """Logins per tenant, hour and outcome (success, failure, throttled), counted in the
+    login's own transaction (throttles: aggregated in memory, services/login_stats.py)."""
+
+    __tablename__ = "login_rollups"
+
+    tenant_id: Mapped[str] = mapped_column(Id, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    bucket_start: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LoginActiveUser(TenantScoped, Base):
+    """A user who logged in successfully on a day (UTC): active users per day."""
+
+    __tablename__ = "login_active_users"
+
+    tenant_id: Mapped[str] = mapped_column(Id, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    user_id: Mapped[str] = mapped_column(Id, primary_key=True)
+
+
 class UsagePlan(Base):
     """A plan: included units per metric per billing period, hard or soft (domain.usage)."""
 

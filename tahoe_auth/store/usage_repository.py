@@ -25,6 +25,7 @@ from tahoe_auth.store import models as m
 EVENTS: Table = m.UsageEvent.__table__  # type: ignore[assignment]
 ROLLUPS: Table = m.UsageRollup.__table__  # type: ignore[assignment]
 TOTALS: Table = m.UsagePeriodTotal.__table__  # type: ignore[assignment]
+DIMENSION_ROLLUPS: Table = m.UsageDimensionRollup.__table__  # type: ignore[assignment]
 MARKS: Table = m.UsageThresholdMark.__table__  # type: ignore[assignment]
 
 _INGEST_COLUMNS = "tenant_id, metric, quantity, occurred_at, dimensions, idempotency_key, recorded_at"
@@ -105,10 +106,18 @@ class UsageRepository:
 
     # -- rollups --------------------------------------------------------------------------
 
-    def claim_unrolled(self, limit: int) -> list[tuple[int, str, str, dt.datetime, float]]:
-        """The oldest events not yet rolled up, locked; rows other instances hold are skipped."""
+    def claim_unrolled(self, limit: int) -> list[tuple[int, str, str, dt.datetime, float, dict[str, Any] | None]]:
+        """The oldest events not yet rolled up, locked; rows other instances hold are skipped.
+        (id, tenant, metric, occurred_at, quantity, dimensions)."""
         query = (
-            select(EVENTS.c.id, EVENTS.c.tenant_id, EVENTS.c.metric, EVENTS.c.occurred_at, EVENTS.c.quantity)
+            select(
+                EVENTS.c.id,
+                EVENTS.c.tenant_id,
+                EVENTS.c.metric,
+                EVENTS.c.occurred_at,
+                EVENTS.c.quantity,
+                EVENTS.c.dimensions,
+            )
             .where(not_(EVENTS.c.rolled_up))
             .order_by(EVENTS.c.id)
             .limit(limit)
@@ -123,6 +132,20 @@ class UsageRepository:
 
     def add_to_rollups(self, sums: Mapping[tuple[str, str, dt.datetime], float]) -> None:
         self._add(ROLLUPS, "bucket_start", sums)
+
+    def add_to_dimension_rollups(self, sums: Mapping[tuple[str, str, str, dt.datetime, str], float]) -> None:
+        if not sums:
+            return
+        insert = self._insert(DIMENSION_ROLLUPS)
+        statement = insert.on_conflict_do_update(
+            index_elements=["tenant_id", "metric", "dimension", "bucket_start", "value"],
+            set_={"quantity": DIMENSION_ROLLUPS.c.quantity + insert.excluded.quantity},
+        )
+        rows = [
+            {"tenant_id": t, "metric": metric, "dimension": d, "bucket_start": at, "value": v, "quantity": q}
+            for (t, metric, d, at, v), q in sums.items()
+        ]
+        self.session.execute(statement, rows)
 
     def add_to_period_totals(
         self, sums: Mapping[tuple[str, str, dt.datetime], float]
