@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
-from sqlalchemy import ColumnElement, Table, func, not_, select, union_all, update
+from sqlalchemy import ColumnElement, Table, func, not_, select, text, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session as OrmSession
@@ -39,6 +39,14 @@ _INGEST_INSERT = (
     "rolled_up) SELECT tenant_id, metric, quantity, occurred_at, dimensions, idempotency_key, recorded_at, false "
     "FROM usage_ingest ON CONFLICT (tenant_id, idempotency_key) DO NOTHING "
     "RETURNING tenant_id, metric, quantity, occurred_at"
+)
+
+_DIMENSIONS_UPSERT = (
+    "INSERT INTO usage_dimension_rollups (tenant_id, metric, dimension, bucket_start, value, quantity) "
+    "SELECT * FROM unnest(CAST(:t AS varchar[]), CAST(:m AS varchar[]), CAST(:d AS varchar[]), "
+    "CAST(:b AS timestamptz[]), CAST(:v AS varchar[]), CAST(:q AS float8[])) "
+    "ON CONFLICT (tenant_id, metric, dimension, bucket_start, value) "
+    "DO UPDATE SET quantity = usage_dimension_rollups.quantity + excluded.quantity"
 )
 
 _SQLITE_TRUNC = {
@@ -135,6 +143,15 @@ class UsageRepository:
 
     def add_to_dimension_rollups(self, sums: Mapping[tuple[str, str, str, dt.datetime, str], float]) -> None:
         if not sums:
+            return
+        if self.postgres:
+            # One statement over arrays: a batch makes thousands of rows (values x hours),
+            # which as an executemany took a fifth of the rollup's time.
+            columns = list(zip(*((*key, quantity) for key, quantity in sums.items()), strict=True))
+            self.session.execute(
+                text(_DIMENSIONS_UPSERT),
+                dict(zip(("t", "m", "d", "b", "v", "q"), (list(c) for c in columns), strict=True)),
+            )
             return
         insert = self._insert(DIMENSION_ROLLUPS)
         statement = insert.on_conflict_do_update(
