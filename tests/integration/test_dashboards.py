@@ -236,3 +236,29 @@ def test_bad_breakdown_requests(server: RunningServer, request_: dashboard_pb2.G
     tenant = server.create_tenant()
     error = call_error(board(server).GetUsageBreakdown, request_, metadata=bearer(server.owner_token(tenant)))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_dashboards_on_sqlite(embedded_server: RunningServer) -> None:
+    """The embedded deployment (SQLite): the same rollups and queries."""
+    server = embedded_server
+    tenant = server.create_tenant()
+    token = server.owner_token(tenant)
+    assert fail_login(server, tenant) == "INVALID_CREDENTIALS"
+    record(server, token, [request_event("/v1/a", "api key tk_1", 4), request_event("/v1/b", "api key tk_1", 1)])
+    server.app.denials.record(tenant.id, "missing_permission", "/v1/admin")
+    server.app.denials.flush(everything=True)
+    stub = board(server)
+    for granularity in (usage_pb2.GRANULARITY_HOUR, usage_pb2.GRANULARITY_DAY, usage_pb2.GRANULARITY_MONTH):
+        breakdown = stub.GetUsageBreakdown(
+            dashboard_pb2.GetUsageBreakdownRequest(granularity=granularity), metadata=bearer(token)
+        )
+        assert [(v.value, v.total) for v in breakdown.values] == [("/v1/a", 4), ("/v1/b", 1)]
+        assert sum(p.quantity for p in breakdown.values[0].points) == 4
+    o = stub.GetTenantOverview(dashboard_pb2.GetTenantOverviewRequest(), metadata=bearer(token))
+    assert (o.login_successes_24h, o.login_failures_24h, o.denials_24h) == (1, 1, 1)
+    days = stub.GetLoginAnalytics(dashboard_pb2.GetLoginAnalyticsRequest(), metadata=bearer(token)).days
+    assert (days[-1].successes, days[-1].failures, days[-1].active_users) == (1, 1, 1)
+    platform = stub.GetPlatformOverview(
+        dashboard_pb2.GetPlatformOverviewRequest(), metadata=bearer(server.platform_key)
+    )
+    assert [(t.slug, t.quantity) for t in platform.top_tenants] == [(tenant.slug, 5)]
