@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,20 +60,15 @@ class BreakdownRow:
     points: dict[dt.datetime, float]
 
 
-def top_values(
-    series: Mapping[str, Mapping[dt.datetime, float]], top: int
+def breakdown_rows(
+    ranked: Sequence[tuple[str, float]], series: Mapping[str | None, Mapping[dt.datetime, float]]
 ) -> tuple[list[BreakdownRow], BreakdownRow | None]:
-    """The `top` values by total (ties by name), and the rest summed as one "other" row."""
-    ranked = sorted(series.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
-    rows = [BreakdownRow(value, sum(points.values()), dict(points)) for value, points in ranked[:top]]
-    rest = ranked[top:]
+    """The ranked values with their points, and the rest (`series[None]`) as one "other" row."""
+    rows = [BreakdownRow(value, total, dict(series.get(value, {}))) for value, total in ranked]
+    rest = series.get(None)
     if not rest:
         return rows, None
-    other: dict[dt.datetime, float] = defaultdict(float)
-    for _, points in rest:
-        for at, quantity in points.items():
-            other[at] += quantity
-    return rows, BreakdownRow(OTHER, sum(other.values()), dict(other))
+    return rows, BreakdownRow(OTHER, sum(rest.values()), dict(rest))
 
 
 @dataclass

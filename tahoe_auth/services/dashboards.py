@@ -148,9 +148,11 @@ class Dashboards:
         end = usage.next_bucket(slots[-1], granularity)
         with self._db.unit_of_work(tenant_id) as uow:
             uow.tenants.get(tenant_id)  # NOT_FOUND for a platform caller's unknown tenant
-            series = uow.dashboards.dimension_series(tenant_id, metric, dimension, start, end, granularity)
-        values, other = dashboards.top_values(series, top)
-        return Breakdown(metric, dimension, granularity, start, end, slots, values, other)
+            ranked = uow.dashboards.top_dimension_values(tenant_id, metric, dimension, start, end, top)
+            values = [value for value, _ in ranked]
+            series = uow.dashboards.dimension_series(tenant_id, metric, dimension, start, end, granularity, values)
+        rows, other = dashboards.breakdown_rows(ranked, series)
+        return Breakdown(metric, dimension, granularity, start, end, slots, rows, other)
 
     def login_analytics(
         self, ctx: CallContext, tenant_id: str, start: dt.datetime | None, end: dt.datetime | None

@@ -151,6 +151,20 @@ class DashboardRepository:
 
     # -- usage breakdown ------------------------------------------------------------------
 
+    def top_dimension_values(
+        self, tenant_id: str, metric: str, dimension: str, start: dt.datetime, end: dt.datetime, top: int
+    ) -> list[tuple[str, float]]:
+        """The `top` values by total over [start, end) (ties by value), ranked in the database."""
+        total = func.sum(DIMENSIONS.c.quantity)
+        query = (
+            select(DIMENSIONS.c.value, total)
+            .where(*self._range(tenant_id, metric, dimension, start, end))
+            .group_by(DIMENSIONS.c.value)
+            .order_by(total.desc(), DIMENSIONS.c.value)
+            .limit(top)
+        )
+        return [(value, float(q)) for value, q in self.session.execute(query)]
+
     def dimension_series(
         self,
         tenant_id: str,
@@ -159,24 +173,33 @@ class DashboardRepository:
         start: dt.datetime,
         end: dt.datetime,
         granularity: Granularity,
-    ) -> dict[str, dict[dt.datetime, float]]:
-        """value -> bucket -> sum over [start, end), from the hourly dimension rollups."""
+        values: list[str],
+    ) -> dict[str | None, dict[dt.datetime, float]]:
+        """value -> bucket -> sum over [start, end) for `values`; every other value summed
+        under None. Grouped in the database: a few rows per bucket, not one per value."""
+        if not values:  # nothing in the range at all
+            return {}
         bucket = self._truncate(DIMENSIONS.c.bucket_start, granularity).label("bucket")
+        label = case((DIMENSIONS.c.value.in_(values), DIMENSIONS.c.value), else_=None).label("named")
         query = (
-            select(DIMENSIONS.c.value, bucket, func.sum(DIMENSIONS.c.quantity))
-            .where(
-                DIMENSIONS.c.tenant_id == tenant_id,
-                DIMENSIONS.c.metric == metric,
-                DIMENSIONS.c.dimension == dimension,
-                DIMENSIONS.c.bucket_start >= start,
-                DIMENSIONS.c.bucket_start < end,
-            )
-            .group_by(DIMENSIONS.c.value, bucket)
+            select(label, bucket, func.sum(DIMENSIONS.c.quantity))
+            .where(*self._range(tenant_id, metric, dimension, start, end))
+            .group_by(label, bucket)
         )
-        series: dict[str, dict[dt.datetime, float]] = {}
+        series: dict[str | None, dict[dt.datetime, float]] = {}
         for value, at, quantity in self.session.execute(query):
             series.setdefault(value, {})[_as_utc(at)] = float(quantity)
         return series
+
+    @staticmethod
+    def _range(tenant_id: str, metric: str, dimension: str, start: dt.datetime, end: dt.datetime) -> list[Any]:
+        return [
+            DIMENSIONS.c.tenant_id == tenant_id,
+            DIMENSIONS.c.metric == metric,
+            DIMENSIONS.c.dimension == dimension,
+            DIMENSIONS.c.bucket_start >= start,
+            DIMENSIONS.c.bucket_start < end,
+        ]
 
     def _truncate(self, column: Any, granularity: Granularity) -> Any:
         if granularity == Granularity.HOUR:

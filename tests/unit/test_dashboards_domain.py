@@ -1,4 +1,4 @@
-"""The dashboards' pure logic: dimension sums, top-N, login days, endpoint health."""
+"""The dashboards' pure logic: dimension sums, breakdown rows, login days, endpoint health."""
 
 from __future__ import annotations
 
@@ -33,13 +33,12 @@ def test_dimension_sums_are_hourly_per_known_dimension() -> None:
     }
 
 
-def test_top_values_fold_the_rest_into_other() -> None:
-    series = {"a": {HOUR: 1.0}, "b": {HOUR: 5.0}, "c": {HOUR: 2.0, DAY: 1.0}, "d": {DAY: 3.0}}
-    rows, other = d.top_values(series, 2)
-    assert [(r.value, r.total) for r in rows] == [("b", 5.0), ("c", 3.0)]  # c before d: ties by name
-    assert other is not None and other.value == d.OTHER and other.total == 4.0
-    assert other.points == {HOUR: 1.0, DAY: 3.0}
-    assert d.top_values(series, 10)[1] is None
+def test_breakdown_rows_keep_the_ranking_and_fold_the_rest_into_other() -> None:
+    series = {"b": {HOUR: 5.0}, "c": {HOUR: 2.0, DAY: 1.0}, None: {HOUR: 1.0, DAY: 3.0}}
+    rows, other = d.breakdown_rows([("b", 5.0), ("c", 3.0)], series)
+    assert [(r.value, r.total, r.points) for r in rows] == [("b", 5.0, {HOUR: 5.0}), ("c", 3.0, {HOUR: 2.0, DAY: 1.0})]
+    assert other is not None and (other.value, other.total, other.points) == (d.OTHER, 4.0, {HOUR: 1.0, DAY: 3.0})
+    assert d.breakdown_rows([("b", 5.0)], {"b": {HOUR: 5.0}})[1] is None
 
 
 def test_login_days_cover_the_range_with_zeros() -> None:
