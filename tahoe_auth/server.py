@@ -33,8 +33,8 @@ from tahoe_auth.api.auth_servicer import AuthServicer
 from tahoe_auth.api.browser_servicer import BrowserSessionServicer
 from tahoe_auth.api.decision_servicer import DecisionServicer
 from tahoe_auth.api.envoy_ratelimit import EnvoyRateLimitServicer
-from tahoe_auth.api.forwarded import TrustedProxies
 from tahoe_auth.api.ext_authz_http import HttpAuthzServer, HttpCheck
+from tahoe_auth.api.forwarded import TrustedProxies
 from tahoe_auth.api.interceptors import (
     AccessLog,
     Authenticate,
