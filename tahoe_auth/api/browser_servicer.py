@@ -8,6 +8,8 @@ the rate limits are the interceptor chain's (MethodPolicy.browser, api/rate_limi
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import grpc
 
 from tahoe_auth.api import browser, convert
@@ -16,6 +18,8 @@ from tahoe_auth.domain.errors import RefreshTokenInvalid
 from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services.sessions import IssuedTokens, SessionService
 from tahoe_auth.v1 import session_pb2, session_pb2_grpc
+
+Response = TypeVar("Response", session_pb2.BrowserLoginResponse, session_pb2.BrowserRefreshResponse)
 
 
 class BrowserSessionServicer(session_pb2_grpc.BrowserSessionServiceServicer):
@@ -29,7 +33,7 @@ class BrowserSessionServicer(session_pb2_grpc.BrowserSessionServiceServicer):
     ) -> session_pb2.BrowserLoginResponse:
         issued = self._sessions.login(request.tenant, request.email, request.password, current_call())
         self._set_cookie(context, issued)
-        return session_pb2.BrowserLoginResponse(**self._access_fields(issued))
+        return self._access(session_pb2.BrowserLoginResponse(), issued)
 
     def BrowserRefresh(
         self, request: session_pb2.BrowserRefreshRequest, context: grpc.ServicerContext
@@ -39,7 +43,7 @@ class BrowserSessionServicer(session_pb2_grpc.BrowserSessionServiceServicer):
             raise RefreshTokenInvalid()
         issued = self._sessions.refresh(token, current_call())
         self._set_cookie(context, issued)
-        return session_pb2.BrowserRefreshResponse(**self._access_fields(issued))
+        return self._access(session_pb2.BrowserRefreshResponse(), issued)
 
     def BrowserLogout(
         self, request: session_pb2.BrowserLogoutRequest, context: grpc.ServicerContext
@@ -58,18 +62,17 @@ class BrowserSessionServicer(session_pb2_grpc.BrowserSessionServiceServicer):
     def _secure(self, context: grpc.ServicerContext) -> bool:
         return browser.secure_flag(self._cookie_secure, _authority(context))
 
-    def _access_fields(self, issued: IssuedTokens) -> dict[str, object]:
+    def _access(self, response: Response, issued: IssuedTokens) -> Response:
         """The TokenPair without the refresh token (and without the session id, which
         only the server needs)."""
         pair = convert.token_pair(issued, int(self._clock.timestamp()))
-        return {
-            "access_token": pair.access_token,
-            "token_type": pair.token_type,
-            "expires_in": pair.expires_in,
-            "access_token_expire_time": pair.access_token_expire_time,
-            "tenant_id": issued.tenant_id,
-            "user_id": issued.user_id,
-        }
+        response.access_token = pair.access_token
+        response.token_type = pair.token_type
+        response.expires_in = pair.expires_in
+        response.access_token_expire_time.CopyFrom(pair.access_token_expire_time)
+        response.tenant_id = issued.tenant_id
+        response.user_id = issued.user_id
+        return response
 
 
 def _cookies(context: grpc.ServicerContext) -> list[str]:
