@@ -231,6 +231,9 @@ def main() -> int:
     # One instance, and Envoy stops with it: there is nowhere to drain traffic to, so a
     # Ctrl-C stops at once (in-flight calls still finish) unless the caller says otherwise.
     env.setdefault("TAHOE_DRAIN_SECONDS", "0")
+    # Envoy reaches the gRPC port from loopback: believe the client address it forwards
+    # for the JSON API (so that limits and sessions see each client, not Envoy).
+    env.setdefault("TAHOE_TRUSTED_PROXIES", "127.0.0.1/32,::1")
     VAR.mkdir(exist_ok=True)
     processes: list[subprocess.Popen[bytes]] = []
     try:
