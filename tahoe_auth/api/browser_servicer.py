@@ -14,7 +14,7 @@ import grpc
 
 from tahoe_auth.api import browser, convert
 from tahoe_auth.api.interceptors import current_call
-from tahoe_auth.domain.errors import RefreshTokenInvalid
+from tahoe_auth.domain.errors import RefreshTokenInvalid, Unauthenticated
 from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services.sessions import IssuedTokens, SessionService
 from tahoe_auth.v1 import session_pb2, session_pb2_grpc
@@ -39,9 +39,15 @@ class BrowserSessionServicer(session_pb2_grpc.BrowserSessionServiceServicer):
         self, request: session_pb2.BrowserRefreshRequest, context: grpc.ServicerContext
     ) -> session_pb2.BrowserRefreshResponse:
         token = browser.refresh_token_from(_cookies(context))
-        if not token:
-            raise RefreshTokenInvalid()
-        issued = self._sessions.refresh(token, current_call())
+        try:
+            if not token:
+                raise RefreshTokenInvalid()
+            issued = self._sessions.refresh(token, current_call())
+        except Unauthenticated:
+            # A dead cookie (unknown, expired, revoked or reused token) is dropped by
+            # the browser with the refusal, rather than sent again and again.
+            context.send_initial_metadata((("set-cookie", browser.clear_cookie(self._secure(context))),))
+            raise
         self._set_cookie(context, issued)
         return self._access(session_pb2.BrowserRefreshResponse(), issued)
 

@@ -82,7 +82,8 @@ class BrowserSessionServiceServicer:
 
     def BrowserRefresh(self, request, context):
         """Spends the cookie's refresh token (rotation and reuse detection as for
-        AuthService.Refresh): a new access token in the body, a new cookie.
+        AuthService.Refresh): a new access token in the body, a new cookie. A refusal
+        (no cookie, or a token that is unknown, expired, revoked or reused) clears it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

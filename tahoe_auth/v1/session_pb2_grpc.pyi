@@ -49,7 +49,8 @@ class BrowserSessionServiceStub:
     """
     BrowserRefresh: _grpc.UnaryUnaryMultiCallable[_session_pb2.BrowserRefreshRequest, _session_pb2.BrowserRefreshResponse]
     """Spends the cookie's refresh token (rotation and reuse detection as for
-    AuthService.Refresh): a new access token in the body, a new cookie.
+    AuthService.Refresh): a new access token in the body, a new cookie. A refusal
+    (no cookie, or a token that is unknown, expired, revoked or reused) clears it.
     """
     BrowserLogout: _grpc.UnaryUnaryMultiCallable[_session_pb2.BrowserLogoutRequest, _session_pb2.BrowserLogoutResponse]
     """Ends the session of the cookie's refresh token and clears the cookie (also when
@@ -75,7 +76,8 @@ class BrowserSessionServiceAsyncStub(BrowserSessionServiceStub):
     """
     BrowserRefresh: _aio.UnaryUnaryMultiCallable[_session_pb2.BrowserRefreshRequest, _session_pb2.BrowserRefreshResponse]  # type: ignore[assignment]
     """Spends the cookie's refresh token (rotation and reuse detection as for
-    AuthService.Refresh): a new access token in the body, a new cookie.
+    AuthService.Refresh): a new access token in the body, a new cookie. A refusal
+    (no cookie, or a token that is unknown, expired, revoked or reused) clears it.
     """
     BrowserLogout: _aio.UnaryUnaryMultiCallable[_session_pb2.BrowserLogoutRequest, _session_pb2.BrowserLogoutResponse]  # type: ignore[assignment]
     """Ends the session of the cookie's refresh token and clears the cookie (also when
@@ -110,7 +112,8 @@ class BrowserSessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_session_pb2.BrowserRefreshResponse, _abc.Awaitable[_session_pb2.BrowserRefreshResponse]]:
         """Spends the cookie's refresh token (rotation and reuse detection as for
-        AuthService.Refresh): a new access token in the body, a new cookie.
+        AuthService.Refresh): a new access token in the body, a new cookie. A refusal
+        (no cookie, or a token that is unknown, expired, revoked or reused) clears it.
         """
 
     @_abc_1.abstractmethod

@@ -131,8 +131,11 @@ def test_a_reused_cookie_revokes_the_session(live: e2e.Stack) -> None:
     tenant = live.auth.create_tenant()
     _, first = browser_login(live, tenant)
     assert call(live, "/auth/v1/browser/refresh", None, {**CSRF, "cookie": first})[0] == 200
-    status, _, body = call(live, "/auth/v1/browser/refresh", None, {**CSRF, "cookie": first})
+    status, headers, body = call(live, "/auth/v1/browser/refresh", None, {**CSRF, "cookie": first})
     assert status == 401 and _reason(body) == "REFRESH_TOKEN_REUSED"
+    # The refusal also clears the dead cookie.
+    (cleared,) = cookies_of(headers)
+    assert attributes(cleared)[0] == "tahoe_refresh=" and "Max-Age=0" in attributes(cleared)
 
 
 @pytest.mark.parametrize("path", ["login", "refresh", "logout"])

@@ -86,9 +86,10 @@ def test_refresh_by_cookie_rotates_and_reuse_revokes_the_session(server: Running
     assert error_reason(error) == "REFRESH_TOKEN_INVALID"
 
 
-def test_refresh_without_a_cookie_is_refused(server: RunningServer) -> None:
+def test_refresh_without_a_cookie_is_refused_and_clears_it(server: RunningServer) -> None:
     error = call_error(stub(server).BrowserRefresh, session_pb2.BrowserRefreshRequest(), metadata=(CSRF,))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED and error_reason(error) == "REFRESH_TOKEN_INVALID"
+    assert "Max-Age=0" in set_cookie(error)  # type: ignore[arg-type]
 
 
 def test_logout_ends_the_session_and_clears_the_cookie(server: RunningServer) -> None:
