@@ -87,6 +87,11 @@ def rules(services: list[descriptor.ServiceDescriptor]) -> list[Rule]:
     return found
 
 
+def method_rules(service: descriptor.ServiceDescriptor, method: descriptor.MethodDescriptor) -> list[Rule]:
+    rule = http_rule(method)
+    return list(_bindings(service.full_name, method, rule)) if rule is not None else []
+
+
 def unannotated(services: list[descriptor.ServiceDescriptor]) -> list[str]:
     return [f"{s.full_name}.{m.name}" for s in services for m in s.methods if http_rule(m) is None]
 
