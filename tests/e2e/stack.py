@@ -126,6 +126,16 @@ def request(port: int, method: str, path: str, headers: Mapping[str, str] | None
         conn.close()
 
 
+ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+
+
+def error_reason(body: dict[str, Any]) -> str:
+    """The ErrorInfo reason of a JSON API error body (a google.rpc.Status as JSON)."""
+    (info,) = [d for d in body.get("details", []) if d["@type"] == ERROR_INFO]
+    reason: str = info["reason"]
+    return reason
+
+
 @dataclass
 class Stream:
     """A server stream over the JSON API: newline-delimited JSON, read line by line."""

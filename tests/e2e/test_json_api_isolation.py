@@ -34,7 +34,6 @@ HTTP_STATUS = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
-ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +45,6 @@ def transport() -> str:
 @pytest.fixture(scope="module")
 def world(live: e2e.Stack) -> Iterator[isolation.World]:
     yield isolation.build_world(live.auth)
-
-
-def reason_of(body: dict[str, Any]) -> str:
-    (info,) = [d for d in body.get("details", []) if d["@type"] == ERROR_INFO]
-    reason: str = info["reason"]
-    return reason
 
 
 def over_grpc(world: isolation.World, service: Any, method: Any, request: Any, token: str) -> tuple[int, str]:
@@ -72,10 +65,10 @@ def over_json(live: e2e.Stack, rule: http_rules.Rule, call: http_rules.HttpCall,
         with e2e.open_stream(live.port, call.path, token) as stream:
             if stream.status != 200:
                 body = stream.error_body()
-                return stream.status, reason_of(body), str(body)
+                return stream.status, e2e.error_reason(body), str(body)
             return 200, "", str(stream.next_message())
     response = live.call(call.method, call.path, token=token, body=call.body)
-    reason = reason_of(response.body) if response.status != 200 else ""
+    reason = e2e.error_reason(response.body) if response.status != 200 else ""
     return response.status, reason, str(response.body)
 
 
