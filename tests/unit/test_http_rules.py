@@ -101,5 +101,6 @@ def test_the_generated_modules_carry_the_same_rules() -> None:
     generated = {
         (r.service, r.method.name, r.verb, r.template, r.body) for r in http_rules.rules(server.GOVERNED_SERVICES)
     }
-    committed = {(r.service, r.method.name, r.verb, r.template, r.body) for r in RULES}
+    governed = {s.full_name for s in server.GOVERNED_SERVICES}
+    committed = {(r.service, r.method.name, r.verb, r.template, r.body) for r in RULES if r.service in governed}
     assert generated == committed
