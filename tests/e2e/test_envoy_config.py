@@ -26,7 +26,8 @@ STRIP = "envoy.filters.http.header_mutation"
 ROUTE_REQUIREMENTS = "tahoe.route_requirements"
 ROUTER = "envoy.filters.http.router"
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
-API_MATCHES = ({"safe_regex": {"regex": "/auth/v1/.*:watch"}}, {"prefix": "/auth/v1/"})
+JSON_API_RESPONSE = "tahoe.json_api_response"
+API_MATCHES = ({"safe_regex": {"regex": "/auth/v1/.*(:watch|/auditEvents:export)"}}, {"prefix": "/auth/v1/"})
 
 
 def generator() -> Any:
@@ -96,7 +97,7 @@ def test_ext_authz_fails_closed_with_a_timeout_after_the_clients_copies_are_gone
     config = load_envoy_config(path)
     names = [f["name"] for f in hcm(config)["http_filters"]]
     over_http = path in HTTP_CONFIGS
-    expected = [STRIP, ROUTE_REQUIREMENTS, EXT_AUTHZ, TRANSCODER, ROUTER]
+    expected = [STRIP, ROUTE_REQUIREMENTS, EXT_AUTHZ, JSON_API_RESPONSE, TRANSCODER, ROUTER]
     assert names == (expected if over_http else [n for n in expected if n != ROUTE_REQUIREMENTS])
     strip = hcm(config)["http_filters"][0]["typed_config"]["mutations"]["request_mutations"]
     assert {"remove_on_match": {"key_matcher": {"prefix": "x-tahoe-"}}} in strip
