@@ -3,6 +3,8 @@ committed envoy/envoy.yaml: the same calls, statuses and ErrorInfo reasons as ov
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.e2e import stack as e2e
@@ -45,3 +47,15 @@ def test_a_refused_login_is_401_with_its_reason(live: e2e.Stack) -> None:
 
 def test_a_path_that_names_no_method_is_404(live: e2e.Stack) -> None:
     assert live.call("GET", "/auth/v1/no-such-thing").status == 404
+
+
+def test_envoy_serves_the_committed_openapi_document_without_a_credential(live: e2e.Stack) -> None:
+    response = live.call("GET", "/auth/v1/openapi.json")
+    assert response.status == 200, response.body
+    assert response.headers["content-type"] == "application/json"
+    assert response.body == json.loads((e2e.ENVOY_DIR / "openapi.json").read_text())
+    assert "/auth/v1/login" in response.body["paths"]
+    # What it describes answers: an operation it says needs a bearer refuses a call without one.
+    assert response.body["paths"]["/auth/v1/tenants/{tenant_id}/users"]["get"].get("security") is None
+    refused = live.call("GET", "/auth/v1/tenants/any/users")
+    assert refused.status == 401 and error_reason(refused) == "UNAUTHENTICATED"
