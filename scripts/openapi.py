@@ -391,6 +391,8 @@ class Builder:
             if rule.verb not in METHODS and rule.verb not in ("head", "options", "trace"):
                 raise SystemExit(f"{base}: OpenAPI has no method {rule.verb!r}")
             item[rule.verb] = self.operation(rule, operation_id)
+        if ERROR_TYPES[0] not in self.d.messages:
+            raise SystemExit("the descriptor set lacks google.rpc.Status, which every error response is")
         for name in (*ERROR_TYPES, ERROR_REASONS):
             if name in self.d.messages or name in self.d.enums:
                 self.type_schema(name)
