@@ -314,14 +314,17 @@ class Builder:
             params.append(param)
         return params
 
-    def path_parameters(self, request: str, variables: list[str]) -> list[Any]:
+    def path_parameters(self, request: str, variables: list[str], names: list[str]) -> list[Any]:
+        """`names`: the document's names for the variables (see `document`)."""
         params: list[Any] = []
-        for variable in variables:
+        for variable, name in zip(variables, names, strict=True):
             f = self.field_at(request, variable)
-            param: dict[str, Any] = {"name": variable, "in": "path", "required": True, "schema": self.field_schema(f)}
+            param: dict[str, Any] = {"name": name, "in": "path", "required": True, "schema": self.field_schema(f)}
             owner, _, leaf = variable.rpartition(".")
             owner_type = self.field_at(request, owner).type_name if owner else request
             text = self.d.messages[owner_type].comments.get(leaf, "")
+            if name != variable:
+                text = f"The request's `{variable}`. {text}".strip()
             if text:
                 param["description"] = text
             params.append(param)
@@ -339,7 +342,7 @@ class Builder:
             return None, set(variables)
         return self.field_schema(self.field_at(request, rule.body)), {*variables, rule.body}
 
-    def operation(self, rule: Rule, operation_id: str) -> dict[str, Any]:
+    def operation(self, rule: Rule, operation_id: str, names: list[str]) -> dict[str, Any]:
         variables = VARIABLE.findall(rule.path)
         op: dict[str, Any] = {"operationId": operation_id, "tags": [rule.service]}
         summary = " ".join(rule.description.partition("\n\n")[0].split())
@@ -352,7 +355,7 @@ class Builder:
             if rule.method.client_streaming:  # the transcoder reads a stream as a JSON array
                 body = {"type": "array", "items": body}
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-        params = self.path_parameters(rule.method.input_type, variables)
+        params = self.path_parameters(rule.method.input_type, variables, names)
         params.extend(self.query_parameters(rule.method.input_type, bound))
         if params:
             op["parameters"] = params
@@ -380,17 +383,22 @@ class Builder:
     def document(self) -> dict[str, Any]:
         paths: dict[str, dict[str, Any]] = {}
         seen: dict[str, int] = {}
+        # OpenAPI forbids two paths that differ only in their variables' names
+        # (/tenants/{tenant_id} and /tenants/{tenant.id}): one URL shape is one path,
+        # named as its first rule names it.
+        shapes: dict[str, str] = {}
         for rule in self.d.rules:
             base = f"{rule.service}_{rule.method.name}"
             seen[base] = seen.get(base, 0) + 1
             operation_id = base if seen[base] == 1 else f"{base}{seen[base]}"
-            path = VARIABLE.sub(lambda m: "{" + m.group(1) + "}", rule.path)
+            written = VARIABLE.sub(lambda m: "{" + m.group(1) + "}", rule.path)
+            path = shapes.setdefault(VARIABLE.sub("{}", rule.path), written)
             item = paths.setdefault(path, {})
             if rule.verb in item:
                 raise SystemExit(f"two HTTP rules bind {rule.verb.upper()} {path}")
             if rule.verb not in METHODS and rule.verb not in ("head", "options", "trace"):
                 raise SystemExit(f"{base}: OpenAPI has no method {rule.verb!r}")
-            item[rule.verb] = self.operation(rule, operation_id)
+            item[rule.verb] = self.operation(rule, operation_id, VARIABLE.findall(path))
         if ERROR_TYPES[0] not in self.d.messages:
             raise SystemExit("the descriptor set lacks google.rpc.Status, which every error response is")
         for name in (*ERROR_TYPES, ERROR_REASONS):

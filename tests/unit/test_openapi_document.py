@@ -156,6 +156,9 @@ service ThingService {
       additional_bindings {post: "/auth/v1/things/{thing.id}:update" body: "*"}
     };
   }
+  rpc GetThing(GetThingRequest) returns (Thing) {
+    option (google.api.http) = {get: "/auth/v1/tenants/{tenant_id}/things/{thing_id}"};
+  }
   rpc ListThings(ListThingsRequest) returns (stream Thing) {
     option (google.api.http) = {get: "/auth/v1/things"};
   }
@@ -165,6 +168,11 @@ service ThingService {
 message Paging {
   int32 size = 1;
   string token = 2;
+}
+
+message GetThingRequest {
+  string tenant_id = 1;
+  string thing_id = 2;
 }
 
 message ListThingsRequest {
@@ -249,7 +257,7 @@ def test_query_parameters_flatten_messages_and_stream_as_ndjson(sample: dict[str
     assert params["labels"]["schema"] == {"type": "array", "items": {"type": "string"}}
     assert params["after"]["schema"]["type"] == "string"  # uint64
     assert set(listing["responses"]["200"]["content"]) == {"application/x-ndjson"}
-    assert len([op for item in sample["paths"].values() for op in item]) == 3  # Unmapped has no rule
+    assert len([op for item in sample["paths"].values() for op in item]) == 4  # Unmapped has no rule
 
 
 def test_sample_schemas(sample: dict[str, Any]) -> None:
@@ -265,3 +273,11 @@ def test_sample_schemas(sample: dict[str, Any]) -> None:
     kind = sample["components"]["schemas"]["tahoe_auth.v1.Thing.Kind"]
     assert kind["enum"] == ["KIND_UNSPECIFIED", "KIND_BIG"] and "`KIND_BIG`: Big ones." in kind["description"]
     assert "tahoe_auth.v1.Paging" not in sample["components"]["schemas"]  # only in query parameters
+
+
+def test_one_url_shape_is_one_path_whatever_its_variables_are_called(sample: dict[str, Any]) -> None:
+    (path,) = [p for p in sample["paths"] if p.startswith("/auth/v1/tenants/")]
+    assert set(sample["paths"][path]) == {"patch", "get"}  # UpdateThing named it first
+    get = sample["paths"][path]["get"]
+    assert [p["name"] for p in get["parameters"]] == ["thing.tenant_id", "thing.id"]
+    assert get["parameters"][1]["description"].startswith("The request's `thing_id`.")
