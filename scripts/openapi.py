@@ -94,7 +94,8 @@ WELL_KNOWN: dict[str, dict[str, Any]] = {
 ERROR_TYPES = (".google.rpc.Status", ".google.rpc.ErrorInfo", ".google.rpc.RetryInfo", ".google.rpc.QuotaFailure")
 ERROR_REASONS = f".{PACKAGE}.ErrorReason"
 VARIABLE = re.compile(r"\{([^}=]+)(?:=[^}]*)?\}")
-METHODS = ("get", "put", "post", "delete", "patch")
+# OpenAPI's operations (a custom HTTP rule may name HEAD or OPTIONS).
+METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 
 
 @dataclass
@@ -396,7 +397,7 @@ class Builder:
             item = paths.setdefault(path, {})
             if rule.verb in item:
                 raise SystemExit(f"two HTTP rules bind {rule.verb.upper()} {path}")
-            if rule.verb not in METHODS and rule.verb not in ("head", "options", "trace"):
+            if rule.verb not in METHODS:
                 raise SystemExit(f"{base}: OpenAPI has no method {rule.verb!r}")
             item[rule.verb] = self.operation(rule, operation_id, VARIABLE.findall(path))
         if ERROR_TYPES[0] not in self.d.messages:
