@@ -51,13 +51,15 @@ def _set_endpoints(cluster: dict[str, Any], ports: Sequence[int], health_ports: 
 
 
 def _absolute_descriptors(config: dict[str, Any]) -> None:
-    """The transcoder's descriptor set is named relative to the checkout (Envoy runs
-    there in `make run` and compose); tests run Envoy elsewhere."""
+    """The transcoder's descriptor set and the OpenAPI document are named relative to
+    the checkout (Envoy runs there in `make run` and compose); tests run Envoy elsewhere."""
 
     def visit(node: Any) -> None:
         if isinstance(node, dict):
             if node.get("proto_descriptor") == "envoy/tahoe_auth.pb":
                 node["proto_descriptor"] = str(ENVOY_DIR / "tahoe_auth.pb")
+            if node.get("filename") == "envoy/openapi.json":
+                node["filename"] = str(ENVOY_DIR / "openapi.json")
             for value in node.values():
                 visit(value)
         elif isinstance(node, list):

@@ -5,6 +5,7 @@ Errors: test_json_api_errors.py; the isolation matrix: test_json_api_isolation.p
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.parse
 
@@ -163,3 +164,19 @@ def test_export_audit_events_streams_past_the_unary_timeout_route(live: e2e.Stac
         assert stream.status == 200, stream.error_body()
         chunk = stream.next_message()
     assert chunk["contentType"] == "application/x-ndjson" and chunk["content"]
+
+
+def test_a_path_that_names_no_method_is_404(live: e2e.Stack) -> None:
+    assert live.call("GET", "/auth/v1/no-such-thing").status == 404
+
+
+def test_envoy_serves_the_committed_openapi_document_without_a_credential(live: e2e.Stack) -> None:
+    response = live.call("GET", "/auth/v1/openapi.json")
+    assert response.status == 200, response.body
+    assert response.headers["content-type"] == "application/json"
+    assert response.body == json.loads((e2e.ENVOY_DIR / "openapi.json").read_text())
+    assert "/auth/v1/login" in response.body["paths"]
+    # What it describes answers: an operation it says needs a bearer refuses a call without one.
+    assert response.body["paths"]["/auth/v1/tenants/{tenant_id}/users"]["get"].get("security") is None
+    refused = live.call("GET", "/auth/v1/tenants/any/users")
+    assert refused.status == 401 and e2e.error_reason(refused.body) == "UNAUTHENTICATED"
