@@ -124,6 +124,8 @@ def main() -> int:
 
 
 def report(app: Any, token: str, args: argparse.Namespace, ext_authz: Any, ext_authz_http: Any) -> None:
+    from tahoe_auth.api import ext_authz_common
+
     servicer = ext_authz.AuthorizationServicer(app.gatekeeper)
     http_check = ext_authz_http.HttpCheck(app.gatekeeper)
     allowed = check_request(token, bench.ROUTE)
@@ -167,10 +169,10 @@ def report(app: Any, token: str, args: argparse.Namespace, ext_authz: Any, ext_a
         ("grpc - rate limits", grpc_full, [(app.limiter, "enabled", False)]),
         ("grpc - metering", grpc_full, [(app.usage_recorder, "record_request", lambda *a: None)]),
         ("grpc - quota", grpc_full, [(app.quotas, "check", no_quota)]),
-        ("grpc - metrics", grpc_full, [(ext_authz, "observe", lambda *a: None)]),
+        ("grpc - metrics", grpc_full, [(ext_authz_common, "observe", lambda *a: None)]),
         ("http full", http_full, []),
         ("http - admission", http_full, [(app.gatekeeper, "hooks", [])]),
-        ("http - metrics", http_full, [(ext_authz_http, "observe", lambda *a: None)]),
+        ("http - metrics", http_full, [(ext_authz_common, "observe", lambda *a: None)]),
         ("grpc denied 404", grpc_denied, []),
         ("grpc denied - audit", grpc_denied, [(app.gatekeeper, "_audit", None)]),
     ]

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import socket
 import threading
 import time
@@ -45,15 +44,12 @@ from typing import cast
 import httptools
 import uvloop
 
-from tahoe_auth.api.ext_authz import UNAVAILABLE_MESSAGE, observe
+from tahoe_auth.api.ext_authz_common import UNAVAILABLE_MESSAGE, ObservedCheck
 from tahoe_auth.authz import upstream
 from tahoe_auth.authz.access import AccessRequest, bearer_credential
 from tahoe_auth.authz.check import CheckContext, CheckOutcome, Gatekeeper, resource_tenant
 from tahoe_auth.domain import decision, reasons
-from tahoe_auth.kernel import logs
 from tahoe_auth.kernel.cache import TTLCache
-
-log = logging.getLogger("tahoe_auth.ext_authz")
 
 ROUTE_PERMISSION = "x-tahoe-route-permission"
 ROUTE_UPSTREAM = "x-tahoe-route-upstream"
@@ -132,36 +128,40 @@ ERROR_BYTES = _ERROR_HEAD + b"\r\n" + _ERROR_BODY
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
-class HttpCheck:
+class HttpCheck(ObservedCheck[bytes]):
     """One HTTP ext_authz request -> response bytes (the transport-free part)."""
 
+    error_response = ERROR_BYTES
+
     def __init__(self, gatekeeper: Gatekeeper, max_cached: int = 50_000) -> None:
-        self._gatekeeper = gatekeeper
+        super().__init__(gatekeeper)
+        # A reused decision keeps its head in its memo; this cache serves the rest.
         self._allowed: TTLCache[tuple[str, tuple[str, ...]], bytes] = TTLCache(max_cached)
 
     def answers_from_memory(self, context: CheckContext) -> bool:
         return self._gatekeeper.has_cached_decision(context)
 
     def __call__(self, context: CheckContext, traceparent: str = "") -> bytes:
-        started = time.perf_counter()
-        try:
-            logs.request_id_var.set(context.request_id)
-            logs.traceparent_var.set(traceparent)
-            outcome = self._gatekeeper.check(context)
-            if not outcome.allowed:
-                observe("denied", outcome.decision.reason, started)
-                return denied_bytes(outcome)
-            observe("allowed", decision.ALLOW, started)
+        return self.answer(context, traceparent, time.perf_counter())
+
+    def denied(self, outcome: CheckOutcome) -> bytes:
+        return denied_bytes(outcome)
+
+    def allowed(self, outcome: CheckOutcome) -> bytes:
+        memo = outcome.memo
+        head = memo.get(_MEMO) if memo is not None else None
+        if head is None:
             key = (outcome.upstream_headers[upstream.IDENTITY], outcome.remove_headers)
             head = self._allowed.get(key)
             if head is None:
                 head = allowed_head(outcome)
                 self._allowed.put(key, head, time.time() + self._gatekeeper.identity_ttl)
-            return head + _extra(outcome.response_headers) + b"\r\n"
-        except Exception:  # never an allow by accident: deny (fail closed), say why in the log
-            log.exception("Check failed unexpectedly: denying with 503")
-            observe("error", "internal_error", started)
-            return ERROR_BYTES
+            if memo is not None:
+                memo[_MEMO] = head
+        return cast(bytes, head) + _extra(outcome.response_headers) + b"\r\n"
+
+
+_MEMO = "http"
 
 
 class _Connection(asyncio.Protocol):
