@@ -173,35 +173,11 @@ def main() -> int:
     return 0
 
 
-def report(app: Any, token: str, args: argparse.Namespace, ext_authz: Any, ext_authz_http: Any) -> None:
+def pieces_of_a_check(
+    app: Any, headers: dict[str, str], http_check: Any, ext_authz_http: Any
+) -> dict[str, Callable[[], object]]:
+    """The pieces of an allowed Check on their own (what the "- x" rows take away)."""
     from tahoe_auth.api import ext_authz_common
-
-    servicer = ext_authz.AuthorizationServicer(app.gatekeeper)
-    http_check = ext_authz_http.HttpCheck(app.gatekeeper)
-    allowed = check_request(token, bench.ROUTE)
-    denied = check_request(token, {**bench.ROUTE, "tenant_path_prefix": "/v1/tenants/"})
-    denied.attributes.request.http.path = "/v1/tenants/another/files"
-    headers = http_headers(token, bench.ROUTE["required_permission"])
-
-    def grpc_full() -> object:
-        return servicer.Check(allowed, None)
-
-    def grpc_denied() -> object:
-        return servicer.Check(denied, None)
-
-    def http_full() -> object:
-        return http_check(ext_authz_http.context_of("GET", "/", headers))
-
-    def http_context() -> object:
-        return ext_authz_http.context_of("GET", "/", headers)
-
-    def grpc_context() -> object:
-        return ext_authz.context_of(allowed)
-
-    def decide_only() -> object:
-        return app.gatekeeper._decide(ext_authz.context_of(allowed))
-
-    # The pieces of an allowed Check on their own (what the "- x" rows take away).
     from tahoe_auth.domain.principal import USER
     from tahoe_auth.domain.ratelimit import RateLimitSubject
     from tahoe_auth.domain.usage import API_REQUESTS
@@ -246,6 +222,48 @@ def report(app: Any, token: str, args: argparse.Namespace, ext_authz: Any, ext_a
         parse_only.data_received(raw)
         return None
 
+    return {
+        "admission hook only": admission_hook,
+        "  limiter only": limiter_only,
+        "  quota only": quota_only,
+        "  metering only": metering_only,
+        "metrics only": metrics_only,
+        "http answer bytes only": answer_only,
+        "http parse+context only": http_parse_only,
+        "http connection (no socket)": http_connection,
+    }
+
+
+def report(app: Any, token: str, args: argparse.Namespace, ext_authz: Any, ext_authz_http: Any) -> None:
+    from tahoe_auth.api import ext_authz_common
+
+    servicer = ext_authz.AuthorizationServicer(app.gatekeeper)
+    http_check = ext_authz_http.HttpCheck(app.gatekeeper)
+    allowed = check_request(token, bench.ROUTE)
+    denied = check_request(token, {**bench.ROUTE, "tenant_path_prefix": "/v1/tenants/"})
+    denied.attributes.request.http.path = "/v1/tenants/another/files"
+    headers = http_headers(token, bench.ROUTE["required_permission"])
+
+    def grpc_full() -> object:
+        return servicer.Check(allowed, None)
+
+    def grpc_denied() -> object:
+        return servicer.Check(denied, None)
+
+    def http_full() -> object:
+        return http_check(ext_authz_http.context_of("GET", "/", headers))
+
+    def http_context() -> object:
+        return ext_authz_http.context_of("GET", "/", headers)
+
+    def grpc_context() -> object:
+        return ext_authz.context_of(allowed)
+
+    def decide_only() -> object:
+        return app.gatekeeper._decide(ext_authz.context_of(allowed))
+
+    pieces = pieces_of_a_check(app, headers, http_check, ext_authz_http)
+
     assert grpc_full().ok_response.headers, "the bench token must be allowed"
     assert grpc_denied().denied_response.status.code == 404
     assert http_full().startswith(b"HTTP/1.1 200")
@@ -259,14 +277,8 @@ def report(app: Any, token: str, args: argparse.Namespace, ext_authz: Any, ext_a
         ("grpc context_of only", grpc_context, []),
         ("http context_of only", http_context, []),
         ("decision only (cached)", decide_only, []),
-        ("admission hook only", admission_hook, []),
-        ("  limiter only", limiter_only, []),
-        ("  quota only", quota_only, []),
-        ("  metering only", metering_only, []),
-        ("metrics only", metrics_only, []),
-        ("http answer bytes only", answer_only, []),
-        ("http parse+context only", http_parse_only, []),
-        ("http connection (no socket)", http_connection, []),
+        *((name, call, []) for name, call in pieces.items() if name != "http connection (no socket)"),
+        ("http connection (no socket)", pieces["http connection (no socket)"], []),
         ("grpc full", grpc_full, []),
         ("grpc - admission", grpc_full, [(app.gatekeeper, "hooks", [])]),
         ("grpc - rate limits", grpc_full, [(app.limiter, "enabled", False)]),
@@ -276,7 +288,7 @@ def report(app: Any, token: str, args: argparse.Namespace, ext_authz: Any, ext_a
         ("http full", http_full, []),
         ("http - admission", http_full, [(app.gatekeeper, "hooks", [])]),
         ("http - metrics", http_full, [(ext_authz_common, "observe", lambda *a: None)]),
-        ("http connection - admission", http_connection, [(app.gatekeeper, "hooks", [])]),
+        ("http connection - admission", pieces["http connection (no socket)"], [(app.gatekeeper, "hooks", [])]),
         ("grpc denied 404", grpc_denied, []),
         ("grpc denied - audit", grpc_denied, [(app.gatekeeper, "_audit", None)]),
     ]

@@ -63,8 +63,13 @@ HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
 _PHRASES = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests"}
 
 
-def context_of(method: str, path: str, headers: Mapping[str, str]) -> CheckContext:
-    """`headers` with lower-case names, as Envoy sent them."""
+def context_of(
+    method: str, path: str, headers: Mapping[str, str], strays: tuple[str, ...] | None = None
+) -> CheckContext:
+    """`headers` with lower-case names, as Envoy sent them. `strays`: the client-sent
+    x-tahoe-* names among them if the caller has collected them already (else found here)."""
+    if strays is None:
+        strays = tuple(name for name in headers if name.startswith(upstream.PREFIX) and name not in SET_BY_ENVOY)
     audience = headers.get(ROUTE_UPSTREAM, "") or upstream.DEFAULT_AUDIENCE
     return CheckContext(
         access=AccessRequest(
@@ -78,9 +83,7 @@ def context_of(method: str, path: str, headers: Mapping[str, str]) -> CheckConte
         path=path,
         route=headers.get(ROUTE_NAME, "") or audience,
         client_address=headers.get(CLIENT_ADDRESS, ""),
-        client_tahoe_headers=tuple(
-            name for name in headers if name.startswith(upstream.PREFIX) and name not in SET_BY_ENVOY
-        ),
+        client_tahoe_headers=strays,
     )
 
 
@@ -176,6 +179,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._url = b""
         self._headers: dict[str, str] = {}
+        self._strays: list[str] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -204,19 +208,24 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = {}
+        self._strays = []
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        key = name.decode("latin-1").lower()
+        # Collected here rather than by a second pass over every header in context_of.
+        if key.startswith(upstream.PREFIX) and key not in SET_BY_ENVOY and key not in self._headers:
+            self._strays.append(key)
+        self._headers[key] = value.decode("latin-1")
 
     def on_message_complete(self) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             return
         method = self._parser.get_method().decode("latin-1")
-        context = context_of(method, self._url.decode("latin-1"), self._headers)
+        context = context_of(method, self._url.decode("latin-1"), self._headers, tuple(self._strays))
         traceparent = self._headers.get("traceparent", "")
         keep_alive = self._parser.should_keep_alive()
         if self._check.answers_from_memory(context):
