@@ -15,6 +15,11 @@ time, with steps switched off one at a time:
     - metrics        the per-Check counter and histogram a no-op
     denied ...       a 404 (another tenant's resource), with and without the denial audit
 
+and the pieces on their own: the admission hook (and within it the limiter, quota and
+metering), the per-Check metrics, the HTTP answer's bytes, the HTTP server's parse and
+context (httptools, a stub Check), and the HTTP server's whole path for one request
+Envoy sent (parse, context, Check, response bytes; no socket, so no syscalls).
+
 Figures are the lowest over rounds (the least disturbed by other work on the machine)
 of this thread's CPU time per call: what one Check costs the GIL. ``--profile`` adds a cProfile of each full path.
 """
