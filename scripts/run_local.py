@@ -164,6 +164,8 @@ Try it (copy-paste):
   TOKEN=$({grpcurl} -plaintext -d '{logins["demo"]}' {grpc_addr} tahoe_auth.v1.AuthService/Login | {token_of})
   # ... or the same call as JSON through Envoy (every RPC is under {envoy}/auth/v1/)
   curl -s -d '{logins["demo"]}' {envoy}/auth/v1/login
+  # Every JSON call, described (OpenAPI 3.1; docs/http-api.md shows them with curl)
+  curl -s {envoy}/auth/v1/openapi.json
 
   # Through Envoy: create a job, list the tenant's jobs, see the verified identity
   curl -s -H "authorization: Bearer $TOKEN" -d '{{"audio_url": "s3://demo/hello.wav", "audio_seconds": 42}}' \\
