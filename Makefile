@@ -45,7 +45,7 @@ format: $(STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-proto: $(STAMP) ## regenerate tahoe_auth/v1 and envoy/tahoe_auth.pb from protos/
+proto: $(STAMP) ## regenerate tahoe_auth/v1, envoy/tahoe_auth.pb and envoy/openapi.json from protos/
 	$(BIN)/python scripts/gen_protos.py
 
 proto-check: $(STAMP) ## fail if the committed stubs or descriptor set are stale

@@ -16,6 +16,7 @@ SCRIPTS = {
     "webhook_bench.py": False,
     "revocation_faults_bench.py": True,
     "rolling_restart_bench.py": False,
+    "json_api_bench.py": True,
 }
 
 

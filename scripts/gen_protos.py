@@ -1,7 +1,9 @@
 """Generate Python stubs from protos/ into tahoe_auth/v1/ (the one generated place), and
 the descriptor set that Envoy's gRPC-JSON transcoder reads, envoy/tahoe_auth.pb (every
 tahoe_auth.v1 file with its imports, and google.rpc.Status with its error details so
-that errors print as JSON; with source info, for the OpenAPI document's descriptions).
+that errors print as JSON; with source info, for the OpenAPI document's descriptions),
+and the OpenAPI document written from that descriptor set, envoy/openapi.json
+(scripts/openapi.py).
 
 Usage: python scripts/gen_protos.py [--check]
   --check  regenerate into a temporary directory and fail if the committed files differ.
@@ -20,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import openapi  # scripts/openapi.py, beside this file
+
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 PACKAGE_DIR = Path("tahoe_auth") / "v1"
@@ -29,6 +33,7 @@ MARKER = (
 )
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 DESCRIPTOR_SET = Path("envoy") / "tahoe_auth.pb"
+OPENAPI_DOCUMENT = Path("envoy") / "openapi.json"
 # Not imported by our files, but the transcoder prints errors with them.
 STATUS_PROTOS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
 
@@ -98,10 +103,13 @@ def check() -> int:
         committed_set = ROOT / DESCRIPTOR_SET
         if not committed_set.exists() or descriptors.read_bytes() != committed_set.read_bytes():
             stale.append(str(DESCRIPTOR_SET))
+        committed_doc = ROOT / OPENAPI_DOCUMENT
+        if not committed_doc.exists() or committed_doc.read_text() != openapi.render(openapi.load(descriptors)):
+            stale.append(str(OPENAPI_DOCUMENT))
     if stale:
         print(f"generated files are stale ({', '.join(stale)}): run `make proto`", file=sys.stderr)
         return 1
-    print("generated stubs and descriptor set are up to date")
+    print("generated stubs, descriptor set and OpenAPI document are up to date")
     return 0
 
 
@@ -120,7 +128,8 @@ def main() -> int:
         for path in fresh.iterdir():
             shutil.copy2(path, target / path.name)
     generate_descriptor_set(ROOT / DESCRIPTOR_SET)
-    print(f"generated {target.relative_to(ROOT)} and {DESCRIPTOR_SET}")
+    (ROOT / OPENAPI_DOCUMENT).write_text(openapi.render(openapi.load(ROOT / DESCRIPTOR_SET)))
+    print(f"generated {target.relative_to(ROOT)}, {DESCRIPTOR_SET} and {OPENAPI_DOCUMENT}")
     return 0
 
 

@@ -164,6 +164,8 @@ Try it (copy-paste):
   TOKEN=$({grpcurl} -plaintext -d '{logins["demo"]}' {grpc_addr} tahoe_auth.v1.AuthService/Login | {token_of})
   # ... or the same call as JSON through Envoy (every RPC is under {envoy}/auth/v1/)
   curl -s -d '{logins["demo"]}' {envoy}/auth/v1/login
+  # Every JSON call, described (OpenAPI 3.1; docs/http-api.md shows them with curl)
+  curl -s {envoy}/auth/v1/openapi.json
 
   # Through Envoy: create a job, list the tenant's jobs, see the verified identity
   curl -s -H "authorization: Bearer $TOKEN" -d '{{"audio_url": "s3://demo/hello.wav", "audio_seconds": 42}}' \\
@@ -231,6 +233,9 @@ def main() -> int:
     # One instance, and Envoy stops with it: there is nowhere to drain traffic to, so a
     # Ctrl-C stops at once (in-flight calls still finish) unless the caller says otherwise.
     env.setdefault("TAHOE_DRAIN_SECONDS", "0")
+    # Envoy reaches the gRPC port from loopback: believe the client address it forwards
+    # for the JSON API (so that limits and sessions see each client, not Envoy).
+    env.setdefault("TAHOE_TRUSTED_PROXIES", "127.0.0.1/32,::1")
     VAR.mkdir(exist_ok=True)
     processes: list[subprocess.Popen[bytes]] = []
     try:

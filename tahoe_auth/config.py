@@ -88,6 +88,13 @@ class Settings:
     webhook_timeout: int = 10
     webhook_concurrency: int = 16
     webhook_lease: int = 60
+    # Peers (CIDRs) whose `x-tahoe-client-address` metadata names the real client: the
+    # Envoy in front of the JSON API sets it. Nobody by default: a header is never
+    # believed from a peer that could be the client itself.
+    trusted_proxies: tuple[str, ...] = ()
+    # The browser session cookie's Secure flag: `auto` sets it unless the request's
+    # host is loopback (local development over plain HTTP).
+    cookie_secure: str = "auto"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -152,6 +159,8 @@ class Settings:
             webhook_timeout=reader.integer("TAHOE_WEBHOOK_TIMEOUT", cls.webhook_timeout, 1, 60),
             webhook_concurrency=reader.integer("TAHOE_WEBHOOK_CONCURRENCY", cls.webhook_concurrency, 1, 256),
             webhook_lease=reader.integer("TAHOE_WEBHOOK_LEASE", cls.webhook_lease, 2, 3600),
+            trusted_proxies=_trusted_proxies(env.get("TAHOE_TRUSTED_PROXIES", "")),
+            cookie_secure=reader.choice("TAHOE_COOKIE_SECURE", "auto", ("auto", "true", "false")),
         )
         if settings.authz_workers > 1 and not settings.redis_url:
             raise ConfigError(
@@ -244,6 +253,20 @@ def _networks(value: str) -> tuple[str, ...]:
                 networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
             except ValueError:
                 raise ConfigError(f"TAHOE_WEBHOOK_ALLOWED_NETWORKS: {item.strip()!r} is not a network") from None
+    return tuple(networks)
+
+
+def _trusted_proxies(value: str) -> tuple[str, ...]:
+    """Comma-separated IPs or CIDRs (a bare IP is its own /32 or /128)."""
+    networks = []
+    for item in value.split(","):
+        if item.strip():
+            try:
+                networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise ConfigError(
+                    f"TAHOE_TRUSTED_PROXIES: {item.strip()!r} is not an IP address or network (CIDR)"
+                ) from None
     return tuple(networks)
 
 

@@ -30,15 +30,19 @@ from tahoe_auth import tracing
 from tahoe_auth.api import ext_authz
 from tahoe_auth.api.audit_servicer import AuditServicer
 from tahoe_auth.api.auth_servicer import AuthServicer
+from tahoe_auth.api.browser_servicer import BrowserSessionServicer
 from tahoe_auth.api.dashboard_servicer import DashboardServicer
 from tahoe_auth.api.decision_servicer import DecisionServicer
 from tahoe_auth.api.envoy_ratelimit import EnvoyRateLimitServicer
 from tahoe_auth.api.ext_authz_http import HttpAuthzServer, HttpCheck
+from tahoe_auth.api.forwarded import TrustedProxies
 from tahoe_auth.api.interceptors import (
     AccessLog,
     Authenticate,
     Authorize,
     Chain,
+    ClientAddress,
+    CsrfHeader,
     HashAdmission,
     MethodPolicy,
     RequestId,
@@ -68,6 +72,8 @@ from tahoe_auth.v1 import (
     decision_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
+    session_pb2,
+    session_pb2_grpc,
     tenant_pb2,
     tenant_pb2_grpc,
     usage_pb2,
@@ -90,6 +96,7 @@ USAGE = "/tahoe_auth.v1.UsageService/"
 AUDIT = "/tahoe_auth.v1.AuditService/"
 WEBHOOKS = "/tahoe_auth.v1.WebhookService/"
 KEYS = "/tahoe_auth.v1.KeyService/"
+BROWSER = "/tahoe_auth.v1.BrowserSessionService/"
 DASHBOARD = "/tahoe_auth.v1.DashboardService/"
 PUBLIC = MethodPolicy(public=True)
 # Methods that may hash a password: on their own threads, admitted by HashAdmission.
@@ -122,6 +129,10 @@ POLICIES: dict[str, MethodPolicy] = {
     AUTH + "ValidateToken": PUBLIC,
     AUTH + "IssueServiceToken": PUBLIC,  # the client credentials are in the body
     AUTH + "Logout": SELF_SERVICE,
+    # Their credential is the password or the refresh-token cookie; the CSRF header is required.
+    BROWSER + "BrowserLogin": MethodPolicy(public=True, hashes_password=True, browser=True),
+    BROWSER + "BrowserRefresh": MethodPolicy(public=True, browser=True),
+    BROWSER + "BrowserLogout": MethodPolicy(public=True, browser=True),
     AUTH + "LogoutAll": SELF_SERVICE,  # others: sessions:revoke
     AUTH + "ListSessions": SELF_SERVICE,  # others: sessions:read
     AUTH + "RevokeSession": SELF_SERVICE,  # others: sessions:revoke
@@ -208,6 +219,7 @@ DEFAULT_POLICY = MethodPolicy()
 
 GOVERNED_SERVICES = [
     auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+    session_pb2.DESCRIPTOR.services_by_name["BrowserSessionService"],
     tenant_pb2.DESCRIPTOR.services_by_name["TenantService"],
     usage_pb2.DESCRIPTOR.services_by_name["UsageService"],
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
@@ -238,8 +250,10 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
     steps: list[Step] = [
         RequestId(),
         AccessLog(),
+        ClientAddress(TrustedProxies(app.settings.trusted_proxies)),
         HashAdmission(app.hasher),
         Validate(),
+        CsrfHeader(),
         RateLimit(app.limiter),
         Authenticate(app.authenticator),
         Authorize(),
@@ -260,6 +274,9 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
     )
     auth_pb2_grpc.add_AuthServiceServicer_to_server(
         AuthServicer(app.sessions, app.authenticator, app.clock, app.api_keys, app.service_accounts), server
+    )
+    session_pb2_grpc.add_BrowserSessionServiceServicer_to_server(
+        BrowserSessionServicer(app.sessions, app.clock, app.settings.cookie_secure), server
     )
     tenant_use_cases = TenantUseCases(
         app.tenants, app.users, app.roles, app.invitations, app.service_accounts, app.clock

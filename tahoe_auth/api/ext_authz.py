@@ -39,11 +39,10 @@ What a route requires comes from its `context_extensions`:
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
@@ -52,19 +51,15 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_authz_grpc
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
+from tahoe_auth.api.ext_authz_common import UNAVAILABLE_MESSAGE, ObservedCheck
 from tahoe_auth.authz import upstream
 from tahoe_auth.authz.access import AccessRequest, bearer_credential
 from tahoe_auth.authz.check import CheckContext, CheckOutcome, Gatekeeper, resource_tenant
 from tahoe_auth.domain import decision, reasons
-from tahoe_auth.kernel import logs, metrics
 from tahoe_auth.kernel.cache import TTLCache
-
-log = logging.getLogger("tahoe_auth.ext_authz")
 
 SERVICE_NAME = "envoy.service.auth.v3.Authorization"
 OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-
-UNAVAILABLE_MESSAGE = "authorization is temporarily unavailable; retry shortly"
 
 
 def context_of(request: ext_authz.CheckRequest) -> CheckContext:
@@ -155,45 +150,42 @@ def denied_response(outcome: CheckOutcome) -> ext_authz.CheckResponse:
 ERROR_RESPONSE = _denied(decision.UNAVAILABLE, UNAVAILABLE_MESSAGE, "")
 
 
-class AuthorizationServicer(ext_authz_grpc.AuthorizationServicer):  # type: ignore[misc]
+class AuthorizationServicer(ObservedCheck[ext_authz.CheckResponse], ext_authz_grpc.AuthorizationServicer):  # type: ignore[misc]
+    error_response = ERROR_RESPONSE
+
     def __init__(self, gatekeeper: Gatekeeper, max_cached: int = 50_000) -> None:
-        self._gatekeeper = gatekeeper
+        super().__init__(gatekeeper)
         # Building an allowed CheckResponse costs more than the whole decision; the same
         # identity token means the same facts and audience, hence the same response.
+        # A reused decision keeps its response in its memo; this cache serves the rest.
         self._allowed: TTLCache[tuple[str, tuple[str, ...]], ext_authz.CheckResponse] = TTLCache(max_cached)
 
     def Check(self, request: ext_authz.CheckRequest, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
         try:
             check = context_of(request)
-            logs.request_id_var.set(check.request_id)
-            logs.traceparent_var.set(request.attributes.request.http.headers.get("traceparent", ""))
-            outcome = self._gatekeeper.check(check)
-            if not outcome.allowed:
-                observe("denied", outcome.decision.reason, started)
-                return denied_response(outcome)
-            observe("allowed", decision.ALLOW, started)
+            traceparent = request.attributes.request.http.headers.get("traceparent", "")
+        except Exception:  # never raise into gRPC
+            return self.fail_closed(started)
+        return self.answer(check, traceparent, started)
+
+    def denied(self, outcome: CheckOutcome) -> ext_authz.CheckResponse:
+        return denied_response(outcome)
+
+    def allowed(self, outcome: CheckOutcome) -> ext_authz.CheckResponse:
+        memo = outcome.memo
+        response = memo.get(_MEMO) if memo is not None else None
+        if response is None:
             key = (outcome.upstream_headers[upstream.IDENTITY], outcome.remove_headers)
             response = self._allowed.get(key)
             if response is None:
                 response = allowed_response(outcome)
                 self._allowed.put(key, response, time.time() + self._gatekeeper.identity_ttl)
-            if outcome.response_headers:  # per request (rate limits): a copy, 3x cheaper than a rebuild
-                response = with_response_headers(response, outcome.response_headers)
-            return response
-        except Exception:  # never raise into gRPC: deny (fail closed), and say why in the log
-            log.exception("Check failed unexpectedly: denying with 503")
-            observe("error", "internal_error", started)
-            return ERROR_RESPONSE
+            if memo is not None:
+                memo[_MEMO] = response
+        if outcome.response_headers:  # per request (rate limits): a copy, 3x cheaper than a rebuild
+            return with_response_headers(cast(ext_authz.CheckResponse, response), outcome.response_headers)
+        return cast(ext_authz.CheckResponse, response)
 
 
-@lru_cache(maxsize=256)
-def _metrics(outcome: str, reason: str) -> tuple[Any, Any]:
-    """The labelled children, resolved once (labels() per call costs more than Check's logic)."""
-    return metrics.CHECK_DECISIONS.labels(outcome, reason), metrics.CHECK_DURATION.labels(outcome)
-
-
-def observe(outcome: str, reason: str, started: float) -> None:
-    counter, histogram = _metrics(outcome, reason)
-    counter.inc()
-    histogram.observe(time.perf_counter() - started)
+_MEMO = "grpc"

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import socket
 import threading
 import time
@@ -45,15 +44,12 @@ from typing import cast
 import httptools
 import uvloop
 
-from tahoe_auth.api.ext_authz import UNAVAILABLE_MESSAGE, observe
+from tahoe_auth.api.ext_authz_common import UNAVAILABLE_MESSAGE, ObservedCheck
 from tahoe_auth.authz import upstream
 from tahoe_auth.authz.access import AccessRequest, bearer_credential
 from tahoe_auth.authz.check import CheckContext, CheckOutcome, Gatekeeper, resource_tenant
 from tahoe_auth.domain import decision, reasons
-from tahoe_auth.kernel import logs
 from tahoe_auth.kernel.cache import TTLCache
-
-log = logging.getLogger("tahoe_auth.ext_authz")
 
 ROUTE_PERMISSION = "x-tahoe-route-permission"
 ROUTE_UPSTREAM = "x-tahoe-route-upstream"
@@ -67,8 +63,13 @@ HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
 _PHRASES = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests"}
 
 
-def context_of(method: str, path: str, headers: Mapping[str, str]) -> CheckContext:
-    """`headers` with lower-case names, as Envoy sent them."""
+def context_of(
+    method: str, path: str, headers: Mapping[str, str], strays: tuple[str, ...] | None = None
+) -> CheckContext:
+    """`headers` with lower-case names, as Envoy sent them. `strays`: the client-sent
+    x-tahoe-* names among them if the caller has collected them already (else found here)."""
+    if strays is None:
+        strays = tuple(name for name in headers if name.startswith(upstream.PREFIX) and name not in SET_BY_ENVOY)
     audience = headers.get(ROUTE_UPSTREAM, "") or upstream.DEFAULT_AUDIENCE
     return CheckContext(
         access=AccessRequest(
@@ -82,9 +83,7 @@ def context_of(method: str, path: str, headers: Mapping[str, str]) -> CheckConte
         path=path,
         route=headers.get(ROUTE_NAME, "") or audience,
         client_address=headers.get(CLIENT_ADDRESS, ""),
-        client_tahoe_headers=tuple(
-            name for name in headers if name.startswith(upstream.PREFIX) and name not in SET_BY_ENVOY
-        ),
+        client_tahoe_headers=strays,
     )
 
 
@@ -132,36 +131,40 @@ ERROR_BYTES = _ERROR_HEAD + b"\r\n" + _ERROR_BODY
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
-class HttpCheck:
+class HttpCheck(ObservedCheck[bytes]):
     """One HTTP ext_authz request -> response bytes (the transport-free part)."""
 
+    error_response = ERROR_BYTES
+
     def __init__(self, gatekeeper: Gatekeeper, max_cached: int = 50_000) -> None:
-        self._gatekeeper = gatekeeper
+        super().__init__(gatekeeper)
+        # A reused decision keeps its head in its memo; this cache serves the rest.
         self._allowed: TTLCache[tuple[str, tuple[str, ...]], bytes] = TTLCache(max_cached)
 
     def answers_from_memory(self, context: CheckContext) -> bool:
         return self._gatekeeper.has_cached_decision(context)
 
     def __call__(self, context: CheckContext, traceparent: str = "") -> bytes:
-        started = time.perf_counter()
-        try:
-            logs.request_id_var.set(context.request_id)
-            logs.traceparent_var.set(traceparent)
-            outcome = self._gatekeeper.check(context)
-            if not outcome.allowed:
-                observe("denied", outcome.decision.reason, started)
-                return denied_bytes(outcome)
-            observe("allowed", decision.ALLOW, started)
+        return self.answer(context, traceparent, time.perf_counter())
+
+    def denied(self, outcome: CheckOutcome) -> bytes:
+        return denied_bytes(outcome)
+
+    def allowed(self, outcome: CheckOutcome) -> bytes:
+        memo = outcome.memo
+        head = memo.get(_MEMO) if memo is not None else None
+        if head is None:
             key = (outcome.upstream_headers[upstream.IDENTITY], outcome.remove_headers)
             head = self._allowed.get(key)
             if head is None:
                 head = allowed_head(outcome)
                 self._allowed.put(key, head, time.time() + self._gatekeeper.identity_ttl)
-            return head + _extra(outcome.response_headers) + b"\r\n"
-        except Exception:  # never an allow by accident: deny (fail closed), say why in the log
-            log.exception("Check failed unexpectedly: denying with 503")
-            observe("error", "internal_error", started)
-            return ERROR_BYTES
+            if memo is not None:
+                memo[_MEMO] = head
+        return cast(bytes, head) + _extra(outcome.response_headers) + b"\r\n"
+
+
+_MEMO = "http"
 
 
 class _Connection(asyncio.Protocol):
@@ -176,6 +179,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._url = b""
         self._headers: dict[str, str] = {}
+        self._strays: list[str] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -204,19 +208,24 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = {}
+        self._strays = []
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        key = name.decode("latin-1").lower()
+        # Collected here rather than by a second pass over every header in context_of.
+        if key.startswith(upstream.PREFIX) and key not in SET_BY_ENVOY and key not in self._headers:
+            self._strays.append(key)
+        self._headers[key] = value.decode("latin-1")
 
     def on_message_complete(self) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             return
         method = self._parser.get_method().decode("latin-1")
-        context = context_of(method, self._url.decode("latin-1"), self._headers)
+        context = context_of(method, self._url.decode("latin-1"), self._headers, tuple(self._strays))
         traceparent = self._headers.get("traceparent", "")
         keep_alive = self._parser.should_keep_alive()
         if self._check.answers_from_memory(context):

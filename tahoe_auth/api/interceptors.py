@@ -1,7 +1,7 @@
 """One ordered interceptor chain for every RPC:
 
-    RequestId -> AccessLog -> HashAdmission -> Validate -> RateLimit -> Authenticate
-        -> Authorize -> (servicer)
+    RequestId -> AccessLog -> ClientAddress -> HashAdmission -> Validate -> CsrfHeader
+        -> RateLimit -> Authenticate -> Authorize -> (servicer)
 
 with exceptions turned into statuses in one place (api/errors.py) at the outer edge.
 Each step is a small callable `step(call, proceed)`; the chain runs inside a single
@@ -29,6 +29,7 @@ import grpc
 
 from tahoe_auth.api import boundary
 from tahoe_auth.api.errors import code_for, to_status
+from tahoe_auth.api.forwarded import TrustedProxies, peer_address
 from tahoe_auth.authz.access import bearer_credential
 from tahoe_auth.authz.authenticator import Authenticator
 from tahoe_auth.domain import decision as decisions
@@ -73,6 +74,8 @@ class MethodPolicy:
     intercept: bool = True
     # The method may hash a password (argon2): admitted by HashAdmission.
     hashes_password: bool = False
+    # A browser session method (cookie-borne credential): requires the CSRF header.
+    browser: bool = False
 
 
 @dataclass
@@ -86,11 +89,16 @@ class Call:
     extras: dict[str, str] = field(default_factory=dict)
     # The request message (for steps that limit by its fields, such as Login's account).
     request: Any = None
+    # Set by the ClientAddress step; until then (or without it) the peer's.
+    client_address: str = ""
+
+    def address(self) -> str:
+        return self.client_address or peer_address(self.context.peer())
 
     def as_context(self) -> CallContext:
         return CallContext(
             principal=self.principal,
-            client_address=client_address(self.context.peer()),
+            client_address=self.address(),
             user_agent=self.metadata.get("user-agent", ""),
             request_id=self.request_id,
         )
@@ -100,14 +108,35 @@ class Step(Protocol):
     def __call__(self, call: Call, proceed: Callable[[], Any]) -> Any: ...
 
 
-def client_address(peer: str) -> str:
-    """`ipv4:1.2.3.4:5678` or `ipv6:[::1]:5678` -> the address without the port."""
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv4":
-        return rest.rpartition(":")[0]
-    if kind == "ipv6":
-        return rest.rpartition(":")[0].strip("[]")
-    return rest
+class ClientAddress:
+    """Decides once, before anything limits or records by it, which address the call
+    comes from: the peer's, or the one a trusted proxy forwarded (api/forwarded.py)."""
+
+    def __init__(self, proxies: TrustedProxies) -> None:
+        self._proxies = proxies
+
+    def __call__(self, call: Call, proceed: Callable[[], Any]) -> Any:
+        call.client_address = self._proxies.client_address(call.context.peer(), call.metadata)
+        return proceed()
+
+
+class CsrfHeader:
+    """Browser session methods (`MethodPolicy.browser`) authenticate by a cookie, which a
+    browser attaches to cross-site requests too: they also need a header that no
+    cross-site form can send, and no cross-origin script without a CORS preflight."""
+
+    def __call__(self, call: Call, proceed: Callable[[], Any]) -> Any:
+        if call.policy.browser and not csrf_header_present(call.metadata):
+            raise errors.CsrfHeaderMissing(CSRF_HEADER)
+        return proceed()
+
+
+CSRF_HEADER = "x-csrf-protection"
+
+
+def csrf_header_present(metadata: Mapping[str, str]) -> bool:
+    """Any non-empty value counts (send `1`): its presence is what a forged request lacks."""
+    return bool(metadata.get(CSRF_HEADER, "").strip())
 
 
 class RequestId:

@@ -1,9 +1,11 @@
 """The gRPC API's own rate limits: the `RateLimit` step of the interceptor chain.
 
-Runs before authentication, so it needs nothing but the peer address and, for Login,
+Runs before authentication, so it needs nothing but the client address (the peer's, or
+the one a trusted proxy forwarded: api/forwarded.py) and, for Login,
 the account named in the request. Which methods are limited, and by what, is one table
 (`METHOD_LIMITS`): Login per client address and per account (tenant + email, hashed),
-Refresh, IssueServiceToken and AcceptInvitation per client address. Authenticated
+Refresh, IssueServiceToken and AcceptInvitation per client address; the browser
+session methods like Login and Refresh. Authenticated
 methods are not limited here (their callers are known; Check limits traffic through
 Envoy per tenant). All keys sit in `{global}`:
 one Redis call, one hash slot. Over a limit: RESOURCE_EXHAUSTED / RATE_LIMITED with
@@ -17,13 +19,14 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tahoe_auth.api.interceptors import Call, client_address
+from tahoe_auth.api.interceptors import Call
 from tahoe_auth.authz.ratelimit import RateLimiter
 from tahoe_auth.domain.crypto import sha256_hex
 from tahoe_auth.domain.errors import RateLimited
 from tahoe_auth.domain.ratelimit import Policy, PolicyCheck, RateLimitDecision, Strategy
 
 AUTH = "/tahoe_auth.v1.AuthService/"
+BROWSER = "/tahoe_auth.v1.BrowserSessionService/"
 
 LOGIN_PER_ADDRESS = Policy("login_per_address", 60, 60.0, Strategy.GCRA)
 LOGIN_PER_ACCOUNT = Policy("login_per_account", 10, 60.0, Strategy.GCRA)
@@ -37,6 +40,12 @@ SERVICE_TOKEN_PER_ADDRESS = Policy("service_token_per_address", 600, 60.0, Strat
 METHOD_LIMITS: Mapping[str, tuple[Policy, ...]] = {
     AUTH + "Login": (LOGIN_PER_ADDRESS, LOGIN_PER_ACCOUNT),
     AUTH + "Refresh": (REFRESH_PER_ADDRESS,),
+    # The browser's Login and Refresh count in the same buckets as the API's (same
+    # keys): two doors to one password check must not double a guesser's budget.
+    # Logout spends no secret but reads the store without a credential: Refresh's.
+    BROWSER + "BrowserLogin": (LOGIN_PER_ADDRESS, LOGIN_PER_ACCOUNT),
+    BROWSER + "BrowserRefresh": (REFRESH_PER_ADDRESS,),
+    BROWSER + "BrowserLogout": (REFRESH_PER_ADDRESS,),
     AUTH + "IssueServiceToken": (SERVICE_TOKEN_PER_ADDRESS,),
     "/tahoe_auth.v1.TenantService/AcceptInvitation": (INVITATION_PER_ADDRESS,),
 }
@@ -51,7 +60,7 @@ class RateLimit:
         policies = self._limits.get(call.method, ())
         if not policies:
             return []
-        address = client_address(call.context.peer()).replace("{", "_").replace("}", "_")
+        address = call.address().replace("{", "_").replace("}", "_")
         checks = []
         for policy in policies:
             if policy.name.endswith("_per_account"):

@@ -60,11 +60,19 @@ class Admission:
         return reasons.REASONS[decision.ALLOW if self.allowed else self.reason].http_status
 
 
+MAX_REMEMBERED_SUBJECTS = 50_000
+
+
 class AdmissionControl:
     def __init__(self, limiter: RateLimiter, quotas: Quotas, recorder: UsageRecorder) -> None:
         self._limiter = limiter
         self._quotas = quotas
         self._recorder = recorder
+        # The rate-limit subject of each (tenant, address, subject type, subject), built
+        # once: a plain tuple hashes faster than the dataclass is built and hashed.
+        # Subjects hold no policy (the limiter looks limits up on every check), so
+        # nothing here goes stale when a tenant's settings change.
+        self._subjects: dict[tuple[str, str, str, str], RateLimitSubject] = {}
 
     def admit(
         self,
@@ -93,12 +101,18 @@ class AdmissionControl:
     def _rate_limit(
         self, tenant_id: str, client_address: str, subject_type: str, subject_id: str, quota: QuotaDecision | None
     ) -> Admission:
-        subject = RateLimitSubject(
-            client_address=client_address,
-            tenant_id=tenant_id,
-            api_key_id=subject_id if subject_type == API_KEY else "",
-            user_id=subject_id if subject_type == USER else "",
-        )
+        key = (tenant_id, client_address, subject_type, subject_id)
+        subject = self._subjects.get(key)
+        if subject is None:
+            subject = RateLimitSubject(
+                client_address=client_address,
+                tenant_id=tenant_id,
+                api_key_id=subject_id if subject_type == API_KEY else "",
+                user_id=subject_id if subject_type == USER else "",
+            )
+            if len(self._subjects) >= MAX_REMEMBERED_SUBJECTS:
+                self._subjects.clear()
+            self._subjects[key] = subject
         rate = self._limiter.check(subject)
         headers = ratelimit.headers(rate)
         if not rate.allowed:
@@ -136,8 +150,11 @@ class AdmissionControl:
             )
         if admission.allowed and not admission.headers:
             return outcome
-        headers = dict(outcome.response_headers)
-        headers.update(admission.headers)
+        if outcome.response_headers:
+            headers = dict(outcome.response_headers)
+            headers.update(admission.headers)
+        else:
+            headers = dict(admission.headers)
         if admission.allowed:
             return outcome.with_response_headers(headers)
         message = (admission.body or {}).get("message", "too many requests")

@@ -67,6 +67,10 @@ class CheckOutcome:
     # and client-sent x-tahoe-* ones that are not overwritten.
     upstream_headers: Mapping[str, str] = field(default_factory=_no_headers)
     remove_headers: tuple[str, ...] = ()
+    # For an allow reused from the decision cache: a scratch space the transports keep
+    # the response they built from it in, so that it is built once per cached decision
+    # (upstream and remove headers cannot change within one) and dropped with it.
+    memo: dict[str, object] | None = field(default=None, compare=False)
 
     @property
     def allowed(self) -> bool:
@@ -75,7 +79,7 @@ class CheckOutcome:
     def with_response_headers(self, headers: Mapping[str, str]) -> CheckOutcome:
         """This outcome with other client response headers: `dataclasses.replace`,
         at a fraction of its cost (hooks call it on every Check)."""
-        return CheckOutcome(self.decision, headers, self.upstream_headers, self.remove_headers)
+        return CheckOutcome(self.decision, headers, self.upstream_headers, self.remove_headers, self.memo)
 
     @property
     def http_status(self) -> int:
@@ -107,11 +111,13 @@ only covers a Check racing with a notification, and keeps every revocation well
 within the one second the contract allows."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Allowed:
     decision: decision.Decision
-    upstream_headers: dict[str, str]
+    # Read-only: shared by every outcome that reuses this decision (no copy per Check).
+    upstream_headers: Mapping[str, str]
     remove_headers: tuple[str, ...]
+    memo: dict[str, object] = field(default_factory=dict)
 
 
 class Gatekeeper:
@@ -159,7 +165,9 @@ class Gatekeeper:
         trusted = self._trust.caches_trusted()
         cached = self.decisions.get(key) if trusted else None
         if cached is not None:
-            return CheckOutcome(cached.decision, NO_HEADERS, dict(cached.upstream_headers), cached.remove_headers)
+            return CheckOutcome(
+                cached.decision, NO_HEADERS, cached.upstream_headers, cached.remove_headers, cached.memo
+            )
         outcome = self._evaluator.evaluate(context.access)
         if not outcome.allowed:
             return CheckOutcome(outcome)
@@ -173,7 +181,7 @@ class Gatekeeper:
             expires = time.time() + DECISION_TTL
             if outcome.principal is not None and outcome.principal.expires_at is not None:
                 expires = min(expires, outcome.principal.expires_at)
-            self.decisions.put(key, _Allowed(outcome, dict(headers), remove), expires)
+            self.decisions.put(key, _Allowed(outcome, MappingProxyType(dict(headers)), remove), expires)
         return CheckOutcome(outcome, NO_HEADERS, headers, remove)
 
     def _log_denial(self, context: CheckContext, result: CheckOutcome) -> None:

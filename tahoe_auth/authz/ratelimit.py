@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from tahoe_auth.domain.ratelimit import (
     UNLIMITED,
@@ -77,6 +78,8 @@ class RateLimiter:
         self._next_probe = 0.0
         self._probe_lock = threading.Lock()
         self._allowed = RATELIMIT_DECISIONS.labels("allowed", "")
+        # Labelled children by (result, policy), resolved once: denials come in floods.
+        self._children: dict[tuple[str, str], Any] = {}
         self._checks: dict[RateLimitSubject, tuple[LimitSet, list[PolicyCheck]]] = {}
 
     @property
@@ -169,7 +172,14 @@ class RateLimiter:
         if decision.allowed:
             self._allowed.inc()
         else:
-            RATELIMIT_DECISIONS.labels("limited", decision.policy).inc()
+            self._child("limited", decision.policy).inc()
         for name in decision.shadow_hits:
-            RATELIMIT_DECISIONS.labels("shadow_limited", name).inc()
-            log.debug("rate limit %s would have limited this request (shadow mode)", name)
+            self._child("shadow_limited", name).inc()
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("rate limit %s would have limited this request (shadow mode)", name)
+
+    def _child(self, result: str, policy: str) -> Any:
+        child = self._children.get((result, policy))
+        if child is None:  # policy names are few (domain.ratelimit.POLICY_NAMES)
+            child = self._children[(result, policy)] = RATELIMIT_DECISIONS.labels(result, policy)
+        return child

@@ -9,6 +9,7 @@ TahoeError
 │   ├── InvitationInvalid      unknown, used, revoked or expired invitation token
 │   └── ClientCredentialsInvalid  a service account's client id or secret
 ├── PermissionDenied           (metadata: permission)
+│   ├── CsrfHeaderMissing      a browser session call without its CSRF header (metadata: header)
 │   ├── TenantSuspended
 │   ├── UserDisabled
 │   └── PrivilegeEscalation    granting what one does not hold
@@ -88,6 +89,15 @@ class ClientCredentialsInvalid(Unauthenticated):
 
 class PermissionDenied(TahoeError):
     reason = "PERMISSION_DENIED"
+
+
+class CsrfHeaderMissing(PermissionDenied):
+    reason = "CSRF_HEADER_MISSING"
+
+    def __init__(self, header: str) -> None:
+        super().__init__(
+            f"send the request header `{header}: 1` (browser session methods require it against CSRF)", header=header
+        )
 
 
 class TenantSuspended(PermissionDenied):

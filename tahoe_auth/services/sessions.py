@@ -44,6 +44,9 @@ class IssuedTokens:
     session_id: str
     tenant_id: str
     user_id: str
+    # When the session ends at the latest (its absolute lifetime): what a refresh token
+    # kept in a cookie is good for.
+    session_expires_at: int = 0
 
 
 def normalize_email(email: str) -> str:
@@ -204,6 +207,7 @@ class SessionService:
             session_id=session.id,
             tenant_id=session.tenant_id,
             user_id=session.user_id,
+            session_expires_at=int(session.expires_at.timestamp()),
         )
 
     # -- refresh ---------------------------------------------------------------
@@ -288,6 +292,28 @@ class SessionService:
             (ctx, "auth.logout", f"session:{principal.session_id}"),
         )
 
+    def logout_by_refresh_token(self, refresh_token: str, ctx: CallContext) -> bool:
+        """Ends the session a refresh token belongs to (a browser's logout: its cookie is
+        all it has). Also for a spent token: it names the same session, and whoever holds
+        it could end the session anyway by presenting it to refresh (reuse revokes).
+        False when the token names no session."""
+        if not refresh_token.startswith(REFRESH_TOKEN_PREFIX):
+            return False
+        with self._db.unit_of_work(SYSTEM) as uow:
+            stored = uow.refresh_tokens.find(_hash_refresh_token(refresh_token))
+        if stored is None:
+            return False
+        with self._db.unit_of_work(stored.tenant_id) as uow:
+            user_id = uow.sessions.get(stored.session_id).user_id
+        self._revoke(
+            stored.tenant_id,
+            [stored.session_id],
+            "logout",
+            (ctx, "auth.logout", f"session:{stored.session_id}"),
+            actor=Actor(user_id, USER),
+        )
+        return True
+
     def logout_all(self, ctx: CallContext, tenant_id: str, user_id: str) -> int:
         tenant_id, user_id = self._target_user(ctx.require_principal(), tenant_id, user_id, "sessions:revoke")
         with self._db.unit_of_work(tenant_id) as uow:
@@ -317,6 +343,7 @@ class SessionService:
         session_ids: Sequence[str],
         reason: str,
         audited: tuple[CallContext, str, str] | None = None,
+        actor: Actor | None = None,
     ) -> int:
         """Revoke, emit a session.revoked event per session that was live, and (for the
         call's own action) write its one audit entry, in one transaction."""
@@ -326,7 +353,7 @@ class SessionService:
             self._session_events(uow, tenant_id, owners, reason)
             if audited is not None:
                 ctx, action, target = audited
-                self._audit.record(uow, ctx, tenant_id, action, target, details={"revoked_count": count})
+                self._audit.record(uow, ctx, tenant_id, action, target, details={"revoked_count": count}, actor=actor)
             self._notifier.sessions_revoked(uow, tenant_id, list(session_ids))
             uow.commit()
         return count

@@ -24,31 +24,36 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tahoe_auth/v1/audit.proto\x12\rtahoe_auth.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x02\n\nAuditEvent\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x12\n\nactor_type\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x0e\n\x06target\x18\x07 \x01(\t\x12,\n\x07outcome\x18\x08 \x01(\x0e\x32\x1b.tahoe_auth.v1.AuditOutcome\x12\x16\n\x0e\x63lient_address\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x13\n\x0btraceparent\x18\x0b \x01(\t\x12(\n\x07\x64\x65tails\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rprevious_hash\x18\r \x01(\t\x12\x0c\n\x04hash\x18\x0e \x01(\t\"\xfd\x01\n\x16ListAuditEventsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12,\n\x07outcome\x18\x06 \x01(\x0e\x32\x1b.tahoe_auth.v1.AuditOutcome\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x17ListAuditEventsResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.tahoe_auth.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xdc\x01\n\x18\x45xportAuditEventsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x30\n\x06\x66ormat\x18\x02 \x01(\x0e\x32 .tahoe_auth.v1.AuditExportFormat\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\x19\x45xportAuditEventsResponse\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c*}\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UDIT_OUTCOME_SUCCESS\x10\x01\x12\x19\n\x15\x41UDIT_OUTCOME_FAILURE\x10\x02\x12\x18\n\x14\x41UDIT_OUTCOME_DENIED\x10\x03*y\n\x11\x41uditExportFormat\x12#\n\x1f\x41UDIT_EXPORT_FORMAT_UNSPECIFIED\x10\x00\x12\"\n\x1e\x41UDIT_EXPORT_FORMAT_JSON_LINES\x10\x01\x12\x1b\n\x17\x41UDIT_EXPORT_FORMAT_CSV\x10\x02\x32\xda\x01\n\x0c\x41uditService\x12`\n\x0fListAuditEvents\x12%.tahoe_auth.v1.ListAuditEventsRequest\x1a&.tahoe_auth.v1.ListAuditEventsResponse\x12h\n\x11\x45xportAuditEvents\x12\'.tahoe_auth.v1.ExportAuditEventsRequest\x1a(.tahoe_auth.v1.ExportAuditEventsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tahoe_auth/v1/audit.proto\x12\rtahoe_auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x02\n\nAuditEvent\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x12\n\nactor_type\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x0e\n\x06target\x18\x07 \x01(\t\x12,\n\x07outcome\x18\x08 \x01(\x0e\x32\x1b.tahoe_auth.v1.AuditOutcome\x12\x16\n\x0e\x63lient_address\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x13\n\x0btraceparent\x18\x0b \x01(\t\x12(\n\x07\x64\x65tails\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rprevious_hash\x18\r \x01(\t\x12\x0c\n\x04hash\x18\x0e \x01(\t\"\xfd\x01\n\x16ListAuditEventsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12,\n\x07outcome\x18\x06 \x01(\x0e\x32\x1b.tahoe_auth.v1.AuditOutcome\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x17ListAuditEventsResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.tahoe_auth.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xdc\x01\n\x18\x45xportAuditEventsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x30\n\x06\x66ormat\x18\x02 \x01(\x0e\x32 .tahoe_auth.v1.AuditExportFormat\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\x19\x45xportAuditEventsResponse\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c*}\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UDIT_OUTCOME_SUCCESS\x10\x01\x12\x19\n\x15\x41UDIT_OUTCOME_FAILURE\x10\x02\x12\x18\n\x14\x41UDIT_OUTCOME_DENIED\x10\x03*y\n\x11\x41uditExportFormat\x12#\n\x1f\x41UDIT_EXPORT_FORMAT_UNSPECIFIED\x10\x00\x12\"\n\x1e\x41UDIT_EXPORT_FORMAT_JSON_LINES\x10\x01\x12\x1b\n\x17\x41UDIT_EXPORT_FORMAT_CSV\x10\x02\x32\x90\x03\n\x0c\x41uditService\x12\xb3\x01\n\x0fListAuditEvents\x12%.tahoe_auth.v1.ListAuditEventsRequest\x1a&.tahoe_auth.v1.ListAuditEventsResponse\"Q\x82\xd3\xe4\x93\x02K\x12(/auth/v1/tenants/{tenant_id}/auditEventsZ\x1f\x12\x1d/auth/v1/platform/auditEvents\x12\xc9\x01\n\x11\x45xportAuditEvents\x12\'.tahoe_auth.v1.ExportAuditEventsRequest\x1a(.tahoe_auth.v1.ExportAuditEventsResponse\"_\x82\xd3\xe4\x93\x02Y\x12//auth/v1/tenants/{tenant_id}/auditEvents:exportZ&\x12$/auth/v1/platform/auditEvents:export0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tahoe_auth.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDITOUTCOME']._serialized_start=1100
-  _globals['_AUDITOUTCOME']._serialized_end=1225
-  _globals['_AUDITEXPORTFORMAT']._serialized_start=1227
-  _globals['_AUDITEXPORTFORMAT']._serialized_end=1348
-  _globals['_AUDITEVENT']._serialized_start=108
-  _globals['_AUDITEVENT']._serialized_end=456
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=459
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=712
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=714
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=807
-  _globals['_EXPORTAUDITEVENTSREQUEST']._serialized_start=810
-  _globals['_EXPORTAUDITEVENTSREQUEST']._serialized_end=1030
-  _globals['_EXPORTAUDITEVENTSRESPONSE']._serialized_start=1032
-  _globals['_EXPORTAUDITEVENTSRESPONSE']._serialized_end=1098
-  _globals['_AUDITSERVICE']._serialized_start=1351
-  _globals['_AUDITSERVICE']._serialized_end=1569
+  _globals['_AUDITSERVICE'].methods_by_name['ListAuditEvents']._loaded_options = None
+  _globals['_AUDITSERVICE'].methods_by_name['ListAuditEvents']._serialized_options = b'\202\323\344\223\002K\022(/auth/v1/tenants/{tenant_id}/auditEventsZ\037\022\035/auth/v1/platform/auditEvents'
+  _globals['_AUDITSERVICE'].methods_by_name['ExportAuditEvents']._loaded_options = None
+  _globals['_AUDITSERVICE'].methods_by_name['ExportAuditEvents']._serialized_options = b'\202\323\344\223\002Y\022//auth/v1/tenants/{tenant_id}/auditEvents:exportZ&\022$/auth/v1/platform/auditEvents:export'
+  _globals['_AUDITOUTCOME']._serialized_start=1130
+  _globals['_AUDITOUTCOME']._serialized_end=1255
+  _globals['_AUDITEXPORTFORMAT']._serialized_start=1257
+  _globals['_AUDITEXPORTFORMAT']._serialized_end=1378
+  _globals['_AUDITEVENT']._serialized_start=138
+  _globals['_AUDITEVENT']._serialized_end=486
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=489
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=742
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=744
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=837
+  _globals['_EXPORTAUDITEVENTSREQUEST']._serialized_start=840
+  _globals['_EXPORTAUDITEVENTSREQUEST']._serialized_end=1060
+  _globals['_EXPORTAUDITEVENTSRESPONSE']._serialized_start=1062
+  _globals['_EXPORTAUDITEVENTSRESPONSE']._serialized_end=1128
+  _globals['_AUDITSERVICE']._serialized_start=1381
+  _globals['_AUDITSERVICE']._serialized_end=1781
 # @@protoc_insertion_point(module_scope)

@@ -24,10 +24,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from tahoe_auth.v1 import principal_pb2 as tahoe__auth_dot_v1_dot_principal__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctahoe_auth/v1/decision.proto\x12\rtahoe_auth.v1\x1a\x1dtahoe_auth/v1/principal.proto\"w\n\x16\x45xplainDecisionRequest\x12\x12\n\ncredential\x18\x01 \x01(\t\x12\x1b\n\x13required_permission\x18\x02 \x01(\t\x12\x1a\n\x12resource_tenant_id\x18\x03 \x01(\t\x12\x10\n\x08upstream\x18\x04 \x01(\t\"\xeb\x02\n\x17\x45xplainDecisionResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x13\n\x0bhttp_status\x18\x04 \x01(\x05\x12\x12\n\ncredential\x18\x05 \x01(\t\x12+\n\tprincipal\x18\x06 \x01(\x0b\x32\x18.tahoe_auth.v1.Principal\x12\x1b\n\x13required_permission\x18\x07 \x01(\t\x12\x0c\n\x04rule\x18\x08 \x01(\t\x12U\n\x10upstream_headers\x18\t \x03(\x0b\x32;.tahoe_auth.v1.ExplainDecisionResponse.UpstreamHeadersEntry\x12\x0e\n\x06\x64\x65tail\x18\n \x01(\t\x1a\x36\n\x14UpstreamHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32s\n\x0f\x44\x65\x63isionService\x12`\n\x0f\x45xplainDecision\x12%.tahoe_auth.v1.ExplainDecisionRequest\x1a&.tahoe_auth.v1.ExplainDecisionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctahoe_auth/v1/decision.proto\x12\rtahoe_auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1dtahoe_auth/v1/principal.proto\"w\n\x16\x45xplainDecisionRequest\x12\x12\n\ncredential\x18\x01 \x01(\t\x12\x1b\n\x13required_permission\x18\x02 \x01(\t\x12\x1a\n\x12resource_tenant_id\x18\x03 \x01(\t\x12\x10\n\x08upstream\x18\x04 \x01(\t\"\xeb\x02\n\x17\x45xplainDecisionResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x13\n\x0bhttp_status\x18\x04 \x01(\x05\x12\x12\n\ncredential\x18\x05 \x01(\t\x12+\n\tprincipal\x18\x06 \x01(\x0b\x32\x18.tahoe_auth.v1.Principal\x12\x1b\n\x13required_permission\x18\x07 \x01(\t\x12\x0c\n\x04rule\x18\x08 \x01(\t\x12U\n\x10upstream_headers\x18\t \x03(\x0b\x32;.tahoe_auth.v1.ExplainDecisionResponse.UpstreamHeadersEntry\x12\x0e\n\x06\x64\x65tail\x18\n \x01(\t\x1a\x36\n\x14UpstreamHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\x9b\x01\n\x0f\x44\x65\x63isionService\x12\x87\x01\n\x0f\x45xplainDecision\x12%.tahoe_auth.v1.ExplainDecisionRequest\x1a&.tahoe_auth.v1.ExplainDecisionResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/auth/v1/decisions:explain:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +37,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EXPLAINDECISIONRESPONSE_UPSTREAMHEADERSENTRY']._loaded_options = None
   _globals['_EXPLAINDECISIONRESPONSE_UPSTREAMHEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_EXPLAINDECISIONREQUEST']._serialized_start=78
-  _globals['_EXPLAINDECISIONREQUEST']._serialized_end=197
-  _globals['_EXPLAINDECISIONRESPONSE']._serialized_start=200
-  _globals['_EXPLAINDECISIONRESPONSE']._serialized_end=563
-  _globals['_EXPLAINDECISIONRESPONSE_UPSTREAMHEADERSENTRY']._serialized_start=509
-  _globals['_EXPLAINDECISIONRESPONSE_UPSTREAMHEADERSENTRY']._serialized_end=563
-  _globals['_DECISIONSERVICE']._serialized_start=565
-  _globals['_DECISIONSERVICE']._serialized_end=680
+  _globals['_DECISIONSERVICE'].methods_by_name['ExplainDecision']._loaded_options = None
+  _globals['_DECISIONSERVICE'].methods_by_name['ExplainDecision']._serialized_options = b'\202\323\344\223\002\037\"\032/auth/v1/decisions:explain:\001*'
+  _globals['_EXPLAINDECISIONREQUEST']._serialized_start=108
+  _globals['_EXPLAINDECISIONREQUEST']._serialized_end=227
+  _globals['_EXPLAINDECISIONRESPONSE']._serialized_start=230
+  _globals['_EXPLAINDECISIONRESPONSE']._serialized_end=593
+  _globals['_EXPLAINDECISIONRESPONSE_UPSTREAMHEADERSENTRY']._serialized_start=539
+  _globals['_EXPLAINDECISIONRESPONSE_UPSTREAMHEADERSENTRY']._serialized_end=593
+  _globals['_DECISIONSERVICE']._serialized_start=596
+  _globals['_DECISIONSERVICE']._serialized_end=751
 # @@protoc_insertion_point(module_scope)

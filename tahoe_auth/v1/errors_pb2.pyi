@@ -82,6 +82,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """(40-49: signing keys.)
     The signing key was revoked already. Metadata: `kid`.
     """
+    ERROR_REASON_CSRF_HEADER_MISSING: _ErrorReason.ValueType  # 50
+    """(50-59: browser sessions.)
+    A browser session method was called without the `x-csrf-protection: 1` header.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason values are sent as `google.rpc.ErrorInfo.reason` (without the
@@ -147,5 +151,9 @@ ERROR_REASON_CLIENT_CREDENTIALS_INVALID: ErrorReason.ValueType  # 32
 ERROR_REASON_SIGNING_KEY_REVOKED: ErrorReason.ValueType  # 40
 """(40-49: signing keys.)
 The signing key was revoked already. Metadata: `kid`.
+"""
+ERROR_REASON_CSRF_HEADER_MISSING: ErrorReason.ValueType  # 50
+"""(50-59: browser sessions.)
+A browser session method was called without the `x-csrf-protection: 1` header.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -24,32 +24,39 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tahoe_auth/v1/keys.proto\x12\rtahoe_auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x02\n\nSigningKey\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.tahoe_auth.v1.SigningKeyState\x12\x11\n\tpublished\x18\x05 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\ractivate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bretire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eunpublish_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x19\n\x17RotateSigningKeyRequest\"\xcd\x01\n\x18RotateSigningKeyResponse\x12\x12\n\nactive_kid\x18\x01 \x01(\t\x12\'\n\x04keys\x18\x02 \x03(\x0b\x32\x19.tahoe_auth.v1.SigningKey\x12/\n\x0brotate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08next_kid\x18\x04 \x01(\t\x12\x31\n\ractivate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x18\n\x16ListSigningKeysRequest\"V\n\x17ListSigningKeysResponse\x12\'\n\x04keys\x18\x01 \x03(\x0b\x32\x19.tahoe_auth.v1.SigningKey\x12\x12\n\nactive_kid\x18\x02 \x01(\t\"&\n\x17RevokeSigningKeyRequest\x12\x0b\n\x03kid\x18\x01 \x01(\t\"\x88\x01\n\x18RevokeSigningKeyResponse\x12\x12\n\nactive_kid\x18\x01 \x01(\t\x12\'\n\x04keys\x18\x02 \x03(\x0b\x32\x19.tahoe_auth.v1.SigningKey\x12/\n\x0brevoke_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xac\x01\n\x0fSigningKeyState\x12!\n\x1dSIGNING_KEY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16SIGNING_KEY_STATE_NEXT\x10\x01\x12\x1c\n\x18SIGNING_KEY_STATE_ACTIVE\x10\x02\x12\x1d\n\x19SIGNING_KEY_STATE_RETIRED\x10\x03\x12\x1d\n\x19SIGNING_KEY_STATE_REVOKED\x10\x04\x32\xb8\x02\n\nKeyService\x12\x63\n\x10RotateSigningKey\x12&.tahoe_auth.v1.RotateSigningKeyRequest\x1a\'.tahoe_auth.v1.RotateSigningKeyResponse\x12`\n\x0fListSigningKeys\x12%.tahoe_auth.v1.ListSigningKeysRequest\x1a&.tahoe_auth.v1.ListSigningKeysResponse\x12\x63\n\x10RevokeSigningKey\x12&.tahoe_auth.v1.RevokeSigningKeyRequest\x1a\'.tahoe_auth.v1.RevokeSigningKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tahoe_auth/v1/keys.proto\x12\rtahoe_auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x02\n\nSigningKey\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.tahoe_auth.v1.SigningKeyState\x12\x11\n\tpublished\x18\x05 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\ractivate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bretire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eunpublish_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x19\n\x17RotateSigningKeyRequest\"\xcd\x01\n\x18RotateSigningKeyResponse\x12\x12\n\nactive_kid\x18\x01 \x01(\t\x12\'\n\x04keys\x18\x02 \x03(\x0b\x32\x19.tahoe_auth.v1.SigningKey\x12/\n\x0brotate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08next_kid\x18\x04 \x01(\t\x12\x31\n\ractivate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x18\n\x16ListSigningKeysRequest\"V\n\x17ListSigningKeysResponse\x12\'\n\x04keys\x18\x01 \x03(\x0b\x32\x19.tahoe_auth.v1.SigningKey\x12\x12\n\nactive_kid\x18\x02 \x01(\t\"&\n\x17RevokeSigningKeyRequest\x12\x0b\n\x03kid\x18\x01 \x01(\t\"\x88\x01\n\x18RevokeSigningKeyResponse\x12\x12\n\nactive_kid\x18\x01 \x01(\t\x12\'\n\x04keys\x18\x02 \x03(\x0b\x32\x19.tahoe_auth.v1.SigningKey\x12/\n\x0brevoke_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xac\x01\n\x0fSigningKeyState\x12!\n\x1dSIGNING_KEY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16SIGNING_KEY_STATE_NEXT\x10\x01\x12\x1c\n\x18SIGNING_KEY_STATE_ACTIVE\x10\x02\x12\x1d\n\x19SIGNING_KEY_STATE_RETIRED\x10\x03\x12\x1d\n\x19SIGNING_KEY_STATE_REVOKED\x10\x04\x32\xae\x03\n\nKeyService\x12\x8b\x01\n\x10RotateSigningKey\x12&.tahoe_auth.v1.RotateSigningKeyRequest\x1a\'.tahoe_auth.v1.RotateSigningKeyResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/auth/v1/signingKeys:rotate:\x01*\x12~\n\x0fListSigningKeys\x12%.tahoe_auth.v1.ListSigningKeysRequest\x1a&.tahoe_auth.v1.ListSigningKeysResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/auth/v1/signingKeys\x12\x91\x01\n\x10RevokeSigningKey\x12&.tahoe_auth.v1.RevokeSigningKeyRequest\x1a\'.tahoe_auth.v1.RevokeSigningKeyResponse\",\x82\xd3\xe4\x93\x02&\"!/auth/v1/signingKeys/{kid}:revoke:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tahoe_auth.v1.keys_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SIGNINGKEYSTATE']._serialized_start=984
-  _globals['_SIGNINGKEYSTATE']._serialized_end=1156
-  _globals['_SIGNINGKEY']._serialized_start=77
-  _globals['_SIGNINGKEY']._serialized_end=453
-  _globals['_ROTATESIGNINGKEYREQUEST']._serialized_start=455
-  _globals['_ROTATESIGNINGKEYREQUEST']._serialized_end=480
-  _globals['_ROTATESIGNINGKEYRESPONSE']._serialized_start=483
-  _globals['_ROTATESIGNINGKEYRESPONSE']._serialized_end=688
-  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_start=690
-  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_end=714
-  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_start=716
-  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_end=802
-  _globals['_REVOKESIGNINGKEYREQUEST']._serialized_start=804
-  _globals['_REVOKESIGNINGKEYREQUEST']._serialized_end=842
-  _globals['_REVOKESIGNINGKEYRESPONSE']._serialized_start=845
-  _globals['_REVOKESIGNINGKEYRESPONSE']._serialized_end=981
-  _globals['_KEYSERVICE']._serialized_start=1159
-  _globals['_KEYSERVICE']._serialized_end=1471
+  _globals['_KEYSERVICE'].methods_by_name['RotateSigningKey']._loaded_options = None
+  _globals['_KEYSERVICE'].methods_by_name['RotateSigningKey']._serialized_options = b'\202\323\344\223\002 \"\033/auth/v1/signingKeys:rotate:\001*'
+  _globals['_KEYSERVICE'].methods_by_name['ListSigningKeys']._loaded_options = None
+  _globals['_KEYSERVICE'].methods_by_name['ListSigningKeys']._serialized_options = b'\202\323\344\223\002\026\022\024/auth/v1/signingKeys'
+  _globals['_KEYSERVICE'].methods_by_name['RevokeSigningKey']._loaded_options = None
+  _globals['_KEYSERVICE'].methods_by_name['RevokeSigningKey']._serialized_options = b'\202\323\344\223\002&\"!/auth/v1/signingKeys/{kid}:revoke:\001*'
+  _globals['_SIGNINGKEYSTATE']._serialized_start=1014
+  _globals['_SIGNINGKEYSTATE']._serialized_end=1186
+  _globals['_SIGNINGKEY']._serialized_start=107
+  _globals['_SIGNINGKEY']._serialized_end=483
+  _globals['_ROTATESIGNINGKEYREQUEST']._serialized_start=485
+  _globals['_ROTATESIGNINGKEYREQUEST']._serialized_end=510
+  _globals['_ROTATESIGNINGKEYRESPONSE']._serialized_start=513
+  _globals['_ROTATESIGNINGKEYRESPONSE']._serialized_end=718
+  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_start=720
+  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_end=744
+  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_start=746
+  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_end=832
+  _globals['_REVOKESIGNINGKEYREQUEST']._serialized_start=834
+  _globals['_REVOKESIGNINGKEYREQUEST']._serialized_end=872
+  _globals['_REVOKESIGNINGKEYRESPONSE']._serialized_start=875
+  _globals['_REVOKESIGNINGKEYRESPONSE']._serialized_end=1011
+  _globals['_KEYSERVICE']._serialized_start=1189
+  _globals['_KEYSERVICE']._serialized_end=1619
 # @@protoc_insertion_point(module_scope)

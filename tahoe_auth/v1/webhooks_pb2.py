@@ -24,12 +24,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctahoe_auth/v1/webhooks.proto\x12\rtahoe_auth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x02\n\x0fWebhookEndpoint\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x05 \x03(\t\x12\x0f\n\x07\x65nabled\x18\x06 \x01(\x08\x12\x17\n\x0f\x64isabled_reason\x18\x07 \x01(\t\x12\x18\n\x10secrets_in_force\x18\x08 \x01(\x05\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"c\n\x1c\x43reateWebhookEndpointRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x30\n\x08\x65ndpoint\x18\x02 \x01(\x0b\x32\x1e.tahoe_auth.v1.WebhookEndpoint\"a\n\x1d\x43reateWebhookEndpointResponse\x12\x30\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1e.tahoe_auth.v1.WebhookEndpoint\x12\x0e\n\x06secret\x18\x02 \x01(\t\"C\n\x19GetWebhookEndpointRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\"N\n\x1aGetWebhookEndpointResponse\x12\x30\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1e.tahoe_auth.v1.WebhookEndpoint\"W\n\x1bListWebhookEndpointsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"j\n\x1cListWebhookEndpointsResponse\x12\x31\n\tendpoints\x18\x01 \x03(\x0b\x32\x1e.tahoe_auth.v1.WebhookEndpoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x94\x01\n\x1cUpdateWebhookEndpointRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x30\n\x08\x65ndpoint\x18\x02 \x01(\x0b\x32\x1e.tahoe_auth.v1.WebhookEndpoint\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"Q\n\x1dUpdateWebhookEndpointResponse\x12\x30\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1e.tahoe_auth.v1.WebhookEndpoint\"F\n\x1c\x44\x65leteWebhookEndpointRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\"\x1f\n\x1d\x44\x65leteWebhookEndpointResponse\"|\n\x1aRotateWebhookSecretRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\x12\x36\n\x13previous_secret_ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"_\n\x1bRotateWebhookSecretResponse\x12\x30\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1e.tahoe_auth.v1.WebhookEndpoint\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\xe5\x03\n\x0fWebhookDelivery\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x03 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12\x12\n\nevent_type\x18\x05 \x01(\t\x12\x34\n\x06status\x18\x06 \x01(\x0e\x32$.tahoe_auth.v1.WebhookDeliveryStatus\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11next_attempt_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11last_attempt_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12last_response_code\x18\x0b \x01(\x05\x12\x12\n\nlast_error\x18\x0c \x01(\t\x12\x30\n\rlast_duration\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0b\x66inish_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb5\x01\n\x1cListWebhookDeliveriesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x34\n\x06status\x18\x04 \x01(\x0e\x32$.tahoe_auth.v1.WebhookDeliveryStatus\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"l\n\x1dListWebhookDeliveriesResponse\x12\x32\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1e.tahoe_auth.v1.WebhookDelivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8d\x01\n\x1eReplayWebhookDeliveriesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65livery_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x1fReplayWebhookDeliveriesResponse\x12\x32\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1e.tahoe_auth.v1.WebhookDelivery\"E\n\x1bSendTestWebhookEventRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\"b\n\x1cSendTestWebhookEventResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x30\n\x08\x64\x65livery\x18\x02 \x01(\x0b\x32\x1e.tahoe_auth.v1.WebhookDelivery\"\x1e\n\x1cListWebhookEventTypesRequest\"\xa5\x01\n\x1dListWebhookEventTypesResponse\x12Q\n\x0b\x65vent_types\x18\x01 \x03(\x0b\x32<.tahoe_auth.v1.ListWebhookEventTypesResponse.EventTypesEntry\x1a\x31\n\x0f\x45ventTypesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xd4\x01\n\x15WebhookDeliveryStatus\x12\'\n#WEBHOOK_DELIVERY_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fWEBHOOK_DELIVERY_STATUS_PENDING\x10\x01\x12$\n WEBHOOK_DELIVERY_STATUS_RETRYING\x10\x02\x12%\n!WEBHOOK_DELIVERY_STATUS_SUCCEEDED\x10\x03\x12 \n\x1cWEBHOOK_DELIVERY_STATUS_DEAD\x10\x04\x32\x89\t\n\x0eWebhookService\x12r\n\x15\x43reateWebhookEndpoint\x12+.tahoe_auth.v1.CreateWebhookEndpointRequest\x1a,.tahoe_auth.v1.CreateWebhookEndpointResponse\x12i\n\x12GetWebhookEndpoint\x12(.tahoe_auth.v1.GetWebhookEndpointRequest\x1a).tahoe_auth.v1.GetWebhookEndpointResponse\x12o\n\x14ListWebhookEndpoints\x12*.tahoe_auth.v1.ListWebhookEndpointsRequest\x1a+.tahoe_auth.v1.ListWebhookEndpointsResponse\x12r\n\x15UpdateWebhookEndpoint\x12+.tahoe_auth.v1.UpdateWebhookEndpointRequest\x1a,.tahoe_auth.v1.UpdateWebhookEndpointResponse\x12r\n\x15\x44\x65leteWebhookEndpoint\x12+.tahoe_auth.v1.DeleteWebhookEndpointRequest\x1a,.tahoe_auth.v1.DeleteWebhookEndpointResponse\x12l\n\x13RotateWebhookSecret\x12).tahoe_auth.v1.RotateWebhookSecretRequest\x1a*.tahoe_auth.v1.RotateWebhookSecretResponse\x12r\n\x15ListWebhookDeliveries\x12+.tahoe_auth.v1.ListWebhookDeliveriesRequest\x1a,.tahoe_auth.v1.ListWebhookDeliveriesResponse\x12x\n\x17ReplayWebhookDeliveries\x12-.tahoe_auth.v1.ReplayWebhookDeliveriesRequest\x1a..tahoe_auth.v1.ReplayWebhookDeliveriesResponse\x12o\n\x14SendTestWebhookEvent\x12*.tahoe_auth.v1.SendTestWebhookEventRequest\x1a+.tahoe_auth.v1.SendTestWebhookEventResponse\x12r\n\x15ListWebhookEventTypes\x12+.tahoe_auth.v1.ListWebhookEventTypesRequest\x1a,.tahoe_auth.v1.ListWebhookEventTypesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctahoe_auth/v1/webhooks.proto\x12\rtahoe_auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x02\n\x0fWebhookEndpoint\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x05 \x03(\t\x12\x0f\n\x07\x65nabled\x18\x06 \x01(\x08\x12\x17\n\x0f\x64isabled_reason\x18\x07 \x01(\t\x12\x18\n\x10secrets_in_force\x18\x08 \x01(\x05\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"c\n\x1c\x43reateWebhookEndpointRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x30\n\x08\x65ndpoint\x18\x02 \x01(\x0b\x32\x1e.tahoe_auth.v1.WebhookEndpoint\"a\n\x1d\x43reateWebhookEndpointResponse\x12\x30\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1e.tahoe_auth.v1.WebhookEndpoint\x12\x0e\n\x06secret\x18\x02 \x01(\t\"C\n\x19GetWebhookEndpointRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\"N\n\x1aGetWebhookEndpointResponse\x12\x30\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1e.tahoe_auth.v1.WebhookEndpoint\"W\n\x1bListWebhookEndpointsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"j\n\x1cListWebhookEndpointsResponse\x12\x31\n\tendpoints\x18\x01 \x03(\x0b\x32\x1e.tahoe_auth.v1.WebhookEndpoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x94\x01\n\x1cUpdateWebhookEndpointRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x30\n\x08\x65ndpoint\x18\x02 \x01(\x0b\x32\x1e.tahoe_auth.v1.WebhookEndpoint\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"Q\n\x1dUpdateWebhookEndpointResponse\x12\x30\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1e.tahoe_auth.v1.WebhookEndpoint\"F\n\x1c\x44\x65leteWebhookEndpointRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\"\x1f\n\x1d\x44\x65leteWebhookEndpointResponse\"|\n\x1aRotateWebhookSecretRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\x12\x36\n\x13previous_secret_ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"_\n\x1bRotateWebhookSecretResponse\x12\x30\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1e.tahoe_auth.v1.WebhookEndpoint\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\xe5\x03\n\x0fWebhookDelivery\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x03 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12\x12\n\nevent_type\x18\x05 \x01(\t\x12\x34\n\x06status\x18\x06 \x01(\x0e\x32$.tahoe_auth.v1.WebhookDeliveryStatus\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11next_attempt_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11last_attempt_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12last_response_code\x18\x0b \x01(\x05\x12\x12\n\nlast_error\x18\x0c \x01(\t\x12\x30\n\rlast_duration\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0b\x66inish_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb5\x01\n\x1cListWebhookDeliveriesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x34\n\x06status\x18\x04 \x01(\x0e\x32$.tahoe_auth.v1.WebhookDeliveryStatus\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"l\n\x1dListWebhookDeliveriesResponse\x12\x32\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1e.tahoe_auth.v1.WebhookDelivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8d\x01\n\x1eReplayWebhookDeliveriesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65livery_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x1fReplayWebhookDeliveriesResponse\x12\x32\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1e.tahoe_auth.v1.WebhookDelivery\"E\n\x1bSendTestWebhookEventRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\"b\n\x1cSendTestWebhookEventResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x30\n\x08\x64\x65livery\x18\x02 \x01(\x0b\x32\x1e.tahoe_auth.v1.WebhookDelivery\"\x1e\n\x1cListWebhookEventTypesRequest\"\xa5\x01\n\x1dListWebhookEventTypesResponse\x12Q\n\x0b\x65vent_types\x18\x01 \x03(\x0b\x32<.tahoe_auth.v1.ListWebhookEventTypesResponse.EventTypesEntry\x1a\x31\n\x0f\x45ventTypesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xd4\x01\n\x15WebhookDeliveryStatus\x12\'\n#WEBHOOK_DELIVERY_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fWEBHOOK_DELIVERY_STATUS_PENDING\x10\x01\x12$\n WEBHOOK_DELIVERY_STATUS_RETRYING\x10\x02\x12%\n!WEBHOOK_DELIVERY_STATUS_SUCCEEDED\x10\x03\x12 \n\x1cWEBHOOK_DELIVERY_STATUS_DEAD\x10\x04\x32\xa6\x0e\n\x0eWebhookService\x12\xac\x01\n\x15\x43reateWebhookEndpoint\x12+.tahoe_auth.v1.CreateWebhookEndpointRequest\x1a,.tahoe_auth.v1.CreateWebhookEndpointResponse\"8\x82\xd3\xe4\x93\x02\x32\"-/auth/v1/tenants/{tenant_id}/webhookEndpoints:\x01*\x12\xae\x01\n\x12GetWebhookEndpoint\x12(.tahoe_auth.v1.GetWebhookEndpointRequest\x1a).tahoe_auth.v1.GetWebhookEndpointResponse\"C\x82\xd3\xe4\x93\x02=\x12;/auth/v1/tenants/{tenant_id}/webhookEndpoints/{endpoint_id}\x12\xa6\x01\n\x14ListWebhookEndpoints\x12*.tahoe_auth.v1.ListWebhookEndpointsRequest\x1a+.tahoe_auth.v1.ListWebhookEndpointsResponse\"5\x82\xd3\xe4\x93\x02/\x12-/auth/v1/tenants/{tenant_id}/webhookEndpoints\x12\xc1\x01\n\x15UpdateWebhookEndpoint\x12+.tahoe_auth.v1.UpdateWebhookEndpointRequest\x1a,.tahoe_auth.v1.UpdateWebhookEndpointResponse\"M\x82\xd3\xe4\x93\x02G2;/auth/v1/tenants/{tenant_id}/webhookEndpoints/{endpoint.id}:\x08\x65ndpoint\x12\xb7\x01\n\x15\x44\x65leteWebhookEndpoint\x12+.tahoe_auth.v1.DeleteWebhookEndpointRequest\x1a,.tahoe_auth.v1.DeleteWebhookEndpointResponse\"C\x82\xd3\xe4\x93\x02=*;/auth/v1/tenants/{tenant_id}/webhookEndpoints/{endpoint_id}\x12\xc1\x01\n\x13RotateWebhookSecret\x12).tahoe_auth.v1.RotateWebhookSecretRequest\x1a*.tahoe_auth.v1.RotateWebhookSecretResponse\"S\x82\xd3\xe4\x93\x02M\"H/auth/v1/tenants/{tenant_id}/webhookEndpoints/{endpoint_id}:rotateSecret:\x01*\x12\xaa\x01\n\x15ListWebhookDeliveries\x12+.tahoe_auth.v1.ListWebhookDeliveriesRequest\x1a,.tahoe_auth.v1.ListWebhookDeliveriesResponse\"6\x82\xd3\xe4\x93\x02\x30\x12./auth/v1/tenants/{tenant_id}/webhookDeliveries\x12\xba\x01\n\x17ReplayWebhookDeliveries\x12-.tahoe_auth.v1.ReplayWebhookDeliveriesRequest\x1a..tahoe_auth.v1.ReplayWebhookDeliveriesResponse\"@\x82\xd3\xe4\x93\x02:\"5/auth/v1/tenants/{tenant_id}/webhookDeliveries:replay:\x01*\x12\xc5\x01\n\x14SendTestWebhookEvent\x12*.tahoe_auth.v1.SendTestWebhookEventRequest\x1a+.tahoe_auth.v1.SendTestWebhookEventResponse\"T\x82\xd3\xe4\x93\x02N\"I/auth/v1/tenants/{tenant_id}/webhookEndpoints/{endpoint_id}:sendTestEvent:\x01*\x12\x96\x01\n\x15ListWebhookEventTypes\x12+.tahoe_auth.v1.ListWebhookEventTypesRequest\x1a,.tahoe_auth.v1.ListWebhookEventTypesResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/auth/v1/webhookEventTypesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,54 +39,74 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LISTWEBHOOKEVENTTYPESRESPONSE_EVENTTYPESENTRY']._loaded_options = None
   _globals['_LISTWEBHOOKEVENTTYPESRESPONSE_EVENTTYPESENTRY']._serialized_options = b'8\001'
-  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_start=2911
-  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_end=3123
-  _globals['_WEBHOOKENDPOINT']._serialized_start=147
-  _globals['_WEBHOOKENDPOINT']._serialized_end=416
-  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_start=418
-  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_end=517
-  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_start=519
-  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_end=616
-  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_start=618
-  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_end=685
-  _globals['_GETWEBHOOKENDPOINTRESPONSE']._serialized_start=687
-  _globals['_GETWEBHOOKENDPOINTRESPONSE']._serialized_end=765
-  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_start=767
-  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_end=854
-  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_start=856
-  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_end=962
-  _globals['_UPDATEWEBHOOKENDPOINTREQUEST']._serialized_start=965
-  _globals['_UPDATEWEBHOOKENDPOINTREQUEST']._serialized_end=1113
-  _globals['_UPDATEWEBHOOKENDPOINTRESPONSE']._serialized_start=1115
-  _globals['_UPDATEWEBHOOKENDPOINTRESPONSE']._serialized_end=1196
-  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_start=1198
-  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_end=1268
-  _globals['_DELETEWEBHOOKENDPOINTRESPONSE']._serialized_start=1270
-  _globals['_DELETEWEBHOOKENDPOINTRESPONSE']._serialized_end=1301
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=1303
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=1427
-  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_start=1429
-  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_end=1524
-  _globals['_WEBHOOKDELIVERY']._serialized_start=1527
-  _globals['_WEBHOOKDELIVERY']._serialized_end=2012
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=2015
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=2196
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=2198
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=2306
-  _globals['_REPLAYWEBHOOKDELIVERIESREQUEST']._serialized_start=2309
-  _globals['_REPLAYWEBHOOKDELIVERIESREQUEST']._serialized_end=2450
-  _globals['_REPLAYWEBHOOKDELIVERIESRESPONSE']._serialized_start=2452
-  _globals['_REPLAYWEBHOOKDELIVERIESRESPONSE']._serialized_end=2537
-  _globals['_SENDTESTWEBHOOKEVENTREQUEST']._serialized_start=2539
-  _globals['_SENDTESTWEBHOOKEVENTREQUEST']._serialized_end=2608
-  _globals['_SENDTESTWEBHOOKEVENTRESPONSE']._serialized_start=2610
-  _globals['_SENDTESTWEBHOOKEVENTRESPONSE']._serialized_end=2708
-  _globals['_LISTWEBHOOKEVENTTYPESREQUEST']._serialized_start=2710
-  _globals['_LISTWEBHOOKEVENTTYPESREQUEST']._serialized_end=2740
-  _globals['_LISTWEBHOOKEVENTTYPESRESPONSE']._serialized_start=2743
-  _globals['_LISTWEBHOOKEVENTTYPESRESPONSE']._serialized_end=2908
-  _globals['_LISTWEBHOOKEVENTTYPESRESPONSE_EVENTTYPESENTRY']._serialized_start=2859
-  _globals['_LISTWEBHOOKEVENTTYPESRESPONSE_EVENTTYPESENTRY']._serialized_end=2908
-  _globals['_WEBHOOKSERVICE']._serialized_start=3126
-  _globals['_WEBHOOKSERVICE']._serialized_end=4287
+  _globals['_WEBHOOKSERVICE'].methods_by_name['CreateWebhookEndpoint']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['CreateWebhookEndpoint']._serialized_options = b'\202\323\344\223\0022\"-/auth/v1/tenants/{tenant_id}/webhookEndpoints:\001*'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['GetWebhookEndpoint']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['GetWebhookEndpoint']._serialized_options = b'\202\323\344\223\002=\022;/auth/v1/tenants/{tenant_id}/webhookEndpoints/{endpoint_id}'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['ListWebhookEndpoints']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['ListWebhookEndpoints']._serialized_options = b'\202\323\344\223\002/\022-/auth/v1/tenants/{tenant_id}/webhookEndpoints'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['UpdateWebhookEndpoint']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['UpdateWebhookEndpoint']._serialized_options = b'\202\323\344\223\002G2;/auth/v1/tenants/{tenant_id}/webhookEndpoints/{endpoint.id}:\010endpoint'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['DeleteWebhookEndpoint']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['DeleteWebhookEndpoint']._serialized_options = b'\202\323\344\223\002=*;/auth/v1/tenants/{tenant_id}/webhookEndpoints/{endpoint_id}'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['RotateWebhookSecret']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['RotateWebhookSecret']._serialized_options = b'\202\323\344\223\002M\"H/auth/v1/tenants/{tenant_id}/webhookEndpoints/{endpoint_id}:rotateSecret:\001*'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['ListWebhookDeliveries']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['ListWebhookDeliveries']._serialized_options = b'\202\323\344\223\0020\022./auth/v1/tenants/{tenant_id}/webhookDeliveries'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['ReplayWebhookDeliveries']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['ReplayWebhookDeliveries']._serialized_options = b'\202\323\344\223\002:\"5/auth/v1/tenants/{tenant_id}/webhookDeliveries:replay:\001*'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['SendTestWebhookEvent']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['SendTestWebhookEvent']._serialized_options = b'\202\323\344\223\002N\"I/auth/v1/tenants/{tenant_id}/webhookEndpoints/{endpoint_id}:sendTestEvent:\001*'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['ListWebhookEventTypes']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['ListWebhookEventTypes']._serialized_options = b'\202\323\344\223\002\034\022\032/auth/v1/webhookEventTypes'
+  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_start=2941
+  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_end=3153
+  _globals['_WEBHOOKENDPOINT']._serialized_start=177
+  _globals['_WEBHOOKENDPOINT']._serialized_end=446
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_start=448
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_end=547
+  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_start=549
+  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_end=646
+  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_start=648
+  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_end=715
+  _globals['_GETWEBHOOKENDPOINTRESPONSE']._serialized_start=717
+  _globals['_GETWEBHOOKENDPOINTRESPONSE']._serialized_end=795
+  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_start=797
+  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_end=884
+  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_start=886
+  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_end=992
+  _globals['_UPDATEWEBHOOKENDPOINTREQUEST']._serialized_start=995
+  _globals['_UPDATEWEBHOOKENDPOINTREQUEST']._serialized_end=1143
+  _globals['_UPDATEWEBHOOKENDPOINTRESPONSE']._serialized_start=1145
+  _globals['_UPDATEWEBHOOKENDPOINTRESPONSE']._serialized_end=1226
+  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_start=1228
+  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_end=1298
+  _globals['_DELETEWEBHOOKENDPOINTRESPONSE']._serialized_start=1300
+  _globals['_DELETEWEBHOOKENDPOINTRESPONSE']._serialized_end=1331
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=1333
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=1457
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_start=1459
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_end=1554
+  _globals['_WEBHOOKDELIVERY']._serialized_start=1557
+  _globals['_WEBHOOKDELIVERY']._serialized_end=2042
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=2045
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=2226
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=2228
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=2336
+  _globals['_REPLAYWEBHOOKDELIVERIESREQUEST']._serialized_start=2339
+  _globals['_REPLAYWEBHOOKDELIVERIESREQUEST']._serialized_end=2480
+  _globals['_REPLAYWEBHOOKDELIVERIESRESPONSE']._serialized_start=2482
+  _globals['_REPLAYWEBHOOKDELIVERIESRESPONSE']._serialized_end=2567
+  _globals['_SENDTESTWEBHOOKEVENTREQUEST']._serialized_start=2569
+  _globals['_SENDTESTWEBHOOKEVENTREQUEST']._serialized_end=2638
+  _globals['_SENDTESTWEBHOOKEVENTRESPONSE']._serialized_start=2640
+  _globals['_SENDTESTWEBHOOKEVENTRESPONSE']._serialized_end=2738
+  _globals['_LISTWEBHOOKEVENTTYPESREQUEST']._serialized_start=2740
+  _globals['_LISTWEBHOOKEVENTTYPESREQUEST']._serialized_end=2770
+  _globals['_LISTWEBHOOKEVENTTYPESRESPONSE']._serialized_start=2773
+  _globals['_LISTWEBHOOKEVENTTYPESRESPONSE']._serialized_end=2938
+  _globals['_LISTWEBHOOKEVENTTYPESRESPONSE_EVENTTYPESENTRY']._serialized_start=2889
+  _globals['_LISTWEBHOOKEVENTTYPESRESPONSE_EVENTTYPESENTRY']._serialized_end=2938
+  _globals['_WEBHOOKSERVICE']._serialized_start=3156
+  _globals['_WEBHOOKSERVICE']._serialized_end=4986
 # @@protoc_insertion_point(module_scope)

@@ -51,13 +51,15 @@ def _set_endpoints(cluster: dict[str, Any], ports: Sequence[int], health_ports: 
 
 
 def _absolute_descriptors(config: dict[str, Any]) -> None:
-    """The transcoder's descriptor set is named relative to the checkout (Envoy runs
-    there in `make run` and compose); tests run Envoy elsewhere."""
+    """The transcoder's descriptor set and the OpenAPI document are named relative to
+    the checkout (Envoy runs there in `make run` and compose); tests run Envoy elsewhere."""
 
     def visit(node: Any) -> None:
         if isinstance(node, dict):
             if node.get("proto_descriptor") == "envoy/tahoe_auth.pb":
                 node["proto_descriptor"] = str(ENVOY_DIR / "tahoe_auth.pb")
+            if node.get("filename") == "envoy/openapi.json":
+                node["filename"] = str(ENVOY_DIR / "openapi.json")
             for value in node.values():
                 visit(value)
         elif isinstance(node, list):
@@ -122,6 +124,47 @@ def request(port: int, method: str, path: str, headers: Mapping[str, str] | None
         except ValueError:
             parsed = {"raw": raw.decode(errors="replace")}
         return Response(response.status, {k.lower(): v for k, v in response.getheaders()}, parsed)
+    finally:
+        conn.close()
+
+
+ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+
+
+def error_reason(body: dict[str, Any]) -> str:
+    """The ErrorInfo reason of a JSON API error body (a google.rpc.Status as JSON)."""
+    (info,) = [d for d in body.get("details", []) if d["@type"] == ERROR_INFO]
+    reason: str = info["reason"]
+    return reason
+
+
+@dataclass
+class Stream:
+    """A server stream over the JSON API: newline-delimited JSON, read line by line."""
+
+    status: int
+    headers: dict[str, str]
+    response: http.client.HTTPResponse
+
+    def next_message(self) -> dict[str, Any]:
+        """The next line (the socket's timeout bounds the wait)."""
+        line = self.response.readline()
+        assert line.strip(), "the stream ended"
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    def error_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = json.loads(self.response.read())
+        return body
+
+
+@contextlib.contextmanager
+def open_stream(port: int, path: str, token: str | None = None, timeout: float = 5.0) -> Iterator[Stream]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"authorization": f"Bearer {token}"} if token else {})
+        response = conn.getresponse()
+        yield Stream(response.status, {k.lower(): v for k, v in response.getheaders()}, response)
     finally:
         conn.close()
 

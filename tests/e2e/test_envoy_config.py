@@ -26,7 +26,9 @@ STRIP = "envoy.filters.http.header_mutation"
 ROUTE_REQUIREMENTS = "tahoe.route_requirements"
 ROUTER = "envoy.filters.http.router"
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
-API_MATCHES = ({"safe_regex": {"regex": "/auth/v1/.*:watch"}}, {"prefix": "/auth/v1/"})
+JSON_API_RESPONSE = "tahoe.json_api_response"
+API_MATCHES = ({"safe_regex": {"regex": "/auth/v1/.*(:watch|/auditEvents:export)"}}, {"prefix": "/auth/v1/"})
+OPENAPI_PATH = "/auth/v1/openapi.json"
 
 
 def generator() -> Any:
@@ -96,7 +98,7 @@ def test_ext_authz_fails_closed_with_a_timeout_after_the_clients_copies_are_gone
     config = load_envoy_config(path)
     names = [f["name"] for f in hcm(config)["http_filters"]]
     over_http = path in HTTP_CONFIGS
-    expected = [STRIP, ROUTE_REQUIREMENTS, EXT_AUTHZ, TRANSCODER, ROUTER]
+    expected = [STRIP, ROUTE_REQUIREMENTS, EXT_AUTHZ, JSON_API_RESPONSE, TRANSCODER, ROUTER]
     assert names == (expected if over_http else [n for n in expected if n != ROUTE_REQUIREMENTS])
     strip = hcm(config)["http_filters"][0]["typed_config"]["mutations"]["request_mutations"]
     assert {"remove_on_match": {"key_matcher": {"prefix": "x-tahoe-"}}} in strip
@@ -146,10 +148,29 @@ def test_the_json_api_is_transcoded_from_the_committed_descriptors(path: Path) -
     assert set(config["services"]) >= {"tahoe_auth.v1.AuthService", "tahoe_auth.v1.TenantService"}
 
 
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_envoy_answers_the_openapi_document_itself_before_the_api_routes(path: Path) -> None:
+    config = load_envoy_config(path)
+    route_config = hcm(config)["route_config"]
+    (vhost,) = route_config["virtual_hosts"]
+    matches = [r["match"] for r in vhost["routes"]]
+    (route,) = [r for r in vhost["routes"] if r["match"] == {"path": OPENAPI_PATH}]
+    assert matches.index(route["match"]) < min(matches.index(m) for m in API_MATCHES)
+    assert route["direct_response"] == {"status": 200, "body": {"filename": "envoy/openapi.json"}}
+    (header,) = route["response_headers_to_add"]
+    assert header["header"] == {"key": "content-type", "value": "application/json"}
+    per_filter = route["typed_per_filter_config"]
+    assert per_filter == {EXT_AUTHZ: {"@type": EXT_AUTHZ_PER_ROUTE, "disabled": True}}  # no transcoder
+    # Envoy refuses to start when the file is larger than this (4 KiB by default).
+    size = (ENVOY_DIR / "openapi.json").stat().st_size
+    assert size < route_config["max_direct_response_body_size_bytes"] // 2, "raise the limit"
+
+
 def requirements(config: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
     """Each checked route's requirements, in context-extension terms, whichever the
     transport; routes without Check must be the health check, the JSON API (which the
-    gRPC server checks itself, from the bearer that only these routes keep) and the 404."""
+    gRPC server checks itself, from the bearer that only these routes keep), its OpenAPI
+    document and the 404."""
     names = generator().CONTEXT_EXTENSIONS
     found = []
     (vhost,) = hcm(config)["route_config"]["virtual_hosts"]
@@ -163,7 +184,7 @@ def requirements(config: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
             assert route["route"]["cluster"] == "tahoe_api" and "request_headers_to_remove" not in route
             continue
         if per_filter.get(EXT_AUTHZ, {}).get("disabled"):
-            assert route["match"] in ({"path": "/healthz"}, {"prefix": "/"})
+            assert route["match"] in ({"path": "/healthz"}, {"path": OPENAPI_PATH}, {"prefix": "/"})
             continue
         assert route["request_headers_to_remove"] == ["authorization"], route["match"]
         if ROUTE_REQUIREMENTS in per_filter:

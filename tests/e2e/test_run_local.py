@@ -111,6 +111,9 @@ def test_a_signal_to_make_run_stops_every_child_and_frees_the_ports(
         wait_until(lambda: e2e.request(ports["envoy"], "GET", "/v1/jobs").status != 503, limit=20, step=0.2)
         denied = e2e.request(ports["envoy"], "GET", "/v1/jobs")
         assert denied.status == 401 and denied.body["error"] == "missing_credential", denied
+        # The committed config names the OpenAPI document relative to the checkout, where make run starts Envoy.
+        document = e2e.request(ports["envoy"], "GET", "/auth/v1/openapi.json")
+        assert document.status == 200 and document.body["openapi"].startswith("3."), document.status
 
         script.send_signal(signum)
         assert script.wait(60) == 0, "".join(output)

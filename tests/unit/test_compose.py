@@ -81,3 +81,15 @@ def test_the_image_is_built_from_the_locked_requirements() -> None:
 def test_the_auth_server_may_drain_before_compose_kills_it() -> None:
     period = SERVICES["auth"]["stop_grace_period"]
     assert period.endswith("s") and float(period[:-1]) > Settings().drain_seconds + GRACE_SECONDS
+
+
+def test_the_auth_server_trusts_only_envoys_fixed_address_for_client_addresses() -> None:
+    import ipaddress
+
+    (subnet,) = [c["subnet"] for c in COMPOSE["networks"]["default"]["ipam"]["config"]]
+    envoy_ip = SERVICES["envoy"]["networks"]["default"]["ipv4_address"]
+    assert ipaddress.ip_address(envoy_ip) in ipaddress.ip_network(subnet)
+    trusted = Settings.from_env(
+        {"TAHOE_TRUSTED_PROXIES": SERVICES["auth"]["environment"]["TAHOE_TRUSTED_PROXIES"]}
+    ).trusted_proxies
+    assert trusted == (f"{envoy_ip}/32",)

@@ -186,9 +186,12 @@ def test_with_response_headers_is_replace_on_every_field() -> None:
         {"ratelimit-limit": "1"},
         {"x-tahoe-subject": "u1"},
         ("authorization",),
+        {"http": b"HTTP/1.1 200 OK"},
     )
     for f in dataclasses.fields(CheckOutcome):
         default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
         assert getattr(outcome, f.name) != default, f"give {f.name} a non-default value here"
     headers = {"ratelimit-limit": "2", "ratelimit-remaining": "1"}
-    assert outcome.with_response_headers(headers) == dataclasses.replace(outcome, response_headers=headers)
+    shortcut, replaced = outcome.with_response_headers(headers), dataclasses.replace(outcome, response_headers=headers)
+    assert shortcut == replaced
+    assert shortcut.memo is replaced.memo is outcome.memo  # not compared by ==

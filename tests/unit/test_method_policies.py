@@ -39,7 +39,17 @@ def test_the_server_refuses_to_start_with_a_method_missing() -> None:
 
 def test_public_methods_are_exactly_the_credential_exchanges() -> None:
     public = {m.rsplit("/", 1)[1] for m in GOVERNED if server.POLICIES[m].public}
-    assert public == {"Login", "Refresh", "ValidateToken", "IssueServiceToken", "AcceptInvitation"}
+    assert public == {
+        "Login",
+        "Refresh",
+        "ValidateToken",
+        "IssueServiceToken",
+        "AcceptInvitation",
+        # By password or by the refresh-token cookie (and the CSRF header).
+        "BrowserLogin",
+        "BrowserRefresh",
+        "BrowserLogout",
+    }
 
 
 def test_owner_holds_every_tenant_permission_and_no_platform_power() -> None:
