@@ -18,11 +18,31 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 from openapi_spec_validator import validate
 
-from tahoe_auth.v1 import audit_pb2, auth_pb2, decision_pb2, keys_pb2, session_pb2, tenant_pb2, usage_pb2, webhooks_pb2
+from tahoe_auth.v1 import (
+    audit_pb2,
+    auth_pb2,
+    dashboard_pb2,
+    decision_pb2,
+    keys_pb2,
+    session_pb2,
+    tenant_pb2,
+    usage_pb2,
+    webhooks_pb2,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT = ROOT / "envoy" / "openapi.json"
-MODULES = (audit_pb2, auth_pb2, decision_pb2, keys_pb2, session_pb2, tenant_pb2, usage_pb2, webhooks_pb2)
+MODULES = (
+    audit_pb2,
+    auth_pb2,
+    dashboard_pb2,
+    decision_pb2,
+    keys_pb2,
+    session_pb2,
+    tenant_pb2,
+    usage_pb2,
+    webhooks_pb2,
+)
 
 
 def load_script(name: str) -> ModuleType:
