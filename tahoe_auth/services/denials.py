@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from tahoe_auth.domain import audit
 from tahoe_auth.kernel.metrics import AUDIT_DENIALS_AGGREGATED, STORE_FAILURES
+from tahoe_auth.kernel.periodic import PeriodicFlush
 from tahoe_auth.services.audit import AuditLog
 from tahoe_auth.services.context import CallContext
 
@@ -31,11 +32,9 @@ class DenialAuditor:
         self._log = audit_log
         self._clock = clock
         self._max_keys = max_keys
-        self._interval = interval
         self._counts: dict[Key, int] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticker = PeriodicFlush("audit-denials", interval, self.flush)
 
     def record(self, tenant_id: str, reason: str, route: str) -> None:
         minute = int(self._clock() // 60)
@@ -45,7 +44,7 @@ class DenialAuditor:
                 key = ("", "overflow", "", minute)
             self._counts[key] = self._counts.get(key, 0) + 1
         AUDIT_DENIALS_AGGREGATED.inc()
-        self._ensure_started()
+        self._ticker.ensure_started()
 
     def flush(self, everything: bool = False) -> int:
         """Write the aggregates of finished minutes (all of them if `everything`)."""
@@ -79,19 +78,5 @@ class DenialAuditor:
         with self._lock:
             return sum(self._counts.values())
 
-    def _ensure_started(self) -> None:
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="audit-denials", daemon=True)
-                    self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.flush()
-
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self.flush(everything=True)
+        self._ticker.stop(lambda: self.flush(everything=True))

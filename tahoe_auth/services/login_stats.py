@@ -17,6 +17,7 @@ from tahoe_auth.domain.dashboards import LOGIN_FAILURE, LOGIN_SUCCESS, LOGIN_THR
 from tahoe_auth.domain.usage import Granularity, truncate
 from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.kernel.metrics import STORE_FAILURES
+from tahoe_auth.kernel.periodic import PeriodicFlush
 from tahoe_auth.store.db import SYSTEM, Database, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,9 @@ class LoginStats:
     def __init__(self, db: Database, clock: Clock, interval: float = 5.0) -> None:
         self._db = db
         self._clock = clock
-        self._interval = interval
         self._throttled: dict[tuple[str, dt.datetime], int] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticker = PeriodicFlush("login-stats", interval, self.flush)
 
     def succeeded(self, uow: UnitOfWork, tenant_id: str, user_id: str) -> None:
         now = self._clock.now()
@@ -49,7 +48,7 @@ class LoginStats:
             if key not in self._throttled and len(self._throttled) >= MAX_SLUGS:
                 return  # bounded: a spray of made-up slugs cannot grow it
             self._throttled[key] = self._throttled.get(key, 0) + 1
-        self._ensure_started()
+        self._ticker.ensure_started()
 
     def flush(self) -> int:
         with self._lock:
@@ -70,19 +69,5 @@ class LoginStats:
             return 0
         return len(ready)
 
-    def _ensure_started(self) -> None:
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="login-stats", daemon=True)
-                    self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.flush()
-
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self.flush()
+        self._ticker.stop()

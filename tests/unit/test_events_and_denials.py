@@ -74,8 +74,8 @@ class FakeLog:
 def test_denials_are_aggregated_per_minute_and_bounded() -> None:
     now = [120.0]
     log = FakeLog()
-    auditor = DenialAuditor(log, lambda: now[0], max_keys=2)  # type: ignore[arg-type]
-    auditor._thread = object()  # type: ignore[assignment]  # no background flush in this test
+    # No background flush within this test: an hour between flushes.
+    auditor = DenialAuditor(log, lambda: now[0], max_keys=2, interval=3600)  # type: ignore[arg-type]
     for _ in range(1000):
         auditor.record("t1", "permission_denied", "r1")
     auditor.record("t2", "invalid_token", "r1")
@@ -94,8 +94,7 @@ def test_denials_are_aggregated_per_minute_and_bounded() -> None:
 
 def test_a_failed_flush_keeps_the_counts() -> None:
     log = FakeLog(fail=True)
-    auditor = DenialAuditor(log, lambda: 0.0)  # type: ignore[arg-type]
-    auditor._thread = object()  # type: ignore[assignment]
+    auditor = DenialAuditor(log, lambda: 0.0, interval=3600)  # type: ignore[arg-type]
     auditor.record("t1", "permission_denied", "r1")
     assert auditor.flush(everything=True) == 0 and auditor.pending() == 1
     log.fail = False
