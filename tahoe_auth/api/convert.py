@@ -8,7 +8,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from tahoe_auth.domain.principal import API_KEY, PLATFORM, SERVICE, USER, Principal
-from tahoe_auth.v1 import auth_pb2, principal_pb2
+from tahoe_auth.v1 import auth_pb2, principal_pb2, usage_pb2
 
 SUBJECT_TYPES = {
     USER: principal_pb2.SUBJECT_TYPE_USER,
@@ -73,3 +73,12 @@ def token_pair(issued: Any, now: int) -> auth_pb2.TokenPair:
         refresh_token=issued.refresh_token,
         session_id=issued.session_id,
     )
+
+
+def limit_kind(limit: str) -> usage_pb2.LimitKind.ValueType:
+    """A plan quota's limit ("hard", "soft", or "" for none) as the API's enum."""
+    if limit == "hard":
+        return usage_pb2.LIMIT_KIND_HARD
+    if limit == "soft":
+        return usage_pb2.LIMIT_KIND_SOFT
+    return usage_pb2.LIMIT_KIND_UNSPECIFIED

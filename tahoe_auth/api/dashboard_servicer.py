@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from tahoe_auth.api.convert import from_timestamp, timestamp
+from tahoe_auth.api.convert import from_timestamp, limit_kind, timestamp
 from tahoe_auth.api.interceptors import current_call
 from tahoe_auth.api.usage_servicer import GRANULARITIES
 from tahoe_auth.domain.dashboards import LOGIN_FAILURE, LOGIN_SUCCESS, LOGIN_THROTTLED, BreakdownRow
@@ -46,7 +46,7 @@ class DashboardServicer(dashboard_pb2_grpc.DashboardServiceServicer):
                     used=line.quantity,
                     has_quota=line.included is not None,
                     included=line.included or 0.0,
-                    limit=_limit(line.limit),
+                    limit=limit_kind(line.limit),
                     fraction_used=line.quantity / line.included if line.included else 0.0,
                 )
                 for line in o.usage
@@ -140,14 +140,6 @@ class DashboardServicer(dashboard_pb2_grpc.DashboardServiceServicer):
                 dashboard_pb2.TenantUsage(tenant_id=i, slug=slug, plan=plan, quantity=q) for i, slug, plan, q in o.top
             ],
         )
-
-
-def _limit(kind: str) -> usage_pb2.LimitKind.ValueType:
-    if kind == "hard":
-        return usage_pb2.LIMIT_KIND_HARD
-    if kind == "soft":
-        return usage_pb2.LIMIT_KIND_SOFT
-    return usage_pb2.LIMIT_KIND_UNSPECIFIED
 
 
 def _value(row: BreakdownRow, b: Breakdown) -> dashboard_pb2.BreakdownValue:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from tahoe_auth.api.convert import from_timestamp, timestamp
+from tahoe_auth.api.convert import from_timestamp, limit_kind, timestamp
 from tahoe_auth.api.interceptors import current_call
 from tahoe_auth.domain import usage
 from tahoe_auth.domain.errors import InvalidArgument
@@ -101,7 +101,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
                     quantity=line.quantity,
                     has_quota=line.included is not None,
                     included=line.included or 0.0,
-                    limit=_limit(line.limit == "hard") if line.limit else usage_pb2.LIMIT_KIND_UNSPECIFIED,
+                    limit=limit_kind(line.limit),
                     overage=line.overage,
                 )
                 for line in summary.lines
