@@ -41,6 +41,7 @@ COMPOSE_ADDRESSES = {
     "{address: 127.0.0.1, port_value: 8080}": "{address: 0.0.0.0, port_value: 8080}",
     "{address: 127.0.0.1, port_value: 9202}": "{address: auth, port_value: 9202}",
     "{address: 127.0.0.1, port_value: 9200}": "{address: auth, port_value: 9200}",
+    "{address: 127.0.0.1, port_value: 9201}": "{address: auth, port_value: 9201}",
     "{address: 127.0.0.1, port_value: 9300}": "{address: transcription, port_value: 9300}",
 }
 COMPOSE_HEADER = """\

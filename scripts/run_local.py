@@ -114,6 +114,7 @@ def envoy_config(authz_http_addr: str, http_addr: str) -> Path:
         DEFAULT_ENVOY_ADMIN: ENVOY_ADMIN_ADDR,
         DEFAULT_ENVOY: ENVOY_ADDR,
         DEFAULT_AUTHZ_HTTP: authz_http_addr,
+        DEFAULT_HTTP: http_addr,  # the console's files
         DEFAULT_DEMO: DEMO_ADDR,
     }
     health_port, side_port = DEFAULT_HTTP.rpartition(":")[2], http_addr.rpartition(":")[2]
@@ -153,6 +154,7 @@ Tahoe Auth is running (embedded defaults: SQLite in ./var, in-process store).
   HTTP           {http_addr}   /.well-known/jwks.json, /healthz, /readyz
   ext_authz      {authz_http_addr}   Check over HTTP, which Envoy asks about every request
   transcription  {DEMO_ADDR}   the demo upstream (trusts only Envoy's verified identity)
+  Console        {envoy}/console/   the web console: sign in with a tenant below
 Tenants 'demo' ({TENANTS["demo"]} / {demo["demo"]["owner_password"]}) and 'acme' ({TENANTS["acme"]} / \
 {demo["acme"]["owner_password"]}); saved in var/demo.json.
 

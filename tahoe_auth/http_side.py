@@ -1,5 +1,5 @@
 """The HTTP side port: JWKS for verifiers, liveness and readiness for orchestrators,
-Prometheus metrics at /metrics."""
+Prometheus metrics at /metrics, and the web console's files under /console/."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from tahoe_auth.console import Console
+
 if TYPE_CHECKING:
     from tahoe_auth.app import App
     from tahoe_auth.health import HealthReporter
@@ -21,7 +23,7 @@ log = logging.getLogger(__name__)
 class SideServer:
     def __init__(self, app: App, health: HealthReporter, address: str) -> None:
         host, _, port = address.rpartition(":")
-        handler = type("Handler", (_Handler,), {"app": app, "health": health})
+        handler = type("Handler", (_Handler,), {"app": app, "health": health, "console": Console()})
         self._httpd = ThreadingHTTPServer((host, int(port)), handler)
         self._httpd.daemon_threads = True
         self.address = f"{host}:{self._httpd.server_address[1]}"
@@ -38,11 +40,21 @@ class SideServer:
 class _Handler(BaseHTTPRequestHandler):
     app: App
     health: HealthReporter
+    console: Console
     server_version = "tahoe-auth"
+
+    def do_HEAD(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path.startswith("/console"):
+            self._console(path, head=True)
+        else:
+            self._json(405, {"error": "method_not_allowed", "message": "HEAD is answered for /console/ only"})
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
-        if path == "/.well-known/jwks.json":
+        if path.startswith("/console"):
+            self._console(path)
+        elif path == "/.well-known/jwks.json":
             # max-age < the publication delay: a verifier that honours it holds a NEXT key
             # before the key signs (docs/operations.md, key rotation).
             max_age = self.app.settings.jwks_max_age
@@ -67,6 +79,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(200 if ready else 503, {"status": "ready" if ready else "database unreachable"})
         else:
             self._json(404, {"error": "not_found", "message": f"no such path {path}"})
+
+    def _console(self, path: str, head: bool = False) -> None:
+        answer = self.console.answer(path, self.headers.get("if-none-match"), head=head)
+        self.send_response(answer.status)
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        self.send_header("content-length", str(len(answer.body)))
+        self.end_headers()
+        self.wfile.write(answer.body)
 
     def _json(self, status: int, body: Any, cache: str = "no-store") -> None:
         payload = json.dumps(body).encode()

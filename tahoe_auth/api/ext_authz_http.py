@@ -265,19 +265,29 @@ class HttpAuthzServer:
         self.port = 0
 
     def start(self) -> None:
-        create = self._loop.create_server(
-            lambda: _Connection(self._check, self._pool, self._connections),
-            self._host,
-            self._port,
-            reuse_port=self._reuse_port or None,
-            backlog=1024,
-        )
-        server = self._loop.run_until_complete(create)
+        # The loop runs on its own thread from the start and the listener is made there:
+        # start() works from any thread, one that runs an event loop of its own included.
+        self._thread = threading.Thread(target=self._loop.run_forever, name="authz-http-loop", daemon=True)
+        self._thread.start()
+
+        async def listen() -> asyncio.AbstractServer:
+            return await self._loop.create_server(
+                lambda: _Connection(self._check, self._pool, self._connections),
+                self._host,
+                self._port,
+                reuse_port=self._reuse_port or None,
+                backlog=1024,
+            )
+
+        try:
+            server = asyncio.run_coroutine_threadsafe(listen(), self._loop).result(timeout=10)
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            raise
         self._server = server
         sockets: list[socket.socket] = list(getattr(server, "sockets", []))
         self.port = int(sockets[0].getsockname()[1])
-        self._thread = threading.Thread(target=self._loop.run_forever, name="authz-http-loop", daemon=True)
-        self._thread.start()
 
     @property
     def address(self) -> str:

@@ -33,6 +33,7 @@ AUTH_CLUSTER = "tahoe_auth"
 API_CLUSTER = "tahoe_api"  # the JSON API's transcoded calls, to the gRPC port
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 UPSTREAM_CLUSTER = "transcription"
+CONSOLE_CLUSTER = "tahoe_console"  # the console's files, from a side port
 
 
 def load_envoy_config(path: Path = ENVOY_YAML) -> dict[str, Any]:
@@ -78,11 +79,13 @@ def envoy_config(
     authz_http_ports: Sequence[int] = (),
     side_ports: Sequence[int] = (),
     api_ports: Sequence[int] = (),
+    console_ports: Sequence[int] = (),
 ) -> dict[str, Any]:
     """The committed config, listening and pointing at free loopback ports: the auth
     instances' gRPC ports, or, for the HTTP transport's cluster, their
     `authz_http_ports` health-checked on their `side_ports`. The JSON API goes to
-    `api_ports` (default: `auth_ports`), their gRPC ports."""
+    `api_ports` (default: `auth_ports`), their gRPC ports; the console to
+    `console_ports` (default: `side_ports`), side ports."""
     config = load_envoy_config(path)
     config["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=harness.free_port())
     listener = config["static_resources"]["listeners"][0]
@@ -101,6 +104,8 @@ def envoy_config(
                 cluster.pop("health_checks", None)
         elif cluster["name"] == UPSTREAM_CLUSTER:
             _set_endpoints(cluster, [upstream_port])
+        elif cluster["name"] == CONSOLE_CLUSTER:
+            _set_endpoints(cluster, console_ports or side_ports)
     return config
 
 
@@ -276,6 +281,7 @@ def stack(
             path=TRANSPORTS[transport],
             authz_http_ports=[auth.authz_http_port],
             side_ports=[port_of(side)],
+            console_ports=[port_of(side)],
         )
         if configure is not None:
             config = configure(config)

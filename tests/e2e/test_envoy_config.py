@@ -29,6 +29,7 @@ TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 JSON_API_RESPONSE = "tahoe.json_api_response"
 API_MATCHES = ({"safe_regex": {"regex": "/auth/v1/.*(:watch|/auditEvents:export)"}}, {"prefix": "/auth/v1/"})
 OPENAPI_PATH = "/auth/v1/openapi.json"
+CONSOLE_MATCHES = ({"path": "/console"}, {"prefix": "/console/"})
 
 
 def generator() -> Any:
@@ -170,7 +171,8 @@ def requirements(config: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
     """Each checked route's requirements, in context-extension terms, whichever the
     transport; routes without Check must be the health check, the JSON API (which the
     gRPC server checks itself, from the bearer that only these routes keep), its OpenAPI
-    document and the 404."""
+    document, the console's public files (from a side port, credentials removed) and
+    the 404."""
     names = generator().CONTEXT_EXTENSIONS
     found = []
     (vhost,) = hcm(config)["route_config"]["virtual_hosts"]
@@ -182,6 +184,14 @@ def requirements(config: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
             assert per_filter[EXT_AUTHZ] == {"@type": EXT_AUTHZ_PER_ROUTE, "disabled": True}
             assert per_filter[TRANSCODER] == transcoder(config)  # the filter's own config, turned on
             assert route["route"]["cluster"] == "tahoe_api" and "request_headers_to_remove" not in route
+            continue
+        if route["match"] in CONSOLE_MATCHES:
+            assert per_filter == {EXT_AUTHZ: {"@type": EXT_AUTHZ_PER_ROUTE, "disabled": True}}
+            if "route" in route:
+                assert route["route"]["cluster"] == "tahoe_console"
+                assert route["request_headers_to_remove"] == ["authorization", "cookie"]
+            else:
+                assert route["redirect"] == {"path_redirect": "/console/"}
             continue
         if per_filter.get(EXT_AUTHZ, {}).get("disabled"):
             assert route["match"] in ({"path": "/healthz"}, {"path": OPENAPI_PATH}, {"prefix": "/"})

@@ -1,0 +1,98 @@
+// The console's shell: sign-in when there is no session, else the navigation and the
+// page the hash names. A session that ends (expired, revoked, signed out elsewhere)
+// brings back the sign-in page, with the reason.
+import { call, currentSession, onSession, resume, signOut, tenantPath } from "./api.js";
+import { html, render, useEffect, useState } from "./html.js";
+import { PLATFORM_ROUTES, TENANT_ROUTES, NotFound, routeFor } from "./routes.js";
+import { href, navigate, useRoute } from "./router.js";
+import { SignIn } from "./pages/signin.js";
+import { AcceptInvitation } from "./pages/accept.js";
+import { Notice } from "./ui.js";
+
+function useSession() {
+  const [state, setState] = useState({ session: currentSession(), why: "" });
+  useEffect(() => onSession((session, why) => setState({ session, why })), []);
+  return state;
+}
+
+function Navigation({ session, path }) {
+  const tenantRoutes = session.tenantId ? TENANT_ROUTES : [];
+  const platformRoutes = session.kind === "platform" ? PLATFORM_ROUTES : [];
+  const link = (route) => html`<li>
+    <a href=${href(route.path)} aria-current=${path === route.path ? "page" : undefined}>${route.title}</a>
+  </li>`;
+  return html`<nav class="sidebar" aria-label="Console">
+    ${platformRoutes.length ? html`<h2 class="nav-heading">Platform</h2><ul>${platformRoutes.map(link)}</ul>` : null}
+    ${tenantRoutes.length ? html`<h2 class="nav-heading">Tenant</h2><ul>${tenantRoutes.map(link)}</ul>` : null}
+  </nav>`;
+}
+
+/** Who is signed in, in words: the user's email and the tenant's name. */
+function useIdentity(session) {
+  const [identity, setIdentity] = useState({ email: "", tenant: "" });
+  useEffect(() => {
+    let current = true;
+    const user = session.userId ? call("GET", tenantPath(`/users/${session.userId}`)) : Promise.resolve({});
+    const tenant = session.tenantId ? call("GET", tenantPath()) : Promise.resolve({});
+    Promise.all([user.catch(() => ({})), tenant.catch(() => ({}))]).then(([u, t]) => {
+      if (current) setIdentity({ email: u.user?.email || "", tenant: t.tenant?.name || t.tenant?.slug || "" });
+    });
+    return () => {
+      current = false;
+    };
+  }, [session.userId, session.tenantId]);
+  return identity;
+}
+
+function Shell({ session }) {
+  const identity = useIdentity(session);
+  const route = useRoute();
+  const found = routeFor(route.path, session);
+  useEffect(() => {
+    if (route.path === "/" || !found) navigate(session.kind === "platform" && !session.tenantId ? "/platform" : "/overview");
+  }, [route.path, found, session.kind, session.tenantId]);
+  const Page = found ? found.page : NotFound;
+  return html`<a class="skip" href="#main" onClick=${(e) => {
+      e.preventDefault();
+      document.getElementById("main")?.focus();
+    }}>Skip to content</a>
+    <header class="topbar">
+      <a class="brand" href=${href("/")}>Tahoe Auth</a>
+      <span class="who" data-who>
+        ${session.kind === "platform" ? "Platform administrator" : identity.email || "Signed in"}
+        ${session.tenantId ? html` · ${identity.tenant || html`<code>${session.tenantId}</code>`}` : null}
+      </span>
+      <button type="button" class="small" onClick=${() => signOut()}>Sign out</button>
+    </header>
+    <div class="layout">
+      <${Navigation} session=${session} path=${route.path} />
+      <main id="main" tabindex="-1">
+        <${Page} key=${route.path + (session.tenantId || "")} query=${route.query} session=${session} />
+      </main>
+    </div>`;
+}
+
+const FAREWELL = {
+  expired: "Your session has ended. Sign in again to continue.",
+  "signed-out": "You are signed out.",
+};
+
+function App() {
+  const { session, why } = useSession();
+  const route = useRoute();
+  const [resuming, setResuming] = useState(!currentSession());
+  useEffect(() => {
+    if (!resuming) return;
+    resume().finally(() => setResuming(false));
+  }, []);
+  if (route.path === "/accept") return html`<${AcceptInvitation} query=${route.query} />`;
+  if (resuming) return html`<p class="loading" role="status">Loading the console…</p>`;
+  if (!session) {
+    return html`<${SignIn}>
+      ${FAREWELL[why] ? html`<${Notice} kind=${why === "expired" ? "warning" : "info"}>${FAREWELL[why]}<//>` : null}
+    <//>`;
+  }
+  return html`<${Shell} session=${session} />`;
+}
+
+render(html`<${App} />`, document.getElementById("app"));
