@@ -100,6 +100,16 @@ class Console:
         self.page.get_by_role("navigation", name="Console").get_by_role("link", name=title, exact=True).click()
         expect(self.page.get_by_role("heading", level=1)).to_have_text(title)
 
+    def sideways_overflow_at_200_percent(self) -> int:
+        """How many CSS px the current page is wider than the window at 200% zoom (a
+        1280 px window at 200% is a 640 CSS px viewport); the window is put back after."""
+        self.page.set_viewport_size({"width": VIEWPORT["width"] // 2, "height": VIEWPORT["height"]})
+        try:
+            overflow: int = self.page.evaluate("() => document.documentElement.scrollWidth - innerWidth")
+        finally:
+            self.page.set_viewport_size(VIEWPORT)
+        return overflow
+
     def screenshot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"
         self.page.screenshot(path=str(path), full_page=True)

@@ -108,10 +108,6 @@ def test_the_keyboard_alone_signs_in_and_moves_between_pages(console: Console, t
 
 def test_at_200_percent_zoom_nothing_needs_sideways_scrolling(console: Console, tenant: Tenant) -> None:
     console.sign_in(tenant)
-    # 200% zoom of a 1280 px window is a 640 CSS px viewport.
+    assert console.sideways_overflow_at_200_percent() <= 0
     console.page.set_viewport_size({"width": 640, "height": 900})
-    for title in ("Overview", "Users", "Live usage", "Audit log"):
-        console.go(title)
-        overflow = console.page.evaluate("() => document.documentElement.scrollWidth - innerWidth")
-        assert overflow <= 0, f"{title} is {overflow} px too wide at 200% zoom"
     console.screenshot("zoom-200")
