@@ -64,7 +64,8 @@ function PermissionPicker({ initial }) {
         <legend>${label} <code class="muted small">${resource}</code></legend>
         <div class="checks">
           <label><input type="checkbox" name="permissions" value=${`${resource}:*`} checked=${chosen.has(`${resource}:*`)}
-            onChange=${(e) => toggle(`${resource}:*`, e.currentTarget.checked)} /> all (<code>${resource}:*</code>)</label>
+            onChange=${(e) => toggle(`${resource}:*`, e.currentTarget.checked)} />
+            <span>all: <code>${resource}:*</code></span></label>
           ${verbs.map(
             (verb) => html`<label><input type="checkbox" name="permissions" value=${`${resource}:${verb}`}
                 checked=${all || chosen.has(`${resource}:${verb}`)} disabled=${all}
