@@ -297,8 +297,16 @@ def test_create_a_user_with_a_password_and_errors_in_plain_words(
     page = console.page
     console.sign_in(tenant)
     console.go("Users")
-    page.get_by_role("button", name="Create a user").click()
+    # By keyboard: the dialog opens on Enter, Escape closes it, and focus goes back.
+    opener = page.get_by_role("button", name="Create a user")
+    opener.focus()
+    page.keyboard.press("Enter")
     dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_role("heading", name="Create a user")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+    expect(opener).to_be_focused()
+    opener.click()
     dialog.get_by_label("Email").fill(email)
     dialog.get_by_label("Name").fill("Carol")
     dialog.get_by_label("Password").fill("carol's password")
