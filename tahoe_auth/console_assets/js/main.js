@@ -95,4 +95,8 @@ function App() {
   return html`<${Shell} session=${session} />`;
 }
 
-render(html`<${App} />`, document.getElementById("app"));
+const root = document.getElementById("app");
+// The static "Loading" line is not Preact's: a first render that is not that same <p>
+// (the public accept page) would leave it standing under the page.
+root.replaceChildren();
+render(html`<${App} />`, root);

@@ -1,6 +1,108 @@
-// PLACEHOLDER: replaced by the page's implementation.
-import { html } from "../html.js";
+// Accept an invitation (public: the invitee has no session yet). The token from the
+// link, a password (and a name) make the account; then the browser signs in with the
+// same password, so the session is the console's usual one (the refresh token in the
+// HttpOnly cookie), not the tokens the accept call returns.
+import { ApiError, signIn } from "../api.js";
+import { html, useEffect, useRef, useState } from "../html.js";
+import { href } from "../router.js";
+import { ErrorNote, Field, Notice, formValues, useAction } from "../ui.js";
 
-export function AcceptInvitation() {
-  return html`<main id="main"><h1>Accept an invitation</h1><p>Not built yet.</p></main>`;
+// The one call made without a session; api.js's `call` needs one, so it is done here.
+async function accept(body) {
+  let response;
+  try {
+    response = await fetch("/auth/v1/invitations:accept", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+      credentials: "same-origin",
+      cache: "no-store",
+    });
+  } catch (cause) {
+    throw new ApiError({ reason: "NETWORK", message: String(cause?.message || cause) });
+  }
+  const text = await response.text();
+  let json = {};
+  try {
+    json = text ? JSON.parse(text) : {};
+  } catch {
+    json = { message: text.trim() };
+  }
+  if (response.ok) return json;
+  const details = Array.isArray(json.details) ? json.details : [];
+  const info = details.find((d) => String(d["@type"] || "").endsWith("google.rpc.ErrorInfo")) || {};
+  const bad = details.find((d) => String(d["@type"] || "").endsWith("google.rpc.BadRequest"));
+  throw new ApiError({
+    status: response.status,
+    code: json.code || 0,
+    message: json.message || response.statusText,
+    reason: info.reason || "",
+    metadata: info.metadata || {},
+    violations: bad?.fieldViolations || [],
+  });
+}
+
+export function AcceptInvitation({ query = {} }) {
+  const heading = useRef(null);
+  const token = query.token || "";
+  const [accepted, setAccepted] = useState(null);
+  const run = useAction(async (values) => {
+    if (values.password !== values.confirm) {
+      throw new ApiError({ message: "The two passwords are not the same." });
+    }
+    const body = await accept({ token, password: values.password, displayName: values.displayName.trim() });
+    const email = body.invitation?.email || "";
+    let signInError = null;
+    try {
+      await signIn({ tenant: body.tenantId, email, password: values.password });
+    } catch (caught) {
+      signInError = caught;
+    }
+    setAccepted({ email, signInError });
+  });
+  useEffect(() => {
+    document.title = "Accept an invitation · Tahoe Auth console";
+    heading.current?.focus();
+  }, [accepted]);
+  const submit = (event) => {
+    event.preventDefault();
+    run.run(formValues(event.currentTarget));
+  };
+  let content;
+  if (!token) {
+    content = html`<${Notice} kind="warning">
+        This link has no invitation token. Open the link from your invitation exactly as you received it.
+      <//>
+      <p><a href=${href("/")}>Go to sign in</a></p>`;
+  } else if (accepted) {
+    content = html`<${Notice} kind="success">
+        Welcome${accepted.email ? html`, ${accepted.email}` : ""}: the invitation is accepted.
+      <//>
+      ${accepted.signInError
+        ? html`<${ErrorNote} error=${accepted.signInError} />
+            <p><a href=${href("/")}>Sign in</a> with your email and the password you chose.</p>`
+        : html`<p>You are signed in.</p>
+            <p><a href=${href("/")}>Open the console</a></p>`}`;
+  } else {
+    content = html`<p>Choose a password to join the tenant. If you already have an account in it, enter
+        your current password instead.</p>
+      <form onSubmit=${submit} aria-label="Accept the invitation">
+        <${ErrorNote} error=${run.error} />
+        <${Field} label="Name" name="displayName" autocomplete="name" hint="Optional: how others see you." />
+        <${Field} label="Password" name="password" type="password" required minlength="8"
+          autocomplete="new-password" hint="At least 8 characters." />
+        <${Field} label="Password again" name="confirm" type="password" required minlength="8"
+          autocomplete="new-password" />
+        <button type="submit" class="primary" disabled=${run.pending}>
+          ${run.pending ? "Accepting…" : "Accept the invitation"}
+        </button>
+      </form>
+      <p class="small"><a href=${href("/")}>Already a member? Sign in</a></p>`;
+  }
+  return html`<main id="main" class="signin">
+    <div class="card">
+      <h1 tabindex="-1" ref=${heading}>${accepted ? "Invitation accepted" : "Accept an invitation"}</h1>
+      ${content}
+    </div>
+  </main>`;
 }
