@@ -198,6 +198,14 @@ export async function call(method, path, options = {}) {
   return body;
 }
 
+/** A call outside the console's session (accepting an invitation), with its own bearer if any. */
+export async function publicCall(method, path, { body, token } = {}) {
+  const response = await send(method, `${API}${path}`, { body, token });
+  const parsed = await parse(response);
+  if (!response.ok) throw errorFrom(response, parsed);
+  return parsed;
+}
+
 /** The current tenant's resource path: tenantPath("/users") -> /tenants/{id}/users. */
 export function tenantPath(suffix = "") {
   return `/tenants/${encodeURIComponent(session?.tenantId || "")}${suffix}`;

@@ -95,6 +95,10 @@ def test_invite_a_user_who_accepts_in_another_browser_and_signs_in(
     ).users
     (user,) = [u for u in users if u.email == email]
     assert list(user.roles) == ["viewer"] and user.display_name == "New Person" and user.has_password
+    # One session for the new user: the console's (the accept call's own was ended).
+    login = live.auth.auth.Login(auth_pb2.LoginRequest(tenant=tenant.slug, email=email, password="a long new password"))
+    sessions = live.auth.auth.ListSessions(auth_pb2.ListSessionsRequest(), metadata=bearer(login.tokens.access_token))
+    assert len(sessions.sessions) == 2, sessions  # the console's and this login's
 
     # The new user signs out and back in with the password they chose.
     other.get_by_role("button", name="Sign out").click()

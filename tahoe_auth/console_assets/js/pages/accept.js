@@ -2,45 +2,10 @@
 // link, a password (and a name) make the account; then the browser signs in with the
 // same password, so the session is the console's usual one (the refresh token in the
 // HttpOnly cookie), not the tokens the accept call returns.
-import { ApiError, signIn } from "../api.js";
+import { ApiError, publicCall, signIn } from "../api.js";
 import { html, useEffect, useRef, useState } from "../html.js";
 import { href } from "../router.js";
 import { ErrorNote, Field, Notice, formValues, useAction } from "../ui.js";
-
-// The one call made without a session; api.js's `call` needs one, so it is done here.
-async function accept(body) {
-  let response;
-  try {
-    response = await fetch("/auth/v1/invitations:accept", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(body),
-      credentials: "same-origin",
-      cache: "no-store",
-    });
-  } catch (cause) {
-    throw new ApiError({ reason: "NETWORK", message: String(cause?.message || cause) });
-  }
-  const text = await response.text();
-  let json = {};
-  try {
-    json = text ? JSON.parse(text) : {};
-  } catch {
-    json = { message: text.trim() };
-  }
-  if (response.ok) return json;
-  const details = Array.isArray(json.details) ? json.details : [];
-  const info = details.find((d) => String(d["@type"] || "").endsWith("google.rpc.ErrorInfo")) || {};
-  const bad = details.find((d) => String(d["@type"] || "").endsWith("google.rpc.BadRequest"));
-  throw new ApiError({
-    status: response.status,
-    code: json.code || 0,
-    message: json.message || response.statusText,
-    reason: info.reason || "",
-    metadata: info.metadata || {},
-    violations: bad?.fieldViolations || [],
-  });
-}
 
 export function AcceptInvitation({ query = {} }) {
   const heading = useRef(null);
@@ -50,11 +15,16 @@ export function AcceptInvitation({ query = {} }) {
     if (values.password !== values.confirm) {
       throw new ApiError({ message: "The two passwords are not the same." });
     }
-    const body = await accept({ token, password: values.password, displayName: values.displayName.trim() });
+    const body = await publicCall("POST", "/invitations:accept", {
+      body: { token, password: values.password, displayName: values.displayName.trim() },
+    });
     const email = body.invitation?.email || "";
     let signInError = null;
     try {
       await signIn({ tenant: body.tenantId, email, password: values.password });
+      // The accept call opened a session of its own; the console keeps only its cookie's.
+      const spare = body.tokens?.accessToken;
+      if (spare) await publicCall("POST", "/logout", { body: {}, token: spare }).catch(() => undefined);
     } catch (caught) {
       signInError = caught;
     }
