@@ -137,6 +137,7 @@ def test_totals_and_gauges_follow_recorded_usage_within_two_seconds(
 
 
 def test_period_selector_breakdown_csv_and_zoom(console: Console, live: e2e.Stack, tenant: Tenant) -> None:
+    assign_plan(live, tenant, {"calls.made": 50})
     token = live.auth.owner_token(tenant)
     now = dt.datetime.now(dt.UTC)
     record(live, token, "calls.made", 4, {"route": "/v1/now", "credential": "api key tk_now1"})
@@ -197,9 +198,16 @@ def test_period_selector_breakdown_csv_and_zoom(console: Console, live: e2e.Stac
 
     with page.expect_download() as downloaded:
         page.get_by_role("button", name="Invoice export (CSV)").click()
-    invoice = read_download(downloaded.value)
-    assert any("calls.made" in r.values() for r in invoice), invoice
+    assert downloaded.value.suggested_filename == f"usage-{now:%Y-%m}-{tenant.slug}.csv"
+    invoice = {r["metric"]: r for r in read_download(downloaded.value)}
+    # This billing period only: the event of three days back may be last month's.
+    this_period = 16 if (now - dt.timedelta(days=3)).month == now.month else 7
+    assert float(invoice["calls.made"]["quantity"]) == this_period
+    assert invoice["calls.made"]["tenant_id"] == tenant.id
 
+    expect(page.locator(".gauge", has_text="calls.made").locator("[data-gauge-figure]")).to_have_text(
+        f"{this_period} of 50"
+    )
     console.screenshot("usage")
     assert console.sideways_overflow_at_200_percent() <= 0
 

@@ -408,8 +408,8 @@ export function UsagePage({ query = {} }) {
       </div>
       ${history.data
         ? html`<p class="muted small" data-usage-range>
-            ${period.label}: ${formatTime(history.data.start.toISOString())}
-            to ${formatTime(history.data.end.toISOString())}
+            ${`${period.label}: ${formatTime(history.data.start.toISOString())} to `}
+            ${formatTime(history.data.end.toISOString())}
           </p>`
         : null}
       ${history.error
