@@ -23,6 +23,8 @@ from tests import support
 from tests.e2e import stack as e2e
 from tests.support import Tenant
 
+# expect() waits for a condition up to this long: generous, for a loaded 2-core machine.
+EXPECT_TIMEOUT_MS = 15_000
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 VIEWPORT = {"width": 1280, "height": 900}
 
@@ -56,6 +58,9 @@ def browser() -> Iterator[Any]:
         from playwright.sync_api import sync_playwright
     except ImportError:
         support.unavailable("playwright is not installed (make install provides it)")
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     executable = chromium_path()
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
@@ -121,7 +126,7 @@ def console(browser: Any, live: e2e.Stack, tmp_path: Path) -> Iterator[Console]:
     shots = Path(os.environ.get("TAHOE_SCREENSHOT_DIR") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(EXPECT_TIMEOUT_MS)
     page = context.new_page()
     opened = Console(page, f"http://127.0.0.1:{live.port}", shots)
 
