@@ -341,6 +341,10 @@ def test_platform_overview_and_tenants(
     expect(page.get_by_text(re.compile(f"Plan {plan}"))).to_be_visible(timeout=SLOW)
     console.go("Audit log")
     expect(rows(console, "Audit log entries").filter(has_text="tenant.suspend")).to_have_count(1, timeout=SLOW)
+    # Its users' sessions, as the platform administrator (who has none of their own there).
+    console.go("Sessions")
+    page.get_by_label("User", exact=True).select_option(label=tenant.owner_email)
+    expect(rows(console, f"Sessions of {tenant.owner_email}").first).to_be_visible(timeout=SLOW)
 
 
 def test_a_tenant_token_cannot_use_the_platform_pages_api(live: e2e.Stack, tenant: Tenant) -> None:
