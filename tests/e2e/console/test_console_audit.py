@@ -295,6 +295,9 @@ def test_platform_overview_and_tenants(
     slug = f"made-{secrets.token_hex(3)}"
     page.get_by_role("button", name="Create tenant").click()
     dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Slug").fill("Not A Slug!")
+    dialog.get_by_role("button", name="Create", exact=True).click()
+    expect(dialog.get_by_role("alert")).to_contain_text("INVALID_ARGUMENT", timeout=SLOW)
     dialog.get_by_label("Slug").fill(slug)
     dialog.get_by_label("Name").fill(f"Made {slug}")
     dialog.get_by_label("Owner email").fill(f"boss@{slug}.test")

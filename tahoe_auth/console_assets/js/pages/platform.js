@@ -137,7 +137,7 @@ function CreateTenant({ plans, onCreated }) {
     <${Dialog} title="Create tenant" open=${open} onClose=${() => setOpen(false)}>
       <form onSubmit=${submit} aria-label="Create tenant">
         <${ErrorNote} error=${create.error} />
-        <${Field} label="Slug" name="slug" required pattern="[a-z0-9][a-z0-9-]{0,62}" autocomplete="off"
+        <${Field} label="Slug" name="slug" required maxlength="63" autocomplete="off"
           hint="1-63 lowercase letters, digits or dashes; users type it to sign in." />
         <${Field} label="Name" name="displayName" autocomplete="off" hint="Defaults to the slug." />
         <${Field} label="Plan" name="plan" as="select">
