@@ -195,6 +195,7 @@ POLICIES: dict[str, MethodPolicy] = {
     USAGE + "AssignPlan": MethodPolicy(permission="plans:manage", platform_only=True),
     AUDIT + "ListAuditEvents": AUDIT_READ,
     AUDIT + "ExportAuditEvents": AUDIT_READ,
+    AUDIT + "VerifyAuditChain": AUDIT_READ,
     WEBHOOKS + "CreateWebhookEndpoint": WEBHOOKS_WRITE,
     WEBHOOKS + "GetWebhookEndpoint": WEBHOOKS_READ,
     WEBHOOKS + "ListWebhookEndpoints": WEBHOOKS_READ,
@@ -285,7 +286,7 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(app.explainer), server)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(ext_authz.AuthorizationServicer(app.gatekeeper), server)
     usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(app.usage, app.clock), server)
-    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(app.audit_reader), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(app.audit_reader, app.audit_verifier), server)
     webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(WebhookServicer(app.webhooks, app.clock), server)
     keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(app.keys, app.clock), server)
     dashboard_pb2_grpc.add_DashboardServiceServicer_to_server(DashboardServicer(app.dashboards), server)

@@ -11,7 +11,7 @@ from tahoe_auth.api import convert
 from tahoe_auth.api.interceptors import current_call
 from tahoe_auth.domain import audit
 from tahoe_auth.domain.audit import AuditFilter
-from tahoe_auth.services.audit import AuditEvent, AuditReader, check_filters
+from tahoe_auth.services.audit import AuditEvent, AuditReader, AuditVerifier, check_filters
 from tahoe_auth.v1 import audit_pb2, audit_pb2_grpc
 
 OUTCOMES = {
@@ -51,8 +51,9 @@ def _filters(request: audit_pb2.ListAuditEventsRequest | audit_pb2.ExportAuditEv
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
-    def __init__(self, reader: AuditReader) -> None:
+    def __init__(self, reader: AuditReader, verifier: AuditVerifier) -> None:
         self._reader = reader
+        self._verifier = verifier
 
     def ListAuditEvents(
         self, request: audit_pb2.ListAuditEventsRequest, context: grpc.ServicerContext
@@ -70,3 +71,13 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         chunks = self._reader.export(current_call(), request.tenant_id, _filters(request), "csv" if csv else "jsonl")
         for chunk in chunks:
             yield audit_pb2.ExportAuditEventsResponse(content_type=content_type, content=chunk)
+
+    def VerifyAuditChain(
+        self, request: audit_pb2.VerifyAuditChainRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.VerifyAuditChainResponse:
+        chain, checked, problem = self._verifier.verify_for(current_call(), request.tenant_id)
+        response = audit_pb2.VerifyAuditChainResponse(tenant_id=chain, intact=problem is None, entries_checked=checked)
+        if problem is not None:
+            response.first_problem.sequence = problem.sequence
+            response.first_problem.problem = problem.problem
+        return response

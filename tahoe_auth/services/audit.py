@@ -251,6 +251,12 @@ class AuditVerifier:
                 problems.append(problem)
         return checked, problems
 
+    def verify_for(self, ctx: CallContext, tenant_id: str) -> tuple[str, int, audit.ChainProblem | None]:
+        """The caller's chain, walled like reading it: (chain, entries checked, first problem)."""
+        scope = chain_scope(ctx, tenant_id)
+        checked, problems = self.verify(scope)
+        return scope, checked, problems[0] if problems else None
+
 
 class _Counted:
     def __init__(self, entries: Iterator[audit.StoredEntry]) -> None:

@@ -267,3 +267,83 @@ class ExportAuditEventsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportAuditEventsResponse: _TypeAlias = ExportAuditEventsResponse  # noqa: Y015
+
+@_typing.final
+class VerifyAuditChainRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """Defaults to the caller's tenant."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyAuditChainRequest: _TypeAlias = VerifyAuditChainRequest  # noqa: Y015
+
+@_typing.final
+class AuditChainProblem(_message.Message):
+    """The first problem found in a chain."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """The entry where the chain breaks (for removed newest entries: the head's sequence)."""
+    problem: _builtins.str
+    """For example "entry was modified", "entry 2 is missing", "newest entries were removed"."""
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        problem: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["problem", b"problem", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditChainProblem: _TypeAlias = AuditChainProblem  # noqa: Y015
+
+@_typing.final
+class VerifyAuditChainResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    INTACT_FIELD_NUMBER: _builtins.int
+    ENTRIES_CHECKED_FIELD_NUMBER: _builtins.int
+    FIRST_PROBLEM_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The chain checked ("" for the platform chain)."""
+    intact: _builtins.bool
+    """True when every entry's hash and link match and none is missing."""
+    entries_checked: _builtins.int
+    """How many entries were read."""
+    @_builtins.property
+    def first_problem(self) -> Global___AuditChainProblem:
+        """Unset when the chain is intact."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        intact: _builtins.bool = ...,
+        entries_checked: _builtins.int = ...,
+        first_problem: Global___AuditChainProblem | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_problem", b"first_problem"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries_checked", b"entries_checked", "first_problem", b"first_problem", "intact", b"intact", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyAuditChainResponse: _TypeAlias = VerifyAuditChainResponse  # noqa: Y015

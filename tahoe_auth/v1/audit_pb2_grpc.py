@@ -49,6 +49,11 @@ class AuditServiceStub:
                 request_serializer=tahoe__auth_dot_v1_dot_audit__pb2.ExportAuditEventsRequest.SerializeToString,
                 response_deserializer=tahoe__auth_dot_v1_dot_audit__pb2.ExportAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.VerifyAuditChain = channel.unary_unary(
+                '/tahoe_auth.v1.AuditService/VerifyAuditChain',
+                request_serializer=tahoe__auth_dot_v1_dot_audit__pb2.VerifyAuditChainRequest.SerializeToString,
+                response_deserializer=tahoe__auth_dot_v1_dot_audit__pb2.VerifyAuditChainResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -72,6 +77,14 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyAuditChain(self, request, context):
+        """Checks the caller's tenant's hash chain (platform administrators: any tenant's, or
+        the platform chain when they name none), as `tahoe-auth audit verify` does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -84,6 +97,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.ExportAuditEvents,
                     request_deserializer=tahoe__auth_dot_v1_dot_audit__pb2.ExportAuditEventsRequest.FromString,
                     response_serializer=tahoe__auth_dot_v1_dot_audit__pb2.ExportAuditEventsResponse.SerializeToString,
+            ),
+            'VerifyAuditChain': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyAuditChain,
+                    request_deserializer=tahoe__auth_dot_v1_dot_audit__pb2.VerifyAuditChainRequest.FromString,
+                    response_serializer=tahoe__auth_dot_v1_dot_audit__pb2.VerifyAuditChainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -143,6 +161,33 @@ class AuditService:
             '/tahoe_auth.v1.AuditService/ExportAuditEvents',
             tahoe__auth_dot_v1_dot_audit__pb2.ExportAuditEventsRequest.SerializeToString,
             tahoe__auth_dot_v1_dot_audit__pb2.ExportAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyAuditChain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tahoe_auth.v1.AuditService/VerifyAuditChain',
+            tahoe__auth_dot_v1_dot_audit__pb2.VerifyAuditChainRequest.SerializeToString,
+            tahoe__auth_dot_v1_dot_audit__pb2.VerifyAuditChainResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,10 @@ class AuditServiceStub:
     """Exports audit events, oldest first, in chunks of JSON Lines (hashes included,
     so the chain can be checked offline) or CSV. The export is itself audited.
     """
+    VerifyAuditChain: _grpc.UnaryUnaryMultiCallable[_audit_pb2.VerifyAuditChainRequest, _audit_pb2.VerifyAuditChainResponse]
+    """Checks the caller's tenant's hash chain (platform administrators: any tenant's, or
+    the platform chain when they name none), as `tahoe-auth audit verify` does.
+    """
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -58,6 +62,10 @@ class AuditServiceAsyncStub(AuditServiceStub):
     ExportAuditEvents: _aio.UnaryStreamMultiCallable[_audit_pb2.ExportAuditEventsRequest, _audit_pb2.ExportAuditEventsResponse]  # type: ignore[assignment]
     """Exports audit events, oldest first, in chunks of JSON Lines (hashes included,
     so the chain can be checked offline) or CSV. The export is itself audited.
+    """
+    VerifyAuditChain: _aio.UnaryUnaryMultiCallable[_audit_pb2.VerifyAuditChainRequest, _audit_pb2.VerifyAuditChainResponse]  # type: ignore[assignment]
+    """Checks the caller's tenant's hash chain (platform administrators: any tenant's, or
+    the platform chain when they name none), as `tahoe-auth audit verify` does.
     """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -82,6 +90,16 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_audit_pb2.ExportAuditEventsResponse], _abc.AsyncIterator[_audit_pb2.ExportAuditEventsResponse]]:
         """Exports audit events, oldest first, in chunks of JSON Lines (hashes included,
         so the chain can be checked offline) or CSV. The export is itself audited.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyAuditChain(
+        self,
+        request: _audit_pb2.VerifyAuditChainRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.VerifyAuditChainResponse, _abc.Awaitable[_audit_pb2.VerifyAuditChainResponse]]:
+        """Checks the caller's tenant's hash chain (platform administrators: any tenant's, or
+        the platform chain when they name none), as `tahoe-auth audit verify` does.
         """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

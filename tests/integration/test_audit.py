@@ -665,6 +665,9 @@ def test_members_without_audit_read_are_refused(server: RunningServer) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         stub.ListAuditEvents(audit_pb2.ListAuditEventsRequest(), metadata=bearer(token))
     assert error_reason(caught.value) == "PERMISSION_DENIED"
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.VerifyAuditChain(audit_pb2.VerifyAuditChainRequest(), metadata=bearer(token))
+    assert error_reason(caught.value) == "PERMISSION_DENIED"
 
 
 def test_export_verifies_offline(server: RunningServer) -> None:
@@ -705,3 +708,27 @@ def test_export_verifies_offline(server: RunningServer) -> None:
     )
     text_csv = b"".join(c.content for c in csv_chunks).decode()
     assert text_csv.startswith("tenant_id,sequence,time") and text_csv.count("auth.login") >= 4
+
+
+def test_verify_rpc_reports_the_first_break_of_the_callers_chain(server: RunningServer, pg_env: dict[str, str]) -> None:
+    world = World(server, server.create_tenant())  # entry 1: the tenant's creation
+    other = World(server, server.create_tenant())
+    token = world.token()  # 2: the login
+    stub = audit_pb2_grpc.AuditServiceStub(server.channel)
+    verify = audit_pb2.VerifyAuditChainRequest
+    intact = stub.VerifyAuditChain(verify(), metadata=bearer(token))
+    assert (intact.tenant_id, intact.intact, intact.entries_checked) == (world.tenant.id, True, 2)
+    assert not intact.HasField("first_problem")
+    with pytest.raises(grpc.RpcError) as caught:  # another tenant's chain is not there for it
+        stub.VerifyAuditChain(verify(tenant_id=world.tenant.id), metadata=bearer(other.token()))
+    assert error_reason(caught.value) == "NOT_FOUND"
+    _tamper(
+        pg_env["TAHOE_DATABASE_URL"],
+        f"UPDATE audit_events SET outcome = 'failure' WHERE sequence = 2 AND tenant_id = '{world.tenant.id}'",
+    )
+    broken = stub.VerifyAuditChain(verify(), metadata=bearer(token))
+    assert not broken.intact and broken.entries_checked == 2
+    assert (broken.first_problem.sequence, broken.first_problem.problem) == (2, "entry was modified")
+    as_platform = stub.VerifyAuditChain(verify(tenant_id=world.tenant.id), metadata=bearer(server.platform_key))
+    assert not as_platform.intact and as_platform.first_problem.sequence == 2
+    assert stub.VerifyAuditChain(verify(tenant_id=other.tenant.id), metadata=bearer(server.platform_key)).intact
