@@ -35,7 +35,7 @@ function useIdentity(session) {
     const user = session.userId ? call("GET", tenantPath(`/users/${session.userId}`)) : Promise.resolve({});
     const tenant = session.tenantId ? call("GET", tenantPath()) : Promise.resolve({});
     Promise.all([user.catch(() => ({})), tenant.catch(() => ({}))]).then(([u, t]) => {
-      if (current) setIdentity({ email: u.user?.email || "", tenant: t.tenant?.name || t.tenant?.slug || "" });
+      if (current) setIdentity({ email: u.user?.email || "", tenant: t.tenant?.displayName || t.tenant?.slug || "" });
     });
     return () => {
       current = false;
