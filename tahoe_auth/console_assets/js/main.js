@@ -35,7 +35,9 @@ function useIdentity(session) {
     const user = session.userId ? call("GET", tenantPath(`/users/${session.userId}`)) : Promise.resolve({});
     const tenant = session.tenantId ? call("GET", tenantPath()) : Promise.resolve({});
     Promise.all([user.catch(() => ({})), tenant.catch(() => ({}))]).then(([u, t]) => {
-      if (current) setIdentity({ email: u.user?.email || "", tenant: t.tenant?.displayName || t.tenant?.slug || "" });
+      const { displayName = "", slug = "" } = t.tenant || {};
+      const tenant = displayName && displayName !== slug ? `${displayName} (${slug})` : slug;
+      if (current) setIdentity({ email: u.user?.email || "", tenant });
     });
     return () => {
       current = false;
