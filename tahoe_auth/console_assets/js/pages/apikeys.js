@@ -148,8 +148,8 @@ export function ApiKeysPage({ session }) {
     setCreating(false);
     setIssued({
       title: `API key “${response.apiKey.name}” created`,
-      details: html`<p>Send it as <code>authorization: Bearer &lt;key&gt;</code>. Its permissions:
-        ${(response.apiKey.scopes || []).join(", ")}.</p>`,
+      details: html`<p>Send it as <code>${"authorization: Bearer <key>"}</code>. ${
+        `Its permissions: ${(response.apiKey.scopes || []).join(", ")}.`}</p>`,
       secrets: [{ label: "API key", value: response.secret }],
     });
     list.reload();
