@@ -191,6 +191,63 @@ def test_rotating_an_api_key_shows_the_new_secret_once_and_the_old_works_for_the
     support.wait_until(lambda: curl_jobs(live, new) == "401", limit=5, step=0.1)
 
 
+def tab_to(console: Console, script: str, limit: int = 60) -> None:
+    """Presses Tab until `script` (a predicate of the focused element `e`) holds."""
+    for _ in range(limit):
+        console.page.keyboard.press("Tab")
+        if console.page.evaluate(f"() => {{ const e = document.activeElement; return !!({script}); }}"):
+            return
+    pytest.fail(f"Tab never reached {script}")
+
+
+def test_the_keyboard_alone_creates_a_key(console: Console, live: e2e.Stack, tenant: Tenant) -> None:
+    page = console.page
+    console.sign_in(tenant)
+    console.go("API keys")
+    page.get_by_role("button", name="New API key").focus()
+    page.keyboard.press("Enter")
+    expect(dialog(console)).to_be_visible()
+    tab_to(console, "e.name === 'name'")
+    page.keyboard.type("typed-key")
+    tab_to(console, "e.type === 'checkbox' && e.value === 'transcription:read'")
+    page.keyboard.press("Space")
+    tab_to(console, "e.textContent.trim() === 'Create key'")
+    page.keyboard.press("Enter")
+    assert shown_secret(console).startswith("tahoe_sk_")
+    (key,) = api(live, tenant, "GET", "/apiKeys")["apiKeys"]
+    assert key["name"] == "typed-key" and key["scopes"] == ["transcription:read"]
+    # Escape closes a dialog, and focus goes back to what opened it.
+    page.get_by_role("button", name="Rotate typed-key").focus()
+    page.keyboard.press("Enter")
+    expect(dialog(console)).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(dialog(console)).to_have_count(0)
+    expect(page.get_by_role("button", name="Rotate typed-key")).to_be_focused()
+
+
+def test_errors_are_said_in_plain_words(console: Console, live: e2e.Stack, tenant: Tenant) -> None:
+    """A member may make keys, but only within their own permissions; a key needs one."""
+    email = f"member@{tenant.slug}.test"
+    live.auth.add_user(tenant, ["member"], email=email, password=tenant.owner_password)
+    page = console.page
+    console.sign_in(tenant, email=email)
+    console.go("API keys")
+    page.get_by_role("button", name="New API key").click()
+    dialog(console).get_by_label("Name").fill("too-much")
+    dialog(console).get_by_role("button", name="Create key").click()
+    expect(dialog(console).get_by_role("alert")).to_have_text("Choose at least one permission for the key.")
+    dialog(console).get_by_label("Other permission").fill("not a permission")
+    dialog(console).get_by_role("button", name="Add permission").click()
+    expect(dialog(console).get_by_role("alert").first).to_contain_text("Not of the form resource:action")
+    dialog(console).get_by_label("Other permission").fill("users:write")
+    dialog(console).get_by_role("button", name="Add permission").click()
+    dialog(console).get_by_role("button", name="Create key").click()
+    alert = dialog(console).get_by_role("alert").first
+    expect(alert).to_contain_text("You cannot grant permissions you do not have yourself.", timeout=SLOW)
+    expect(alert).to_contain_text("PRIVILEGE_ESCALATION")
+    assert api(live, tenant, "GET", "/apiKeys").get("apiKeys", []) == []
+
+
 # ---------------------------------------------------------------- service accounts
 
 
@@ -276,6 +333,10 @@ def test_webhook_endpoint_test_event_delivery_and_dead_letter_replay(
     console.go("Webhooks")
     expect(page.get_by_text("No webhook endpoints.")).to_be_visible()
     page.get_by_role("button", name="New endpoint").click()
+    # A private address the deployment does not allow: refused, in words.
+    dialog(console).get_by_label("URL").fill("http://10.0.0.8/hooks")
+    dialog(console).get_by_role("button", name="Add endpoint").click()
+    expect(dialog(console).get_by_role("alert")).to_contain_text("INVALID_ARGUMENT", timeout=SLOW)
     dialog(console).get_by_label("URL").fill(sink.url)
     dialog(console).get_by_label("Description").fill("Test receiver")
     expect(dialog(console).get_by_role("checkbox", name=re.compile(r"^user\.created\b"))).to_be_visible(timeout=SLOW)
