@@ -20,11 +20,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class _Server(ThreadingHTTPServer):
+    # A console page load asks for some 30 files at once, each on its own connection
+    # from Envoy (HTTP/1.0 answers close them): the default listen backlog of 5
+    # overflows, the kernel drops the connection attempts, and Envoy (0.25 s connect
+    # timeout) answers 503, so the browser's module graph fails to load.
+    request_queue_size = 128
+
+
 class SideServer:
     def __init__(self, app: App, health: HealthReporter, address: str) -> None:
         host, _, port = address.rpartition(":")
         handler = type("Handler", (_Handler,), {"app": app, "health": health, "console": Console()})
-        self._httpd = ThreadingHTTPServer((host, int(port)), handler)
+        self._httpd = _Server((host, int(port)), handler)
         self._httpd.daemon_threads = True
         self.address = f"{host}:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="http-side", daemon=True)
