@@ -21,10 +21,10 @@ log = logging.getLogger(__name__)
 
 
 class _Server(ThreadingHTTPServer):
-    # A console page load asks for some 30 files at once, each on its own connection
-    # from Envoy (HTTP/1.0 answers close them): the default listen backlog of 5
-    # overflows, the kernel drops the connection attempts, and Envoy (0.25 s connect
-    # timeout) answers 503, so the browser's module graph fails to load.
+    # A console page load asks for some 30 files at once, and Envoy opens connections
+    # for them in a burst: the default listen backlog of 5 overflows, the kernel drops
+    # the connection attempts, and Envoy (0.25 s connect timeout) answers 503, so the
+    # browser's module graph fails to load.
     request_queue_size = 128
 
 
@@ -50,6 +50,9 @@ class _Handler(BaseHTTPRequestHandler):
     health: HealthReporter
     console: Console
     server_version = "tahoe-auth"
+    # Keep-alive (every answer has a content-length): Envoy's health checks and a
+    # console page's files reuse a few connections instead of one per request.
+    protocol_version = "HTTP/1.1"
 
     def do_HEAD(self) -> None:
         path = self.path.split("?", 1)[0]

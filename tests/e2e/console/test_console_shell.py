@@ -5,6 +5,8 @@ storage), the keyboard alone, and 200% zoom."""
 from __future__ import annotations
 
 import re
+import socket
+import threading
 
 import pytest
 from playwright.sync_api import expect
@@ -114,3 +116,29 @@ def test_at_200_percent_zoom_nothing_needs_sideways_scrolling(console: Console, 
     assert console.sideways_overflow_at_200_percent() <= 0
     console.page.set_viewport_size({"width": 640, "height": 900})
     console.screenshot("zoom-200")
+
+
+def test_the_side_port_takes_a_page_loads_burst_of_connections(live: e2e.Stack) -> None:
+    """A console page load makes Envoy open some 30 connections to the side port at
+    once. With the default listen backlog (5) the kernel dropped some, Envoy's connect
+    timed out (0.25 s) and it answered 503: the page stayed on "Loading the console…"
+    about once in 30 loads. Here: 40 connections at once, with Envoy's connect timeout."""
+    host, port = live.side_address.rsplit(":", 1)
+    answers: list[str] = []
+
+    def fetch() -> None:
+        try:
+            with socket.create_connection((host, int(port)), timeout=0.25) as connection:
+                connection.settimeout(10)
+                connection.sendall(b"GET /console/js/main.js HTTP/1.1\r\nhost: console\r\n\r\n")
+                answers.append(connection.recv(12).decode())
+        except OSError as exc:
+            answers.append(repr(exc))
+
+    for _ in range(3):
+        threads = [threading.Thread(target=fetch) for _ in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert [a for a in answers if not a.startswith("HTTP/1.1 200")] == []
