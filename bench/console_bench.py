@@ -23,7 +23,8 @@ VACUUM ANALYZE and starts the rollup pipeline as `tahoe-auth serve` does.
    when it first shows its data (`markRendered` in console_assets/js/ui.js), in ms
    since navigation start; the navigation's responseEnd and domContentLoadedEventEnd,
    the refresh call and the page's slowest JSON API call (Resource Timing) are printed
-   alongside. One unmeasured load per page and tenant first, then `--loads` rounds,
+   alongside (a server stream's own entry only appears when it ends, so a streamed
+   page's "api max" is its other calls). One unmeasured load per page and tenant first, then `--loads` rounds,
    big and small interleaved (the machine is shared: read the ratios of one run).
 2. Update latency on Live usage: with the big tenant's page open, a MutationObserver
    in the page records `Date.now()` whenever the text of
