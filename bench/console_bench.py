@@ -24,8 +24,11 @@ VACUUM ANALYZE and starts the rollup pipeline as `tahoe-auth serve` does.
    since navigation start; the navigation's responseEnd and domContentLoadedEventEnd,
    the refresh call and the page's slowest JSON API call (Resource Timing) are printed
    alongside (a server stream's own entry only appears when it ends, so a streamed
-   page's "api max" is its other calls). One unmeasured load per page and tenant first, then `--loads` rounds,
-   big and small interleaved (the machine is shared: read the ratios of one run).
+   page's "api max" is its other calls). Live usage marks itself rendered when the
+   live totals arrive; its series and breakdowns follow, and "all data" is when the
+   first breakdown row shows (the last thing it loads). One unmeasured load per page
+   and tenant first, then `--loads` rounds, big and small interleaved (the machine is
+   shared: read the ratios of one run).
 2. Update latency on Live usage: with the big tenant's page open, a MutationObserver
    in the page records `Date.now()` whenever the text of
    `[data-usage-total="<metric>"]` changes; t0 is taken just before RecordUsage (gRPC,
@@ -67,16 +70,22 @@ from tests.support import Tenant
 PG_URL = os.environ.get("TAHOE_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/tahoe_console_bench")
 REDIS_URL = os.environ.get("TAHOE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
 PAGES = {"overview": "/overview", "usage": "/usage"}  # markRendered name -> route
+# The mark of Live usage is the live totals (the WatchUsage stream); the series and the
+# breakdown by route (GetUsage, GetUsageBreakdown over the rollups) come after them,
+# the breakdown last: its first row is when the page has all its data.
+COMPLETE = {"usage": "[data-breakdown-value]"}
 TIMEOUT_MS = 60_000  # a loaded 2-core machine
 
-READ_TIMINGS = """name => {
+READ_TIMINGS = """([name, complete]) => {
   const mark = performance.getEntriesByName(name)[0];
+  const until = complete ?? mark.startTime;
   const nav = performance.getEntriesByType("navigation")[0];
   const api = performance.getEntriesByType("resource").filter((r) => r.name.includes("/auth/v1/"));
   const refresh = api.filter((r) => r.name.includes("/browser/refresh"));
-  const others = api.filter((r) => !r.name.includes("/browser/") && r.startTime < mark.startTime);
+  const others = api.filter((r) => !r.name.includes("/browser/") && r.startTime < until);
   return {
     rendered: mark.startTime,
+    complete,
     responseEnd: nav.responseEnd,
     domContentLoaded: nav.domContentLoadedEventEnd,
     refresh: refresh.length ? refresh[0].duration : null,
@@ -145,7 +154,11 @@ def timed_load(console: Console, name: str) -> dict[str, Any]:
     except Exception as error:
         heading = page.locator("h1").all_inner_texts()
         raise SystemExit(f"{name}: no {mark} mark within {TIMEOUT_MS} ms (page heading {heading}): {error}") from None
-    timings: dict[str, Any] = page.evaluate(READ_TIMINGS, mark)
+    complete: float | None = None
+    if name in COMPLETE:  # checked every animation frame: within a frame of its showing
+        shown = page.wait_for_function(f"() => document.querySelector({COMPLETE[name]!r}) && performance.now()")
+        complete = shown.json_value()
+    timings: dict[str, Any] = page.evaluate(READ_TIMINGS, [mark, complete])
     return timings
 
 
@@ -174,7 +187,7 @@ def print_first_render(results: Results, labels: list[str], loads: int) -> None:
     print(f"\nTime to first render, ms since navigation start ({loads} fresh loads each, cookie sign-in)")
     print(
         f"{'page':<10} {'tenant':<22} {'p50':>8} {'p90':>8} {'max':>8}   "
-        f"{'respEnd':>8} {'DCL':>8} {'refresh':>8} {'api max':>8}  (medians)"
+        f"{'respEnd':>8} {'DCL':>8} {'refresh':>8} {'api max':>8} {'all data':>8}  (medians)"
     )
     for name in PAGES:
         for label in labels:
@@ -182,7 +195,8 @@ def print_first_render(results: Results, labels: list[str], loads: int) -> None:
             rendered = [r["rendered"] for r in rows]
             print(
                 f"{name:<10} {label:<22} {summary(rendered)}   {median_of(rows, 'responseEnd')} "
-                f"{median_of(rows, 'domContentLoaded')} {median_of(rows, 'refresh')} {median_of(rows, 'slowestApi')}"
+                f"{median_of(rows, 'domContentLoaded')} {median_of(rows, 'refresh')} {median_of(rows, 'slowestApi')} "
+                f"{median_of(rows, 'complete')}"
             )
         big, small = (statistics.median(r["rendered"] for r in results[(name, label)]) for label in labels)
         print(f"{name:<10} {'ratio p50 big / small':<22} {big / small:8.2f}")
@@ -247,7 +261,7 @@ def main() -> int:
     parser.add_argument("--loads", type=int, default=10, help="measured loads per page and tenant")
     parser.add_argument("--samples", type=int, default=20, help="RecordUsage events timed to the screen")
     parser.add_argument("--metric", default="api.requests", help="the metric recorded (the seeded one)")
-    parser.add_argument("--skip-usage", action="store_true", help="overview only (no Live usage page yet)")
+    parser.add_argument("--skip-usage", action="store_true", help="the overview only")
     args = parser.parse_args()
     if args.skip_usage:
         PAGES.pop("usage")
