@@ -17,8 +17,8 @@ rollups for both (so that only the usage events differ), then runs the rollup jo
 VACUUM ANALYZE and starts the rollup pipeline as `tahoe-auth serve` does.
 
 1. Time to first render. Each tenant's owner signs in once in its own browser context;
-   every measured load is then a fresh navigation (about:blank, then the page's URL),
-   so the console resumes the session from its refresh cookie and loads the page.
+   every measured load is then a fresh navigation in a new tab (the previous one
+   closed), so the console resumes the session from its refresh cookie and loads the page.
    The figure is the user-timing mark `tahoe:rendered:<page>` that the page makes
    when it first shows its data (`markRendered` in console_assets/js/ui.js), in ms
    since navigation start; the navigation's responseEnd and domContentLoadedEventEnd,
@@ -58,6 +58,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
 
 from bench.dashboard_bench import dimension_rows, load_events, roll_up
 from tahoe_auth.v1 import auth_pb2, tenant_pb2, usage_pb2, usage_pb2_grpc
@@ -74,7 +76,18 @@ PAGES = {"overview": "/overview", "usage": "/usage"}  # markRendered name -> rou
 # breakdown by route (GetUsage, GetUsageBreakdown over the rollups) come after them,
 # the breakdown last: its first row is when the page has all its data.
 COMPLETE = {"usage": "[data-breakdown-value]"}
-TIMEOUT_MS = 60_000  # a loaded 2-core machine
+TIMEOUT_MS = 60_000
+STUCK_MS = 30_000
+STUCK: list[str] = []  # loads that never showed their data (tried again)
+# What a stuck page can still fetch: a console file, and the refresh call it waits for.
+PROBE = """async () => {
+  const within = (p) => Promise.race([p.then((r) => r.status, (e) => String(e)),
+                                      new Promise((r) => setTimeout(() => r("no answer in 5 s"), 5000))]);
+  const file = await within(fetch("/console/favicon.svg", { cache: "no-store" }));
+  const refresh = await within(fetch("/auth/v1/browser/refresh", { method: "POST", body: "{}",
+    headers: { "x-csrf-protection": "1", "content-type": "application/json" } }));
+  return { file, refresh };
+}"""  # a loaded 2-core machine
 
 READ_TIMINGS = """([name, complete]) => {
   const mark = performance.getEntriesByName(name)[0];
@@ -131,35 +144,59 @@ def load_average() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
 
 
+def watch(console: Console, page: Any) -> None:
+    page.on("console", lambda m: m.type == "error" and "Refused to" in m.text and console.problems.append(m.text))
+    page.on("pageerror", lambda error: console.problems.append(f"script error: {error}"))
+
+
 def open_console(browser: Any, base: str, tenant: Tenant) -> Console:
     """A browser context signed in as `tenant`'s owner (its refresh cookie kept)."""
     context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     console = Console(page, base, Path(tempfile.gettempdir()))
-    page.on("console", lambda m: m.type == "error" and "Refused to" in m.text and console.problems.append(m.text))
-    page.on("pageerror", lambda error: console.problems.append(f"script error: {error}"))
+    watch(console, page)
     console.sign_in(tenant)
     return console
 
 
+def follow_refresh(page: Any) -> list[str]:
+    seen: list[str] = []
+    page.on("request", lambda r: "/browser/refresh" in r.url and seen.append("sent"))
+    page.on("response", lambda r: "/browser/refresh" in r.url and seen.append(f"answered {r.status}"))
+    page.on("requestfailed", lambda r: "/browser/refresh" in r.url and seen.append(f"failed {r.failure}"))
+    return seen
+
+
 def timed_load(console: Console, name: str) -> dict[str, Any]:
-    """A fresh navigation to page `name`: its timings once it has shown its data."""
-    page = console.page
-    page.goto("about:blank")
-    page.goto(console.url(PAGES[name]), wait_until="commit")
+    """Page `name` in a new tab of the signed-in context (the previous tab closed, and
+    with it its requests and streams): its timings once it has shown its data. A load
+    that does not show it within STUCK_MS is noted in STUCK and tried again."""
     mark = f"tahoe:rendered:{name}"
-    try:
-        page.wait_for_function("n => performance.getEntriesByName(n).length > 0", arg=mark, timeout=TIMEOUT_MS)
-    except Exception as error:
-        heading = page.locator("h1").all_inner_texts()
-        raise SystemExit(f"{name}: no {mark} mark within {TIMEOUT_MS} ms (page heading {heading}): {error}") from None
-    complete: float | None = None
-    if name in COMPLETE:  # checked every animation frame: within a frame of its showing
-        shown = page.wait_for_function(f"() => document.querySelector({COMPLETE[name]!r}) && performance.now()")
-        complete = shown.json_value()
-    timings: dict[str, Any] = page.evaluate(READ_TIMINGS, [mark, complete])
-    return timings
+    for _ in range(3):
+        context = console.page.context
+        console.page.close()
+        console.page = page = context.new_page()
+        watch(console, page)
+        refresh = follow_refresh(page)  # what became of the page's own refresh call, if it stalls
+        page.goto(console.url(PAGES[name]), wait_until="commit")
+        try:
+            page.wait_for_function("n => performance.getEntriesByName(n).length > 0", arg=mark, timeout=STUCK_MS)
+        except PlaywrightTimeout:
+            shown = " ".join(page.inner_text("body").split())[:120]
+            seen = list(refresh)
+            STUCK.append(
+                f"{name}: {shown!r} after {STUCK_MS} ms; its refresh call: {seen or 'never sent'}; "
+                f"a fetch from the page then: {page.evaluate(PROBE)}"
+            )
+            continue
+        complete: float | None = None
+        if name in COMPLETE:  # checked every animation frame: within a frame of its showing
+            shown_at = page.wait_for_function(f"() => document.querySelector({COMPLETE[name]!r}) && performance.now()")
+            complete = shown_at.json_value()
+        timings: dict[str, Any] = page.evaluate(READ_TIMINGS, [mark, complete])
+        return timings
+    raise SystemExit(f"{name}: three loads in a row did not show the page: {STUCK[-3:]}")
 
 
 Results = dict[tuple[str, str], list[dict[str, Any]]]  # (page, tenant) -> one timings dict per load
@@ -219,8 +256,8 @@ def service_token(live: e2e.Stack) -> str:
 
 
 def bench_update_latency(console: Console, live: e2e.Stack, tenant: Tenant, metric: str, samples: int) -> None:
-    page = console.page
     timed_load(console, "usage")
+    page = console.page
     total = page.locator(f'[data-usage-total="{metric}"]')
     total.wait_for(state="visible", timeout=TIMEOUT_MS)
     first = page.evaluate(OBSERVE_TOTAL, metric)
@@ -283,8 +320,6 @@ def main() -> int:
         "TAHOE_TRUSTED_PROXIES": "127.0.0.1/32,::1",
         "TAHOE_RATE_LIMITS": json.dumps({"per_address": {"limit": 100_000, "period": 60}}),
     }
-    from playwright.sync_api import sync_playwright
-
     try:
         with e2e.stack(env, tmp) as live, sync_playwright() as playwright:
             big, small = live.auth.create_tenant(), live.auth.create_tenant()
@@ -311,6 +346,8 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nend: {load_average()}")
+    for stuck in STUCK:
+        print(f"stuck load (tried again): {stuck}")
     if problems:
         print(f"problems in the pages: {problems}", file=sys.stderr)
         return 1
