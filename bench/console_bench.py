@@ -160,11 +160,16 @@ def open_console(browser: Any, base: str, tenant: Tenant) -> Console:
     return console
 
 
-def follow_refresh(page: Any) -> list[str]:
+def follow(page: Any) -> list[str]:
+    """What went wrong in the page's requests, and what became of its refresh call:
+    told for a load that stalls."""
     seen: list[str] = []
-    page.on("request", lambda r: "/browser/refresh" in r.url and seen.append("sent"))
-    page.on("response", lambda r: "/browser/refresh" in r.url and seen.append(f"answered {r.status}"))
-    page.on("requestfailed", lambda r: "/browser/refresh" in r.url and seen.append(f"failed {r.failure}"))
+    name = lambda r: r.url.rsplit("/", 1)[-1][:40]  # noqa: E731
+    page.on("request", lambda r: "/browser/refresh" in r.url and seen.append("refresh sent"))
+    page.on(
+        "response", lambda r: ("/browser/refresh" in r.url or r.status >= 400) and seen.append(f"{name(r)} {r.status}")
+    )
+    page.on("requestfailed", lambda r: seen.append(f"{name(r)} failed {r.failure}"))
     return seen
 
 
@@ -178,15 +183,14 @@ def timed_load(console: Console, name: str) -> dict[str, Any]:
         console.page.close()
         console.page = page = context.new_page()
         watch(console, page)
-        refresh = follow_refresh(page)  # what became of the page's own refresh call, if it stalls
+        requests = follow(page)
         page.goto(console.url(PAGES[name]), wait_until="commit")
         try:
             page.wait_for_function("n => performance.getEntriesByName(n).length > 0", arg=mark, timeout=STUCK_MS)
         except PlaywrightTimeout:
             shown = " ".join(page.inner_text("body").split())[:120]
-            seen = list(refresh)
             STUCK.append(
-                f"{name}: {shown!r} after {STUCK_MS} ms; its refresh call: {seen or 'never sent'}; "
+                f"{name}: {shown!r} after {STUCK_MS} ms; its requests: {list(requests) or 'no refresh sent'}; "
                 f"a fetch from the page then: {page.evaluate(PROBE)}"
             )
             continue
