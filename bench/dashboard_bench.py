@@ -31,6 +31,7 @@ from sqlalchemy import create_engine, pool, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tahoe_auth.app import App
 from tahoe_auth.v1 import dashboard_pb2, dashboard_pb2_grpc, usage_pb2
 from tests import support
 from tests.conftest import APP_ROLE
@@ -40,7 +41,8 @@ REDIS_URL = os.environ.get("TAHOE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 LOAD_EVENTS = """
 INSERT INTO usage_events (tenant_id, metric, quantity, occurred_at, dimensions, recorded_at, rolled_up)
-SELECT CASE WHEN i % 2 = 0 THEN :big ELSE ((:others)::varchar[])[1 + (i / 2) % :n_others] END,
+SELECT CASE WHEN :n_others = 0 OR i % 2 = 0 THEN :big
+            ELSE ((:others)::varchar[])[1 + (i / 2) % greatest(:n_others, 1)] END,
        'api.requests', 1,
        now() - make_interval(secs => (i % 604800)),
        json_build_object(
@@ -62,6 +64,51 @@ SELECT :big, date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - ma
 FROM generate_series(0, 29) AS d, generate_series(1, 500) AS u
 WHERE (d + u) % 3 <> 0
 """
+
+
+def load_events(pg_url: str, big: str, others: list[str], events: int, *, logins: bool = False) -> float:
+    """`events` raw usage events, half of them for tenant `big` and the rest spread over
+    `others` (all for `big` when `others` is empty), as the superuser in one statement;
+    with `logins`, 30 days of hourly login rollups and daily active users for `big`.
+    Then ANALYZE. Returns the seconds it took."""
+    admin = create_engine(pg_url, poolclass=pool.NullPool)
+    started = time.perf_counter()
+    with admin.begin() as conn:
+        params = {"big": big, "others": others, "n_others": len(others)}
+        conn.execute(text(LOAD_EVENTS), params | {"events": events})
+        if logins:
+            conn.execute(text(LOAD_LOGINS), {"big": big})
+            conn.execute(text(LOAD_ACTIVE), {"big": big})
+    with admin.connect() as conn:
+        conn.execute(text("ANALYZE"))
+    admin.dispose()
+    return time.perf_counter() - started
+
+
+def roll_up(app: App, pg_url: str) -> tuple[int, float, float]:
+    """Runs the usage rollup job to completion, then VACUUM ANALYZE: (events rolled up,
+    rollup seconds, vacuum seconds)."""
+    started = time.perf_counter()
+    rolled = app.usage_pipeline.run_once()
+    rollup = time.perf_counter() - started
+    started = time.perf_counter()
+    # The steady state: autovacuum keeps up with a rollup running every 2 s, but a
+    # million rows marked rolled up at once leave as many dead entries in the
+    # partial index of unrolled events, which the exact totals (rolled up + not yet)
+    # walk until vacuum removes them (~0.7 s per overview here before it).
+    admin = create_engine(pg_url, poolclass=pool.NullPool)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
+    admin.dispose()
+    return rolled, rollup, time.perf_counter() - started
+
+
+def dimension_rows(pg_url: str) -> int:
+    admin = create_engine(pg_url, poolclass=pool.NullPool)
+    with admin.connect() as conn:
+        count: int = conn.execute(text("SELECT count(*) FROM usage_dimension_rollups")).scalar_one()
+    admin.dispose()
+    return count
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -108,34 +155,12 @@ def main() -> int:
     with support.running_server(env) as server:
         tenants = [server.create_tenant() for _ in range(args.tenants)]
         big = tenants[0]
-        admin = create_engine(PG_URL, poolclass=pool.NullPool)
-        started = time.perf_counter()
-        with admin.begin() as conn:
-            params = {"big": big.id, "others": [t.id for t in tenants[1:]], "n_others": len(tenants) - 1}
-            conn.execute(text(LOAD_EVENTS), params | {"events": args.events})
-            conn.execute(text(LOAD_LOGINS), {"big": big.id})
-            conn.execute(text(LOAD_ACTIVE), {"big": big.id})
-        with admin.connect() as conn:
-            conn.execute(text("ANALYZE"))
-        loaded = time.perf_counter() - started
-        started = time.perf_counter()
-        rolled = server.app.usage_pipeline.run_once()
-        rollup = time.perf_counter() - started
-        started = time.perf_counter()
-        # The steady state: autovacuum keeps up with a rollup running every 2 s, but a
-        # million rows marked rolled up at once leave as many dead entries in the
-        # partial index of unrolled events, which the exact totals (rolled up + not yet)
-        # walk until vacuum removes them (~0.7 s per overview here before it).
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("VACUUM ANALYZE"))
-        vacuum = time.perf_counter() - started
-        with admin.connect() as conn:
-            dimension_rows = conn.execute(text("SELECT count(*) FROM usage_dimension_rollups")).scalar_one()
-        admin.dispose()
+        loaded = load_events(PG_URL, big.id, [t.id for t in tenants[1:]], args.events, logins=True)
+        rolled, rollup, vacuum = roll_up(server.app, PG_URL)
         print(
             f"loaded {args.events:,} raw events in {loaded:.1f} s; rollup of {rolled:,} in {rollup:.1f} s "
             f"({rolled / rollup:,.0f} events/s); VACUUM ANALYZE {vacuum:.1f} s; "
-            f"usage_dimension_rollups rows: {dimension_rows:,}"
+            f"usage_dimension_rollups rows: {dimension_rows(PG_URL):,}"
         )
 
         stub = dashboard_pb2_grpc.DashboardServiceStub(server.channel)

@@ -17,6 +17,7 @@ SCRIPTS = {
     "revocation_faults_bench.py": True,
     "rolling_restart_bench.py": False,
     "json_api_bench.py": True,
+    "console_bench.py": False,
 }
 
 
