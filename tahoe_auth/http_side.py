@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,15 @@ class _Server(ThreadingHTTPServer):
     # the connection attempts, and Envoy (0.25 s connect timeout) answers 503, so the
     # browser's module graph fails to load.
     request_queue_size = 128
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A peer that goes away mid-request (Envoy closing a kept-alive connection, a
+        # probe timing out) is routine: not a traceback on stderr, as socketserver prints.
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            log.debug("side port: %s from %s", error, client_address)
+        else:
+            log.exception("side port: a request from %s failed", client_address)
 
 
 class SideServer:

@@ -189,6 +189,7 @@ def requirements(config: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
             assert per_filter == {EXT_AUTHZ: {"@type": EXT_AUTHZ_PER_ROUTE, "disabled": True}}
             if "route" in route:
                 assert route["route"]["cluster"] == "tahoe_console"
+                assert "connect-failure" in route["route"]["retry_policy"]["retry_on"]
                 assert route["request_headers_to_remove"] == ["authorization", "cookie"]
             else:
                 assert route["redirect"] == {"path_redirect": "/console/"}

@@ -101,4 +101,5 @@ const root = document.getElementById("app");
 // The static "Loading" line is not Preact's: a first render that is not that same <p>
 // (the public accept page) would leave it standing under the page.
 root.replaceChildren();
+root.dataset.started = "true"; // js/watchdog.js: the module graph loaded
 render(html`<${App} />`, root);

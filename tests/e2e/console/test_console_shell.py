@@ -142,3 +142,14 @@ def test_the_side_port_takes_a_page_loads_burst_of_connections(live: e2e.Stack) 
         for thread in threads:
             thread.join()
     assert [a for a in answers if not a.startswith("HTTP/1.1 200")] == []
+
+
+def test_a_file_that_fails_to_load_is_said_and_a_reload_offered(console: Console, tenant: Tenant) -> None:
+    page = console.page
+    page.route("**/console/js/chart.js", lambda route: route.abort("connectionreset"))
+    console.open()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("The console did not load", timeout=30_000)
+    page.unroute("**/console/js/chart.js")
+    page.get_by_role("button", name="reload the page").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to Tahoe Auth")
