@@ -38,8 +38,8 @@ export function OverviewPage() {
   const days = logins.days || [];
   return html`<${Page} title="Overview" actions=${actions}>
     <p class="lead">
-      Plan <strong>${overview.plan || "none"}</strong> · status <${Badge} value=${overview.status} />
-      · period <strong>${overview.period}</strong>
+      Plan <strong>${overview.plan || "none"}</strong> · status <${Badge} value=${overview.status} /> · period${" "}
+      <strong>${overview.period}</strong>
     </p>
     <dl class="stats">
       <${Stat} label="Users" value=${totalUsers} />
