@@ -177,6 +177,16 @@ export function Dialog({ title, open, onClose, children }) {
   </dialog>`;
 }
 
+/** A dialog form's submit and Cancel buttons; the submit one says when it is busy. */
+export function FormButtons({ label, busyLabel, pending, onCancel, danger = false }) {
+  return html`<div class="actions">
+    <button type="submit" class=${danger ? "danger" : "primary"} disabled=${pending}>
+      ${pending ? busyLabel : label}
+    </button>
+    <button type="button" onClick=${onCancel}>Cancel</button>
+  </div>`;
+}
+
 /** Asks before something that cannot be undone: resolves on the confirm button. */
 export function ConfirmButton({ label, question, confirmLabel = label, onConfirm, danger = true, disabled }) {
   const [open, setOpen] = useState(false);

@@ -9,6 +9,7 @@ import {
   Dialog,
   ErrorNote,
   Field,
+  FormButtons,
   Loading,
   Page,
   Pager,
@@ -75,12 +76,8 @@ function CreateKeyForm({ onCreated, onCancel }) {
     <${Field} label="Expires (optional)" name="expires" type="datetime-local"
       hint="Leave empty for a key that does not expire." />
     ${problem ? html`<p class="note error" role="alert">${problem}</p>` : null}
-    <div class="actions">
-      <button type="submit" class="primary" disabled=${create.pending}>
-        ${create.pending ? "Creating…" : "Create key"}
-      </button>
-      <button type="button" onClick=${onCancel}>Cancel</button>
-    </div>
+    <${FormButtons} label="Create key" busyLabel="Creating…" pending=${create.pending}
+      onCancel=${onCancel} />
   </form>`;
 }
 
@@ -108,12 +105,8 @@ function RotateKeyForm({ apiKey, onRotated, onCancel }) {
       units=${["seconds", "minutes", "hours", "days"]}
       hint="At most 7 days; 0 stops the old secret at once." />
     ${problem ? html`<p class="note error" role="alert">${problem}</p>` : null}
-    <div class="actions">
-      <button type="submit" class="primary" disabled=${rotate.pending}>
-        ${rotate.pending ? "Rotating…" : "Rotate key"}
-      </button>
-      <button type="button" onClick=${onCancel}>Cancel</button>
-    </div>
+    <${FormButtons} label="Rotate key" busyLabel="Rotating…" pending=${rotate.pending}
+      onCancel=${onCancel} />
   </form>`;
 }
 

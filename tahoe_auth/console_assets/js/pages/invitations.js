@@ -11,6 +11,7 @@ import {
   Dialog,
   ErrorNote,
   Field,
+  FormButtons,
   Loading,
   Notice,
   Page,
@@ -104,12 +105,8 @@ export function InviteDialog({ open, onClose, roles, onInvited }) {
           <${Field} label="Valid for" name="ttl" as="select">
             ${VALIDITY.map(([value, label]) => html`<option value=${value} selected=${value === "259200s"}>${label}</option>`)}
           <//>
-          <div class="actions">
-            <button type="submit" class="primary" disabled=${invite.pending}>
-              ${invite.pending ? "Inviting…" : "Create invitation"}
-            </button>
-            <button type="button" onClick=${close}>Cancel</button>
-          </div>
+          <${FormButtons} label="Create invitation" busyLabel="Inviting…" pending=${invite.pending}
+            onCancel=${close} />
         </form>`}
   <//>`;
 }

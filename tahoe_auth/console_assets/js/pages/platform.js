@@ -10,6 +10,7 @@ import {
   Dialog,
   ErrorNote,
   Field,
+  FormButtons,
   Loading,
   Notice,
   Page,
@@ -146,10 +147,7 @@ function CreateTenant({ plans, onCreated }) {
         <//>
         <${Field} label="Owner email" name="ownerEmail" type="email" autocomplete="off"
           hint="Optional: this address is invited as the tenant's first owner and sets its own password." />
-        <div class="actions">
-          <button type="submit" class="primary" disabled=${create.pending}>${create.pending ? "Creating…" : "Create"}</button>
-          <button type="button" onClick=${() => setOpen(false)}>Cancel</button>
-        </div>
+        <${FormButtons} label="Create" busyLabel="Creating…" pending=${create.pending} onCancel=${() => setOpen(false)} />
       </form>
     <//>
   </div>`;

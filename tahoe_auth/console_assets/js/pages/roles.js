@@ -8,6 +8,7 @@ import {
   Dialog,
   ErrorNote,
   Field,
+  FormButtons,
   Loading,
   Notice,
   Page,
@@ -134,12 +135,8 @@ function RoleDialog({ role, open, onClose, onSaved }) {
           <h3>Permissions</h3>
           <p class="hint">You can only grant permissions you hold yourself.</p>
           <${PermissionPicker} initial=${role?.permissions || []} />
-          <div class="actions">
-            <button type="submit" class="primary" disabled=${save.pending}>
-              ${save.pending ? "Saving…" : editing ? "Save role" : "Create role"}
-            </button>
-            <button type="button" onClick=${close}>Cancel</button>
-          </div>
+          <${FormButtons} label=${editing ? "Save role" : "Create role"} busyLabel="Saving…" pending=${save.pending}
+            onCancel=${close} />
         </form>`
       : null}
   <//>`;

@@ -10,6 +10,7 @@ import {
   Dialog,
   ErrorNote,
   Field,
+  FormButtons,
   Loading,
   Page,
   Pager,
@@ -64,12 +65,8 @@ function AccountForm({ account, onSaved, onCancel }) {
     <${PermissionPicker} legend="Permissions of its tokens" roles=${roles.data} rolesError=${roles.error}
       selected=${permissions} onChange=${setPermissions} />
     <p class="hint">Tokens issued from now on carry the new permissions; tokens already issued keep theirs until they expire.</p>
-    <div class="actions">
-      <button type="submit" class="primary" disabled=${save.pending}>
-        ${save.pending ? "Saving…" : account ? "Save changes" : "Create service account"}
-      </button>
-      <button type="button" onClick=${onCancel}>Cancel</button>
-    </div>
+    <${FormButtons} label=${account ? "Save changes" : "Create service account"} busyLabel="Saving…"
+      pending=${save.pending} onCancel=${onCancel} />
   </form>`;
 }
 
@@ -93,12 +90,8 @@ function RotateSecretForm({ account, onRotated, onCancel }) {
     <${DurationField} label="The old secret keeps working for" name="grace" amount="0" unit="minutes"
       units=${["seconds", "minutes", "hours", "days"]} hint="At most 7 days; 0 stops the old secret at once." />
     ${problem ? html`<p class="note error" role="alert">${problem}</p>` : null}
-    <div class="actions">
-      <button type="submit" class="primary" disabled=${rotate.pending}>
-        ${rotate.pending ? "Rotating…" : "Rotate secret"}
-      </button>
-      <button type="button" onClick=${onCancel}>Cancel</button>
-    </div>
+    <${FormButtons} label="Rotate secret" busyLabel="Rotating…" pending=${rotate.pending}
+      onCancel=${onCancel} />
   </form>`;
 }
 

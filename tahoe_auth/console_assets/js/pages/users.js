@@ -10,6 +10,7 @@ import {
   Dialog,
   ErrorNote,
   Field,
+  FormButtons,
   Loading,
   Notice,
   Page,
@@ -74,12 +75,8 @@ function CreateUserDialog({ open, onClose, roles, onCreated }) {
           )}
         </div>
       </fieldset>
-      <div class="actions">
-        <button type="submit" class="primary" disabled=${create.pending}>
-          ${create.pending ? "Creating…" : "Create user"}
-        </button>
-        <button type="button" onClick=${close}>Cancel</button>
-      </div>
+      <${FormButtons} label="Create user" busyLabel="Creating…" pending=${create.pending}
+        onCancel=${close} />
     </form>
   <//>`;
 }
@@ -172,12 +169,8 @@ function ResetPasswordDialog({ user, onClose }) {
             ? html`<${Field} label="New password" name="newPassword" type="password" required minlength="8"
                 autocomplete="new-password" hint="At least 8 characters." />`
             : null}
-          <div class="actions">
-            <button type="submit" class="danger" disabled=${reset.pending}>
-              ${reset.pending ? "Resetting…" : "Reset password"}
-            </button>
-            <button type="button" onClick=${close}>Cancel</button>
-          </div>
+          <${FormButtons} label="Reset password" busyLabel="Resetting…" pending=${reset.pending} danger
+            onCancel=${close} />
         </form>`}
   <//>`;
 }

@@ -11,6 +11,7 @@ import {
   Dialog,
   ErrorNote,
   Field,
+  FormButtons,
   Loading,
   Page,
   Pager,
@@ -21,7 +22,14 @@ import {
   useAction,
   useLoad,
 } from "../ui.js";
-import { DurationField, IssuedSecret, durationJson, durationOf, humanDuration, usePages } from "./keys-common.js";
+import {
+  DurationField,
+  IssuedSecret,
+  durationJson,
+  durationOf,
+  humanDuration,
+  usePages,
+} from "./keys-common.js";
 
 const MAX_TTL = 7 * 86400;
 const POLL_MS = 3000;
@@ -78,12 +86,8 @@ function EndpointForm({ endpoint, onSaved, onCancel }) {
       <${Field} label="Other event types or prefixes" name="otherTypes" defaultValue=${others.join(" ")}
         placeholder="user.*" hint="Separated by spaces or commas; a prefix such as user.* covers every user event." />
     </fieldset>
-    <div class="actions">
-      <button type="submit" class="primary" disabled=${save.pending}>
-        ${save.pending ? "Saving…" : endpoint ? "Save changes" : "Add endpoint"}
-      </button>
-      <button type="button" onClick=${onCancel}>Cancel</button>
-    </div>
+    <${FormButtons} label=${endpoint ? "Save changes" : "Add endpoint"} busyLabel="Saving…" pending=${save.pending}
+      onCancel=${onCancel} />
   </form>`;
 }
 
@@ -110,12 +114,8 @@ function RotateSecretForm({ endpoint, onRotated, onCancel }) {
     <${DurationField} label="The previous secret keeps signing for" name="ttl" amount="24" unit="hours"
       units=${["seconds", "minutes", "hours", "days"]} hint="At most 7 days; 0 stops it at once." />
     ${problem ? html`<p class="note error" role="alert">${problem}</p>` : null}
-    <div class="actions">
-      <button type="submit" class="primary" disabled=${rotate.pending}>
-        ${rotate.pending ? "Rotating…" : "Rotate secret"}
-      </button>
-      <button type="button" onClick=${onCancel}>Cancel</button>
-    </div>
+    <${FormButtons} label="Rotate secret" busyLabel="Rotating…" pending=${rotate.pending}
+      onCancel=${onCancel} />
   </form>`;
 }
 
