@@ -7,6 +7,7 @@ export {
   useContext,
   createContext,
   useEffect,
+  useLayoutEffect,
   useMemo,
   useRef,
   useState,

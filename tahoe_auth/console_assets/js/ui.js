@@ -2,7 +2,7 @@
 // notes in plain words, tables, form fields, dialogs, copy buttons, and hooks for
 // loading data and running actions. Native elements first (<dialog>, <button>,
 // <label>), so the keyboard and screen readers work without extra code.
-import { html, useCallback, useEffect, useRef, useState } from "./html.js";
+import { html, useCallback, useEffect, useLayoutEffect, useRef, useState } from "./html.js";
 import { saveBlob } from "./api.js";
 import { plainWords } from "./errors.js";
 
@@ -149,7 +149,10 @@ export function formValues(form) {
 export function Dialog({ title, open, onClose, children }) {
   const ref = useRef(null);
   const opener = useRef(null);
-  useEffect(() => {
+  // Opened and closed as the DOM is committed, before the page's effects run: a page
+  // that moves focus as the dialog closes (to a secret just issued) keeps it there,
+  // rather than the browser putting it back on the opener afterwards.
+  useLayoutEffect(() => {
     const dialog = ref.current;
     if (!dialog) return undefined;
     if (open && !dialog.open) {
@@ -161,7 +164,9 @@ export function Dialog({ title, open, onClose, children }) {
     return undefined;
   }, [open]);
   const closed = () => {
-    opener.current?.focus?.();
+    // The browser returns focus to the opener itself; only if it did not (focus fell
+    // to the body) is it done here, so focus placed elsewhere on purpose stays.
+    if (document.activeElement === document.body) opener.current?.focus?.();
     onClose?.();
   };
   return html`<dialog ref=${ref} onClose=${closed} aria-labelledby="dialog-title">

@@ -214,6 +214,8 @@ def test_the_keyboard_alone_creates_a_key(console: Console, live: e2e.Stack, ten
     tab_to(console, "e.textContent.trim() === 'Create key'")
     page.keyboard.press("Enter")
     assert shown_secret(console).startswith("tahoe_sk_")
+    # Focus goes to the new secret's panel, where a keyboard user reads and copies it.
+    expect(page.get_by_role("heading", name="API key “typed-key” created")).to_be_focused()
     (key,) = api(live, tenant, "GET", "/apiKeys")["apiKeys"]
     assert key["name"] == "typed-key" and key["scopes"] == ["transcription:read"]
     # Escape closes a dialog, and focus goes back to what opened it.
