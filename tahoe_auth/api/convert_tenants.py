@@ -10,6 +10,7 @@ from typing import Any
 from google.protobuf import duration_pb2, field_mask_pb2, json_format
 
 from tahoe_auth.api.convert import SUBJECT_TYPES, timestamp
+from tahoe_auth.domain import security_policy
 from tahoe_auth.domain.errors import InvalidArgument
 from tahoe_auth.services.invitations import state_of
 from tahoe_auth.services.roles import RoleView
@@ -70,11 +71,46 @@ def plain(value: Any) -> Any:
     return value
 
 
-def settings_to_dict(settings: tenant_pb2.TenantSettings) -> dict[str, Any]:
+MFA_REQUIREMENTS = {
+    tenant_pb2.MFA_REQUIREMENT_UNSPECIFIED: security_policy.OPTIONAL,
+    tenant_pb2.MFA_REQUIREMENT_OPTIONAL: security_policy.OPTIONAL,
+    tenant_pb2.MFA_REQUIREMENT_ALL_USERS: security_policy.ALL_USERS,
+    tenant_pb2.MFA_REQUIREMENT_ADMINS: security_policy.ADMINS,
+}
+MFA_REQUIREMENT_ENUMS = {
+    security_policy.OPTIONAL: tenant_pb2.MFA_REQUIREMENT_OPTIONAL,
+    security_policy.ALL_USERS: tenant_pb2.MFA_REQUIREMENT_ALL_USERS,
+    security_policy.ADMINS: tenant_pb2.MFA_REQUIREMENT_ADMINS,
+}
+
+
+def security_to_dict(policy: tenant_pb2.SecurityPolicy) -> dict[str, Any]:
+    if policy.mfa_requirement not in MFA_REQUIREMENTS:
+        raise InvalidArgument("tenant.settings.security.mfa_requirement", "unknown MFA requirement")
     return {
+        "mfa_requirement": MFA_REQUIREMENTS[policy.mfa_requirement],
+        "step_up_minutes": policy.step_up_minutes,
+        "password_min_length": policy.password_min_length,
+    }
+
+
+def security(stored: Any) -> tenant_pb2.SecurityPolicy:
+    policy = security_policy.of_tenant_settings(stored)
+    return tenant_pb2.SecurityPolicy(
+        mfa_requirement=MFA_REQUIREMENT_ENUMS[policy.mfa_requirement],
+        step_up_minutes=policy.step_up_minutes,
+        password_min_length=policy.password_min_length,
+    )
+
+
+def settings_to_dict(settings: tenant_pb2.TenantSettings) -> dict[str, Any]:
+    values = {
         "rate_limits": plain(json_format.MessageToDict(settings.rate_limits)),
         "quotas": plain(json_format.MessageToDict(settings.quotas)),
     }
+    if settings.HasField("security"):
+        values["security"] = security_to_dict(settings.security)
+    return values
 
 
 def tenant_changes(tenant: tenant_pb2.Tenant, mask: field_mask_pb2.FieldMask) -> dict[str, Any]:
@@ -86,6 +122,7 @@ def tenant_changes(tenant: tenant_pb2.Tenant, mask: field_mask_pb2.FieldMask) ->
     }
     values["settings.rate_limits"] = values["settings"]["rate_limits"]
     values["settings.quotas"] = values["settings"]["quotas"]
+    values["settings.security"] = security_to_dict(tenant.settings.security)
     unknown = [p for p in mask.paths if p not in values]
     if unknown:
         raise InvalidArgument("update_mask", f"cannot update {', '.join(unknown)}")
@@ -97,6 +134,7 @@ def tenant(row: Any) -> tenant_pb2.Tenant:
     settings = tenant_pb2.TenantSettings()
     settings.rate_limits.update(stored.get("rate_limits") or {})
     settings.quotas.update(stored.get("quotas") or {})
+    settings.security.CopyFrom(security(stored))
     return tenant_pb2.Tenant(
         id=row.id,
         slug=row.slug,

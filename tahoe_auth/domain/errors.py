@@ -87,8 +87,47 @@ class ClientCredentialsInvalid(Unauthenticated):
         super().__init__("invalid client id or client secret")
 
 
+class MfaCodeInvalid(Unauthenticated):
+    """Every failed second step: wrong, replayed or late code, used recovery code,
+    refused passkey assertion, unknown or spent challenge. One answer for all of them."""
+
+    reason = "MFA_CODE_INVALID"
+
+    def __init__(self) -> None:
+        super().__init__("the code or passkey was not accepted, or the challenge has expired")
+
+
 class PermissionDenied(TahoeError):
     reason = "PERMISSION_DENIED"
+
+
+class MfaRequired(PermissionDenied):
+    reason = "MFA_REQUIRED"
+
+    def __init__(self, max_age_seconds: int) -> None:
+        super().__init__(
+            "this method needs a session verified with a second factor recently:"
+            " create a step-up challenge (MfaService.CreateStepUpChallenge) and answer it",
+            max_age_seconds=str(max_age_seconds),
+        )
+
+
+class MfaEnrollmentRequired(PermissionDenied):
+    reason = "MFA_ENROLLMENT_REQUIRED"
+
+    def __init__(self) -> None:
+        super().__init__("this token can only enroll a second factor (MfaService); then answer the login challenge")
+
+
+class PasswordRejected(InvalidArgument):
+    """The password breaks a rule of the password policy; `rule` names it."""
+
+    reason = "PASSWORD_REJECTED"
+
+    def __init__(self, field: str, rule: str, message: str) -> None:
+        super().__init__(field, message)
+        self.metadata["rule"] = rule
+        self.rule = rule
 
 
 class CsrfHeaderMissing(PermissionDenied):

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tahoe_auth.domain import audit, events, passwords
+from tahoe_auth.domain import audit, events, passwords, security_policy
 from tahoe_auth.domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from tahoe_auth.domain.fields import check_display_name, check_email, check_slug
 from tahoe_auth.domain.permissions import OWNER
@@ -28,8 +28,10 @@ ACTIVE, SUSPENDED = "active", "suspended"
 DEFAULT_PLAN = "free"
 # Fields a tenant's own administrators may change; the rest (slug, plan, limits)
 # belong to the platform.
-TENANT_EDITABLE = frozenset({"display_name"})
-UPDATABLE = frozenset({"display_name", "slug", "plan", "settings", "settings.rate_limits", "settings.quotas"})
+TENANT_EDITABLE = frozenset({"display_name", "settings.security"})
+UPDATABLE = frozenset(
+    {"display_name", "slug", "plan", "settings", "settings.rate_limits", "settings.quotas", "settings.security"}
+)
 
 
 def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -39,7 +41,10 @@ def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     quotas = dict(settings.get("quotas") or {})
     parse_limits(rate_limits, field="settings.rate_limits")
     parse_quotas({m: q for m, q in quotas.items() if q is not None}, "settings.quotas")
-    checked = {key: value for key, value in settings.items() if key not in ("rate_limits", "quotas")}
+    security = security_policy.parse_security(settings.get("security"))
+    checked = {key: value for key, value in settings.items() if key not in ("rate_limits", "quotas", "security")}
+    if security != security_policy.DEFAULT_POLICY:
+        checked["security"] = security.to_settings()
     if rate_limits:
         checked["rate_limits"] = rate_limits
     if quotas:
@@ -157,7 +162,7 @@ class TenantAdmin:
         settings = dict(tenant.settings or {})
         if "settings" in changes:
             settings = dict(changes["settings"])
-        for part in ("rate_limits", "quotas"):
+        for part in ("rate_limits", "quotas", "security"):
             if f"settings.{part}" in changes:
                 settings[part] = changes[f"settings.{part}"]
         tenant.settings = check_settings(settings)

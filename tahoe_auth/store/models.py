@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -153,6 +154,75 @@ class Session(TenantScoped, Base):
     expires_at: Mapped[dt.datetime]
     revoked_at: Mapped[dt.datetime | None]
     revoke_reason: Mapped[str] = mapped_column(String(63), default="")
+    client_address: Mapped[str] = mapped_column(String(255), default="")
+    user_agent: Mapped[str] = mapped_column(String(512), default="")
+    # How the user signed in (space-separated RFC 8176 `amr` values) and when the
+    # session last passed a second factor (login or step-up).
+    amr: Mapped[str] = mapped_column(String(64), default="pwd", server_default="pwd")
+    mfa_verified_at: Mapped[dt.datetime | None]
+
+
+class MfaFactor(TenantScoped, Base):
+    """A user's second factor: an authenticator app (`totp`) or a passkey (`passkey`).
+    Unconfirmed rows (`confirmed_at` None) are enrollments in progress. The TOTP secret
+    is sealed under the master key; `last_step` refuses a code's replay."""
+
+    __tablename__ = "mfa_factors"
+    __table_args__ = (Index("ix_mfa_factors_user", "tenant_id", "user_id"),)
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    confirmed_at: Mapped[dt.datetime | None]
+    last_used_at: Mapped[dt.datetime | None]
+    secret_sealed: Mapped[str] = mapped_column(Text, default="")
+    last_step: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Passkeys: the credential id (base64url, unique across tenants, as authenticators
+    # make it), its COSE public key, the signature counter and what the browser said.
+    credential_id: Mapped[str | None] = mapped_column(String(1400), unique=True)
+    public_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    transports: Mapped[list[str]] = mapped_column(JSON, default=list)
+    aaguid: Mapped[str] = mapped_column(String(36), default="")
+
+
+class RecoveryCode(TenantScoped, Base):
+    """Single-use recovery codes; only an HMAC of each (keyed from the master key)."""
+
+    __tablename__ = "mfa_recovery_codes"
+    __table_args__ = (Index("ix_mfa_recovery_codes_user", "tenant_id", "user_id"),)
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[dt.datetime | None]
+
+
+class MfaChallenge(TenantScoped, Base):
+    """A pending second step: a login waiting for its factor (`login`), a passwordless
+    sign-in (`passkey_sign_in`, user unknown until the assertion), a step-up of a
+    session (`step_up`) or a passkey registration (`passkey_registration`). Only the
+    SHA-256 of its token is stored."""
+
+    __tablename__ = "mfa_challenges"
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str | None] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"))
+    session_id: Mapped[str | None] = mapped_column(Id, ForeignKey("sessions.id", ondelete="CASCADE"))
+    # The WebAuthn challenge (base64url) when a passkey may answer.
+    webauthn_challenge: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Set when enrolling a first factor answered the challenge (enrollment at login).
+    satisfied_at: Mapped[dt.datetime | None]
+    satisfied_amr: Mapped[str] = mapped_column(String(32), default="")
+    consumed_at: Mapped[dt.datetime | None]
     client_address: Mapped[str] = mapped_column(String(255), default="")
     user_agent: Mapped[str] = mapped_column(String(512), default="")
 

@@ -27,10 +27,11 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from tahoe_auth.v1 import mfa_pb2 as tahoe__auth_dot_v1_dot_mfa__pb2
 from tahoe_auth.v1 import principal_pb2 as tahoe__auth_dot_v1_dot_principal__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tahoe_auth/v1/auth.proto\x12\rtahoe_auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dtahoe_auth/v1/principal.proto\"\xb2\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\"?\n\x0cLoginRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\"]\n\rLoginResponse\x12(\n\x06tokens\x18\x01 \x01(\x0b\x32\x18.tahoe_auth.v1.TokenPair\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\";\n\x0fRefreshResponse\x12(\n\x06tokens\x18\x01 \x01(\x0b\x32\x18.tahoe_auth.v1.TokenPair\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"6\n\x10LogoutAllRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"*\n\x11LogoutAllResponse\x12\x15\n\rrevoked_count\x18\x01 \x01(\x05\"\x8c\x03\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_active_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10idle_expire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrevoke_reason\x18\t \x01(\t\x12\x16\n\x0e\x63lient_address\x18\n \x01(\t\x12\x12\n\nuser_agent\x18\x0b \x01(\t\x12\x0f\n\x07\x63urrent\x18\x0c \x01(\x08\"t\n\x13ListSessionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\nshow_ended\x18\x05 \x01(\x08\"Y\n\x14ListSessionsResponse\x12(\n\x08sessions\x18\x01 \x03(\x0b\x32\x16.tahoe_auth.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x14RevokeSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"@\n\x15RevokeSessionResponse\x12\'\n\x07session\x18\x01 \x01(\x0b\x32\x16.tahoe_auth.v1.Session\"%\n\x14ValidateTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"D\n\x15ValidateTokenResponse\x12+\n\tprincipal\x18\x01 \x01(\x0b\x32\x18.tahoe_auth.v1.Principal\"\xb3\x03\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0e\n\x06prefix\x18\x05 \x01(\t\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_used_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brotate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\x1bprevious_secret_expire_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\r \x01(\t\"\x88\x01\n\x13\x43reateApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x14\x43reateApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.tahoe_auth.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"9\n\x10GetApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\";\n\x11GetApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.tahoe_auth.v1.ApiKey\"s\n\x12ListApiKeysRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\nshow_ended\x18\x05 \x01(\x08\"W\n\x13ListApiKeysResponse\x12\'\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x15.tahoe_auth.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x13RevokeApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\">\n\x14RevokeApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.tahoe_auth.v1.ApiKey\"m\n\x13RotateApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\x12/\n\x0cgrace_period\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"N\n\x14RotateApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.tahoe_auth.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"D\n\x18IssueServiceTokenRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rclient_secret\x18\x02 \x01(\t\"\x8a\x01\n\x19IssueServiceTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x8f\r\n\x0b\x41uthService\x12]\n\x05Login\x12\x1b.tahoe_auth.v1.LoginRequest\x1a\x1c.tahoe_auth.v1.LoginResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/auth/v1/login:\x01*\x12\x65\n\x07Refresh\x12\x1d.tahoe_auth.v1.RefreshRequest\x1a\x1e.tahoe_auth.v1.RefreshResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/auth/v1/refresh:\x01*\x12\x61\n\x06Logout\x12\x1c.tahoe_auth.v1.LogoutRequest\x1a\x1d.tahoe_auth.v1.LogoutResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/auth/v1/logout:\x01*\x12m\n\tLogoutAll\x12\x1f.tahoe_auth.v1.LogoutAllRequest\x1a .tahoe_auth.v1.LogoutAllResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/auth/v1/logoutAll:\x01*\x12r\n\x0cListSessions\x12\".tahoe_auth.v1.ListSessionsRequest\x1a#.tahoe_auth.v1.ListSessionsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/auth/v1/sessions\x12\x8c\x01\n\rRevokeSession\x12#.tahoe_auth.v1.RevokeSessionRequest\x1a$.tahoe_auth.v1.RevokeSessionResponse\"0\x82\xd3\xe4\x93\x02*\"%/auth/v1/sessions/{session_id}:revoke:\x01*\x12\x7f\n\rValidateToken\x12#.tahoe_auth.v1.ValidateTokenRequest\x1a$.tahoe_auth.v1.ValidateTokenResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/auth/v1/tokens:validate:\x01*\x12\x88\x01\n\x0c\x43reateApiKey\x12\".tahoe_auth.v1.CreateApiKeyRequest\x1a#.tahoe_auth.v1.CreateApiKeyResponse\"/\x82\xd3\xe4\x93\x02)\"$/auth/v1/tenants/{tenant_id}/apiKeys:\x01*\x12\x89\x01\n\tGetApiKey\x12\x1f.tahoe_auth.v1.GetApiKeyRequest\x1a .tahoe_auth.v1.GetApiKeyResponse\"9\x82\xd3\xe4\x93\x02\x33\x12\x31/auth/v1/tenants/{tenant_id}/apiKeys/{api_key_id}\x12\x82\x01\n\x0bListApiKeys\x12!.tahoe_auth.v1.ListApiKeysRequest\x1a\".tahoe_auth.v1.ListApiKeysResponse\",\x82\xd3\xe4\x93\x02&\x12$/auth/v1/tenants/{tenant_id}/apiKeys\x12\x9c\x01\n\x0cRevokeApiKey\x12\".tahoe_auth.v1.RevokeApiKeyRequest\x1a#.tahoe_auth.v1.RevokeApiKeyResponse\"C\x82\xd3\xe4\x93\x02=\"8/auth/v1/tenants/{tenant_id}/apiKeys/{api_key_id}:revoke:\x01*\x12\x9c\x01\n\x0cRotateApiKey\x12\".tahoe_auth.v1.RotateApiKeyRequest\x1a#.tahoe_auth.v1.RotateApiKeyResponse\"C\x82\xd3\xe4\x93\x02=\"8/auth/v1/tenants/{tenant_id}/apiKeys/{api_key_id}:rotate:\x01*\x12\x89\x01\n\x11IssueServiceToken\x12\'.tahoe_auth.v1.IssueServiceTokenRequest\x1a(.tahoe_auth.v1.IssueServiceTokenResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/auth/v1/serviceTokens:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tahoe_auth/v1/auth.proto\x12\rtahoe_auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tahoe_auth/v1/mfa.proto\x1a\x1dtahoe_auth/v1/principal.proto\"\xb2\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\"?\n\x0cLoginRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\"\x91\x01\n\rLoginResponse\x12(\n\x06tokens\x18\x01 \x01(\x0b\x32\x18.tahoe_auth.v1.TokenPair\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x32\n\rmfa_challenge\x18\x04 \x01(\x0b\x32\x1b.tahoe_auth.v1.MfaChallenge\"p\n\x10VerifyMfaRequest\x12\x11\n\tchallenge\x18\x01 \x01(\t\x12\x11\n\ttotp_code\x18\x02 \x01(\t\x12\x15\n\rrecovery_code\x18\x03 \x01(\t\x12\x1f\n\x17passkey_credential_json\x18\x04 \x01(\t\"a\n\x11VerifyMfaResponse\x12(\n\x06tokens\x18\x01 \x01(\x0b\x32\x18.tahoe_auth.v1.TokenPair\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"+\n\x19\x42\x65ginPasskeySignInRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"L\n\x1a\x42\x65ginPasskeySignInResponse\x12.\n\tchallenge\x18\x01 \x01(\x0b\x32\x1b.tahoe_auth.v1.MfaChallenge\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\";\n\x0fRefreshResponse\x12(\n\x06tokens\x18\x01 \x01(\x0b\x32\x18.tahoe_auth.v1.TokenPair\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"6\n\x10LogoutAllRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"*\n\x11LogoutAllResponse\x12\x15\n\rrevoked_count\x18\x01 \x01(\x05\"\x8c\x03\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_active_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10idle_expire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrevoke_reason\x18\t \x01(\t\x12\x16\n\x0e\x63lient_address\x18\n \x01(\t\x12\x12\n\nuser_agent\x18\x0b \x01(\t\x12\x0f\n\x07\x63urrent\x18\x0c \x01(\x08\"t\n\x13ListSessionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\nshow_ended\x18\x05 \x01(\x08\"Y\n\x14ListSessionsResponse\x12(\n\x08sessions\x18\x01 \x03(\x0b\x32\x16.tahoe_auth.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x14RevokeSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"@\n\x15RevokeSessionResponse\x12\'\n\x07session\x18\x01 \x01(\x0b\x32\x16.tahoe_auth.v1.Session\"%\n\x14ValidateTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"D\n\x15ValidateTokenResponse\x12+\n\tprincipal\x18\x01 \x01(\x0b\x32\x18.tahoe_auth.v1.Principal\"\xb3\x03\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0e\n\x06prefix\x18\x05 \x01(\t\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_used_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brotate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\x1bprevious_secret_expire_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\r \x01(\t\"\x88\x01\n\x13\x43reateApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x14\x43reateApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.tahoe_auth.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"9\n\x10GetApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\";\n\x11GetApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.tahoe_auth.v1.ApiKey\"s\n\x12ListApiKeysRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\nshow_ended\x18\x05 \x01(\x08\"W\n\x13ListApiKeysResponse\x12\'\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x15.tahoe_auth.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x13RevokeApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\">\n\x14RevokeApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.tahoe_auth.v1.ApiKey\"m\n\x13RotateApiKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\x12/\n\x0cgrace_period\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"N\n\x14RotateApiKeyResponse\x12&\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x15.tahoe_auth.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"D\n\x18IssueServiceTokenRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rclient_secret\x18\x02 \x01(\t\"\x8a\x01\n\x19IssueServiceTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x95\x0f\n\x0b\x41uthService\x12]\n\x05Login\x12\x1b.tahoe_auth.v1.LoginRequest\x1a\x1c.tahoe_auth.v1.LoginResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/auth/v1/login:\x01*\x12n\n\tVerifyMfa\x12\x1f.tahoe_auth.v1.VerifyMfaRequest\x1a .tahoe_auth.v1.VerifyMfaResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/auth/v1/mfa:verify:\x01*\x12\x93\x01\n\x12\x42\x65ginPasskeySignIn\x12(.tahoe_auth.v1.BeginPasskeySignInRequest\x1a).tahoe_auth.v1.BeginPasskeySignInResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/auth/v1/passkeys:beginSignIn:\x01*\x12\x65\n\x07Refresh\x12\x1d.tahoe_auth.v1.RefreshRequest\x1a\x1e.tahoe_auth.v1.RefreshResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/auth/v1/refresh:\x01*\x12\x61\n\x06Logout\x12\x1c.tahoe_auth.v1.LogoutRequest\x1a\x1d.tahoe_auth.v1.LogoutResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/auth/v1/logout:\x01*\x12m\n\tLogoutAll\x12\x1f.tahoe_auth.v1.LogoutAllRequest\x1a .tahoe_auth.v1.LogoutAllResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/auth/v1/logoutAll:\x01*\x12r\n\x0cListSessions\x12\".tahoe_auth.v1.ListSessionsRequest\x1a#.tahoe_auth.v1.ListSessionsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/auth/v1/sessions\x12\x8c\x01\n\rRevokeSession\x12#.tahoe_auth.v1.RevokeSessionRequest\x1a$.tahoe_auth.v1.RevokeSessionResponse\"0\x82\xd3\xe4\x93\x02*\"%/auth/v1/sessions/{session_id}:revoke:\x01*\x12\x7f\n\rValidateToken\x12#.tahoe_auth.v1.ValidateTokenRequest\x1a$.tahoe_auth.v1.ValidateTokenResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/auth/v1/tokens:validate:\x01*\x12\x88\x01\n\x0c\x43reateApiKey\x12\".tahoe_auth.v1.CreateApiKeyRequest\x1a#.tahoe_auth.v1.CreateApiKeyResponse\"/\x82\xd3\xe4\x93\x02)\"$/auth/v1/tenants/{tenant_id}/apiKeys:\x01*\x12\x89\x01\n\tGetApiKey\x12\x1f.tahoe_auth.v1.GetApiKeyRequest\x1a .tahoe_auth.v1.GetApiKeyResponse\"9\x82\xd3\xe4\x93\x02\x33\x12\x31/auth/v1/tenants/{tenant_id}/apiKeys/{api_key_id}\x12\x82\x01\n\x0bListApiKeys\x12!.tahoe_auth.v1.ListApiKeysRequest\x1a\".tahoe_auth.v1.ListApiKeysResponse\",\x82\xd3\xe4\x93\x02&\x12$/auth/v1/tenants/{tenant_id}/apiKeys\x12\x9c\x01\n\x0cRevokeApiKey\x12\".tahoe_auth.v1.RevokeApiKeyRequest\x1a#.tahoe_auth.v1.RevokeApiKeyResponse\"C\x82\xd3\xe4\x93\x02=\"8/auth/v1/tenants/{tenant_id}/apiKeys/{api_key_id}:revoke:\x01*\x12\x9c\x01\n\x0cRotateApiKey\x12\".tahoe_auth.v1.RotateApiKeyRequest\x1a#.tahoe_auth.v1.RotateApiKeyResponse\"C\x82\xd3\xe4\x93\x02=\"8/auth/v1/tenants/{tenant_id}/apiKeys/{api_key_id}:rotate:\x01*\x12\x89\x01\n\x11IssueServiceToken\x12\'.tahoe_auth.v1.IssueServiceTokenRequest\x1a(.tahoe_auth.v1.IssueServiceTokenResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/auth/v1/serviceTokens:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,6 +40,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['Login']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['Login']._serialized_options = b'\202\323\344\223\002\023\"\016/auth/v1/login:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['VerifyMfa']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['VerifyMfa']._serialized_options = b'\202\323\344\223\002\030\"\023/auth/v1/mfa:verify:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['BeginPasskeySignIn']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['BeginPasskeySignIn']._serialized_options = b'\202\323\344\223\002\"\"\035/auth/v1/passkeys:beginSignIn:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['Refresh']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['Refresh']._serialized_options = b'\202\323\344\223\002\025\"\020/auth/v1/refresh:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['Logout']._loaded_options = None
@@ -63,64 +68,72 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHSERVICE'].methods_by_name['RotateApiKey']._serialized_options = b'\202\323\344\223\002=\"8/auth/v1/tenants/{tenant_id}/apiKeys/{api_key_id}:rotate:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['IssueServiceToken']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['IssueServiceToken']._serialized_options = b'\202\323\344\223\002\033\"\026/auth/v1/serviceTokens:\001*'
-  _globals['_TOKENPAIR']._serialized_start=170
-  _globals['_TOKENPAIR']._serialized_end=348
-  _globals['_LOGINREQUEST']._serialized_start=350
-  _globals['_LOGINREQUEST']._serialized_end=413
-  _globals['_LOGINRESPONSE']._serialized_start=415
-  _globals['_LOGINRESPONSE']._serialized_end=508
-  _globals['_REFRESHREQUEST']._serialized_start=510
-  _globals['_REFRESHREQUEST']._serialized_end=549
-  _globals['_REFRESHRESPONSE']._serialized_start=551
-  _globals['_REFRESHRESPONSE']._serialized_end=610
-  _globals['_LOGOUTREQUEST']._serialized_start=612
-  _globals['_LOGOUTREQUEST']._serialized_end=627
-  _globals['_LOGOUTRESPONSE']._serialized_start=629
-  _globals['_LOGOUTRESPONSE']._serialized_end=645
-  _globals['_LOGOUTALLREQUEST']._serialized_start=647
-  _globals['_LOGOUTALLREQUEST']._serialized_end=701
-  _globals['_LOGOUTALLRESPONSE']._serialized_start=703
-  _globals['_LOGOUTALLRESPONSE']._serialized_end=745
-  _globals['_SESSION']._serialized_start=748
-  _globals['_SESSION']._serialized_end=1144
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1146
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1262
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1264
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1353
-  _globals['_REVOKESESSIONREQUEST']._serialized_start=1355
-  _globals['_REVOKESESSIONREQUEST']._serialized_end=1416
-  _globals['_REVOKESESSIONRESPONSE']._serialized_start=1418
-  _globals['_REVOKESESSIONRESPONSE']._serialized_end=1482
-  _globals['_VALIDATETOKENREQUEST']._serialized_start=1484
-  _globals['_VALIDATETOKENREQUEST']._serialized_end=1521
-  _globals['_VALIDATETOKENRESPONSE']._serialized_start=1523
-  _globals['_VALIDATETOKENRESPONSE']._serialized_end=1591
-  _globals['_APIKEY']._serialized_start=1594
-  _globals['_APIKEY']._serialized_end=2029
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=2032
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=2168
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=2170
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=2248
-  _globals['_GETAPIKEYREQUEST']._serialized_start=2250
-  _globals['_GETAPIKEYREQUEST']._serialized_end=2307
-  _globals['_GETAPIKEYRESPONSE']._serialized_start=2309
-  _globals['_GETAPIKEYRESPONSE']._serialized_end=2368
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=2370
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=2485
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=2487
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2574
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2576
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=2636
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=2638
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=2700
-  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=2702
-  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=2811
-  _globals['_ROTATEAPIKEYRESPONSE']._serialized_start=2813
-  _globals['_ROTATEAPIKEYRESPONSE']._serialized_end=2891
-  _globals['_ISSUESERVICETOKENREQUEST']._serialized_start=2893
-  _globals['_ISSUESERVICETOKENREQUEST']._serialized_end=2961
-  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_start=2964
-  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_end=3102
-  _globals['_AUTHSERVICE']._serialized_start=3105
-  _globals['_AUTHSERVICE']._serialized_end=4784
+  _globals['_TOKENPAIR']._serialized_start=195
+  _globals['_TOKENPAIR']._serialized_end=373
+  _globals['_LOGINREQUEST']._serialized_start=375
+  _globals['_LOGINREQUEST']._serialized_end=438
+  _globals['_LOGINRESPONSE']._serialized_start=441
+  _globals['_LOGINRESPONSE']._serialized_end=586
+  _globals['_VERIFYMFAREQUEST']._serialized_start=588
+  _globals['_VERIFYMFAREQUEST']._serialized_end=700
+  _globals['_VERIFYMFARESPONSE']._serialized_start=702
+  _globals['_VERIFYMFARESPONSE']._serialized_end=799
+  _globals['_BEGINPASSKEYSIGNINREQUEST']._serialized_start=801
+  _globals['_BEGINPASSKEYSIGNINREQUEST']._serialized_end=844
+  _globals['_BEGINPASSKEYSIGNINRESPONSE']._serialized_start=846
+  _globals['_BEGINPASSKEYSIGNINRESPONSE']._serialized_end=922
+  _globals['_REFRESHREQUEST']._serialized_start=924
+  _globals['_REFRESHREQUEST']._serialized_end=963
+  _globals['_REFRESHRESPONSE']._serialized_start=965
+  _globals['_REFRESHRESPONSE']._serialized_end=1024
+  _globals['_LOGOUTREQUEST']._serialized_start=1026
+  _globals['_LOGOUTREQUEST']._serialized_end=1041
+  _globals['_LOGOUTRESPONSE']._serialized_start=1043
+  _globals['_LOGOUTRESPONSE']._serialized_end=1059
+  _globals['_LOGOUTALLREQUEST']._serialized_start=1061
+  _globals['_LOGOUTALLREQUEST']._serialized_end=1115
+  _globals['_LOGOUTALLRESPONSE']._serialized_start=1117
+  _globals['_LOGOUTALLRESPONSE']._serialized_end=1159
+  _globals['_SESSION']._serialized_start=1162
+  _globals['_SESSION']._serialized_end=1558
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1560
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1676
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1678
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1767
+  _globals['_REVOKESESSIONREQUEST']._serialized_start=1769
+  _globals['_REVOKESESSIONREQUEST']._serialized_end=1830
+  _globals['_REVOKESESSIONRESPONSE']._serialized_start=1832
+  _globals['_REVOKESESSIONRESPONSE']._serialized_end=1896
+  _globals['_VALIDATETOKENREQUEST']._serialized_start=1898
+  _globals['_VALIDATETOKENREQUEST']._serialized_end=1935
+  _globals['_VALIDATETOKENRESPONSE']._serialized_start=1937
+  _globals['_VALIDATETOKENRESPONSE']._serialized_end=2005
+  _globals['_APIKEY']._serialized_start=2008
+  _globals['_APIKEY']._serialized_end=2443
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=2446
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=2582
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=2584
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=2662
+  _globals['_GETAPIKEYREQUEST']._serialized_start=2664
+  _globals['_GETAPIKEYREQUEST']._serialized_end=2721
+  _globals['_GETAPIKEYRESPONSE']._serialized_start=2723
+  _globals['_GETAPIKEYRESPONSE']._serialized_end=2782
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=2784
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=2899
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=2901
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2988
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2990
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=3050
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=3052
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=3114
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=3116
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=3225
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_start=3227
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_end=3305
+  _globals['_ISSUESERVICETOKENREQUEST']._serialized_start=3307
+  _globals['_ISSUESERVICETOKENREQUEST']._serialized_end=3375
+  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_start=3378
+  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_end=3516
+  _globals['_AUTHSERVICE']._serialized_start=3519
+  _globals['_AUTHSERVICE']._serialized_end=5460
 # @@protoc_insertion_point(module_scope)

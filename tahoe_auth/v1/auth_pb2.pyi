@@ -11,6 +11,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from tahoe_auth.v1 import mfa_pb2 as _mfa_pb2
 from tahoe_auth.v1 import principal_pb2 as _principal_pb2
 import builtins as _builtins
 import sys
@@ -97,6 +98,70 @@ class LoginResponse(_message.Message):
     TOKENS_FIELD_NUMBER: _builtins.int
     TENANT_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    MFA_CHALLENGE_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    user_id: _builtins.str
+    @_builtins.property
+    def tokens(self) -> Global___TokenPair:
+        """Unset when `mfa_challenge` is set."""
+
+    @_builtins.property
+    def mfa_challenge(self) -> _mfa_pb2.MfaChallenge:
+        """Set when a second step is needed before tokens are issued."""
+
+    def __init__(
+        self,
+        *,
+        tokens: Global___TokenPair | None = ...,
+        tenant_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        mfa_challenge: _mfa_pb2.MfaChallenge | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["mfa_challenge", b"mfa_challenge", "tokens", b"tokens"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mfa_challenge", b"mfa_challenge", "tenant_id", b"tenant_id", "tokens", b"tokens", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoginResponse: _TypeAlias = LoginResponse  # noqa: Y015
+
+@_typing.final
+class VerifyMfaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHALLENGE_FIELD_NUMBER: _builtins.int
+    TOTP_CODE_FIELD_NUMBER: _builtins.int
+    RECOVERY_CODE_FIELD_NUMBER: _builtins.int
+    PASSKEY_CREDENTIAL_JSON_FIELD_NUMBER: _builtins.int
+    challenge: _builtins.str
+    totp_code: _builtins.str
+    """Exactly one answer, unless the challenge was satisfied by enrolling a factor."""
+    recovery_code: _builtins.str
+    passkey_credential_json: _builtins.str
+    """The AuthenticationResponseJSON of `navigator.credentials.get()`."""
+    def __init__(
+        self,
+        *,
+        challenge: _builtins.str = ...,
+        totp_code: _builtins.str = ...,
+        recovery_code: _builtins.str = ...,
+        passkey_credential_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "passkey_credential_json", b"passkey_credential_json", "recovery_code", b"recovery_code", "totp_code", b"totp_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyMfaRequest: _TypeAlias = VerifyMfaRequest  # noqa: Y015
+
+@_typing.final
+class VerifyMfaResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKENS_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     user_id: _builtins.str
     @_builtins.property
@@ -114,7 +179,47 @@ class LoginResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___LoginResponse: _TypeAlias = LoginResponse  # noqa: Y015
+Global___VerifyMfaResponse: _TypeAlias = VerifyMfaResponse  # noqa: Y015
+
+@_typing.final
+class BeginPasskeySignInRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant slug or tenant id."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginPasskeySignInRequest: _TypeAlias = BeginPasskeySignInRequest  # noqa: Y015
+
+@_typing.final
+class BeginPasskeySignInResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHALLENGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def challenge(self) -> _mfa_pb2.MfaChallenge: ...
+    def __init__(
+        self,
+        *,
+        challenge: _mfa_pb2.MfaChallenge | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginPasskeySignInResponse: _TypeAlias = BeginPasskeySignInResponse  # noqa: Y015
 
 @_typing.final
 class RefreshRequest(_message.Message):

@@ -43,6 +43,16 @@ class AuthServiceStub:
                 request_serializer=tahoe__auth_dot_v1_dot_auth__pb2.LoginRequest.SerializeToString,
                 response_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.LoginResponse.FromString,
                 _registered_method=True)
+        self.VerifyMfa = channel.unary_unary(
+                '/tahoe_auth.v1.AuthService/VerifyMfa',
+                request_serializer=tahoe__auth_dot_v1_dot_auth__pb2.VerifyMfaRequest.SerializeToString,
+                response_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.VerifyMfaResponse.FromString,
+                _registered_method=True)
+        self.BeginPasskeySignIn = channel.unary_unary(
+                '/tahoe_auth.v1.AuthService/BeginPasskeySignIn',
+                request_serializer=tahoe__auth_dot_v1_dot_auth__pb2.BeginPasskeySignInRequest.SerializeToString,
+                response_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.BeginPasskeySignInResponse.FromString,
+                _registered_method=True)
         self.Refresh = channel.unary_unary(
                 '/tahoe_auth.v1.AuthService/Refresh',
                 request_serializer=tahoe__auth_dot_v1_dot_auth__pb2.RefreshRequest.SerializeToString,
@@ -111,7 +121,29 @@ class AuthServiceServicer:
     """
 
     def Login(self, request, context):
-        """Exchanges a tenant, email and password for an access token and a refresh token.
+        """Exchanges a tenant, email and password for an access token and a refresh token,
+        or, for a user with a second factor (or whom the tenant requires to enroll one),
+        for an MFA challenge and no tokens: VerifyMfa completes the login.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyMfa(self, request, context):
+        """Answers an MFA challenge (from Login, BeginPasskeySignIn or
+        MfaService.CreateStepUpChallenge) with one of its methods. A login or passkey
+        sign-in challenge returns a new session's tokens; a step-up challenge returns a new
+        access token for the same session (no refresh token). Every wrong, replayed or
+        late answer gets the same MFA_CODE_INVALID; repeated failures are throttled per
+        user (LOGIN_THROTTLED) and end the challenge.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BeginPasskeySignIn(self, request, context):
+        """Starts a passwordless sign-in: a challenge whose `passkey_request_options_json`
+        goes to `navigator.credentials.get()`; the assertion goes to VerifyMfa.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -215,6 +247,16 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     request_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.LoginRequest.FromString,
                     response_serializer=tahoe__auth_dot_v1_dot_auth__pb2.LoginResponse.SerializeToString,
             ),
+            'VerifyMfa': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyMfa,
+                    request_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.VerifyMfaRequest.FromString,
+                    response_serializer=tahoe__auth_dot_v1_dot_auth__pb2.VerifyMfaResponse.SerializeToString,
+            ),
+            'BeginPasskeySignIn': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginPasskeySignIn,
+                    request_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.BeginPasskeySignInRequest.FromString,
+                    response_serializer=tahoe__auth_dot_v1_dot_auth__pb2.BeginPasskeySignInResponse.SerializeToString,
+            ),
             'Refresh': grpc.unary_unary_rpc_method_handler(
                     servicer.Refresh,
                     request_deserializer=tahoe__auth_dot_v1_dot_auth__pb2.RefreshRequest.FromString,
@@ -305,6 +347,60 @@ class AuthService:
             '/tahoe_auth.v1.AuthService/Login',
             tahoe__auth_dot_v1_dot_auth__pb2.LoginRequest.SerializeToString,
             tahoe__auth_dot_v1_dot_auth__pb2.LoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyMfa(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tahoe_auth.v1.AuthService/VerifyMfa',
+            tahoe__auth_dot_v1_dot_auth__pb2.VerifyMfaRequest.SerializeToString,
+            tahoe__auth_dot_v1_dot_auth__pb2.VerifyMfaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginPasskeySignIn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tahoe_auth.v1.AuthService/BeginPasskeySignIn',
+            tahoe__auth_dot_v1_dot_auth__pb2.BeginPasskeySignInRequest.SerializeToString,
+            tahoe__auth_dot_v1_dot_auth__pb2.BeginPasskeySignInResponse.FromString,
             options,
             channel_credentials,
             insecure,

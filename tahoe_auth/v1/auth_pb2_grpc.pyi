@@ -38,7 +38,22 @@ class AuthServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AuthServiceAsyncStub: ...
     Login: _grpc.UnaryUnaryMultiCallable[_auth_pb2.LoginRequest, _auth_pb2.LoginResponse]
-    """Exchanges a tenant, email and password for an access token and a refresh token."""
+    """Exchanges a tenant, email and password for an access token and a refresh token,
+    or, for a user with a second factor (or whom the tenant requires to enroll one),
+    for an MFA challenge and no tokens: VerifyMfa completes the login.
+    """
+    VerifyMfa: _grpc.UnaryUnaryMultiCallable[_auth_pb2.VerifyMfaRequest, _auth_pb2.VerifyMfaResponse]
+    """Answers an MFA challenge (from Login, BeginPasskeySignIn or
+    MfaService.CreateStepUpChallenge) with one of its methods. A login or passkey
+    sign-in challenge returns a new session's tokens; a step-up challenge returns a new
+    access token for the same session (no refresh token). Every wrong, replayed or
+    late answer gets the same MFA_CODE_INVALID; repeated failures are throttled per
+    user (LOGIN_THROTTLED) and end the challenge.
+    """
+    BeginPasskeySignIn: _grpc.UnaryUnaryMultiCallable[_auth_pb2.BeginPasskeySignInRequest, _auth_pb2.BeginPasskeySignInResponse]
+    """Starts a passwordless sign-in: a challenge whose `passkey_request_options_json`
+    goes to `navigator.credentials.get()`; the assertion goes to VerifyMfa.
+    """
     Refresh: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RefreshRequest, _auth_pb2.RefreshResponse]
     """Exchanges a refresh token for a new access token and a new refresh token.
     The presented refresh token is spent; presenting it again revokes the session.
@@ -83,7 +98,22 @@ class AuthServiceAsyncStub(AuthServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Login: _aio.UnaryUnaryMultiCallable[_auth_pb2.LoginRequest, _auth_pb2.LoginResponse]  # type: ignore[assignment]
-    """Exchanges a tenant, email and password for an access token and a refresh token."""
+    """Exchanges a tenant, email and password for an access token and a refresh token,
+    or, for a user with a second factor (or whom the tenant requires to enroll one),
+    for an MFA challenge and no tokens: VerifyMfa completes the login.
+    """
+    VerifyMfa: _aio.UnaryUnaryMultiCallable[_auth_pb2.VerifyMfaRequest, _auth_pb2.VerifyMfaResponse]  # type: ignore[assignment]
+    """Answers an MFA challenge (from Login, BeginPasskeySignIn or
+    MfaService.CreateStepUpChallenge) with one of its methods. A login or passkey
+    sign-in challenge returns a new session's tokens; a step-up challenge returns a new
+    access token for the same session (no refresh token). Every wrong, replayed or
+    late answer gets the same MFA_CODE_INVALID; repeated failures are throttled per
+    user (LOGIN_THROTTLED) and end the challenge.
+    """
+    BeginPasskeySignIn: _aio.UnaryUnaryMultiCallable[_auth_pb2.BeginPasskeySignInRequest, _auth_pb2.BeginPasskeySignInResponse]  # type: ignore[assignment]
+    """Starts a passwordless sign-in: a challenge whose `passkey_request_options_json`
+    goes to `navigator.credentials.get()`; the assertion goes to VerifyMfa.
+    """
     Refresh: _aio.UnaryUnaryMultiCallable[_auth_pb2.RefreshRequest, _auth_pb2.RefreshResponse]  # type: ignore[assignment]
     """Exchanges a refresh token for a new access token and a new refresh token.
     The presented refresh token is spent; presenting it again revokes the session.
@@ -131,7 +161,34 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.LoginRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.LoginResponse, _abc.Awaitable[_auth_pb2.LoginResponse]]:
-        """Exchanges a tenant, email and password for an access token and a refresh token."""
+        """Exchanges a tenant, email and password for an access token and a refresh token,
+        or, for a user with a second factor (or whom the tenant requires to enroll one),
+        for an MFA challenge and no tokens: VerifyMfa completes the login.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyMfa(
+        self,
+        request: _auth_pb2.VerifyMfaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.VerifyMfaResponse, _abc.Awaitable[_auth_pb2.VerifyMfaResponse]]:
+        """Answers an MFA challenge (from Login, BeginPasskeySignIn or
+        MfaService.CreateStepUpChallenge) with one of its methods. A login or passkey
+        sign-in challenge returns a new session's tokens; a step-up challenge returns a new
+        access token for the same session (no refresh token). Every wrong, replayed or
+        late answer gets the same MFA_CODE_INVALID; repeated failures are throttled per
+        user (LOGIN_THROTTLED) and end the challenge.
+        """
+
+    @_abc_1.abstractmethod
+    def BeginPasskeySignIn(
+        self,
+        request: _auth_pb2.BeginPasskeySignInRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.BeginPasskeySignInResponse, _abc.Awaitable[_auth_pb2.BeginPasskeySignInResponse]]:
+        """Starts a passwordless sign-in: a challenge whose `passkey_request_options_json`
+        goes to `navigator.credentials.get()`; the assertion goes to VerifyMfa.
+        """
 
     @_abc_1.abstractmethod
     def Refresh(

@@ -86,6 +86,22 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """(50-59: browser sessions.)
     A browser session method was called without the `x-csrf-protection: 1` header.
     """
+    ERROR_REASON_MFA_REQUIRED: _ErrorReason.ValueType  # 60
+    """(60-69: second factors and passwords.)
+    The method needs a session verified with a second factor within the tenant's
+    step-up window: MfaService.CreateStepUpChallenge, then VerifyMfa. Metadata:
+    `max_age_seconds`.
+    """
+    ERROR_REASON_MFA_ENROLLMENT_REQUIRED: _ErrorReason.ValueType  # 61
+    """A restricted enrollment token was used for anything but enrolling a factor."""
+    ERROR_REASON_MFA_CODE_INVALID: _ErrorReason.ValueType  # 62
+    """The code, recovery code or passkey answer is wrong, was used already, or the
+    challenge is unknown, answered or expired: one reason for all of them.
+    """
+    ERROR_REASON_PASSWORD_REJECTED: _ErrorReason.ValueType  # 63
+    """The password breaks the password policy. Metadata: `field`, `rule` (one of
+    `min_length`, `max_length`, `common`, `contains_email`, `contains_tenant_name`).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason values are sent as `google.rpc.ErrorInfo.reason` (without the
@@ -155,5 +171,21 @@ The signing key was revoked already. Metadata: `kid`.
 ERROR_REASON_CSRF_HEADER_MISSING: ErrorReason.ValueType  # 50
 """(50-59: browser sessions.)
 A browser session method was called without the `x-csrf-protection: 1` header.
+"""
+ERROR_REASON_MFA_REQUIRED: ErrorReason.ValueType  # 60
+"""(60-69: second factors and passwords.)
+The method needs a session verified with a second factor within the tenant's
+step-up window: MfaService.CreateStepUpChallenge, then VerifyMfa. Metadata:
+`max_age_seconds`.
+"""
+ERROR_REASON_MFA_ENROLLMENT_REQUIRED: ErrorReason.ValueType  # 61
+"""A restricted enrollment token was used for anything but enrolling a factor."""
+ERROR_REASON_MFA_CODE_INVALID: ErrorReason.ValueType  # 62
+"""The code, recovery code or passkey answer is wrong, was used already, or the
+challenge is unknown, answered or expired: one reason for all of them.
+"""
+ERROR_REASON_PASSWORD_REJECTED: ErrorReason.ValueType  # 63
+"""The password breaks the password policy. Metadata: `field`, `rule` (one of
+`min_length`, `max_length`, `common`, `contains_email`, `contains_tenant_name`).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

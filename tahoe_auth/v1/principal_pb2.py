@@ -27,15 +27,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtahoe_auth/v1/principal.proto\x12\rtahoe_auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd3\x01\n\tPrincipal\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x30\n\x0csubject_type\x18\x03 \x01(\x0e\x32\x1a.tahoe_auth.v1.SubjectType\x12\x13\n\x0bpermissions\x18\x04 \x03(\t\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eplatform_admin\x18\x07 \x01(\x08*v\n\x0bSubjectType\x12\x1c\n\x18SUBJECT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11SUBJECT_TYPE_USER\x10\x01\x12\x18\n\x14SUBJECT_TYPE_API_KEY\x10\x02\x12\x18\n\x14SUBJECT_TYPE_SERVICE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtahoe_auth/v1/principal.proto\x12\rtahoe_auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x02\n\tPrincipal\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x30\n\x0csubject_type\x18\x03 \x01(\x0e\x32\x1a.tahoe_auth.v1.SubjectType\x12\x13\n\x0bpermissions\x18\x04 \x03(\t\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eplatform_admin\x18\x07 \x01(\x08\x12\x0b\n\x03\x61mr\x18\x08 \x03(\t\x12\x14\n\x0cmfa_verified\x18\t \x01(\x08\x12\x33\n\x0fmfa_verify_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0brestriction\x18\x0b \x01(\t*v\n\x0bSubjectType\x12\x1c\n\x18SUBJECT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11SUBJECT_TYPE_USER\x10\x01\x12\x18\n\x14SUBJECT_TYPE_API_KEY\x10\x02\x12\x18\n\x14SUBJECT_TYPE_SERVICE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tahoe_auth.v1.principal_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBJECTTYPE']._serialized_start=295
-  _globals['_SUBJECTTYPE']._serialized_end=413
+  _globals['_SUBJECTTYPE']._serialized_start=404
+  _globals['_SUBJECTTYPE']._serialized_end=522
   _globals['_PRINCIPAL']._serialized_start=82
-  _globals['_PRINCIPAL']._serialized_end=293
+  _globals['_PRINCIPAL']._serialized_end=402
 # @@protoc_insertion_point(module_scope)

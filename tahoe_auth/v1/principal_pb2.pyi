@@ -55,6 +55,10 @@ class Principal(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     PLATFORM_ADMIN_FIELD_NUMBER: _builtins.int
+    AMR_FIELD_NUMBER: _builtins.int
+    MFA_VERIFIED_FIELD_NUMBER: _builtins.int
+    MFA_VERIFY_TIME_FIELD_NUMBER: _builtins.int
+    RESTRICTION_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     subject: _builtins.str
     """User id, API key id or service account id."""
@@ -63,6 +67,12 @@ class Principal(_message.Message):
     """Session id for user access tokens; empty otherwise."""
     platform_admin: _builtins.bool
     """True for platform administrators, who may act across tenants."""
+    mfa_verified: _builtins.bool
+    """True when the session passed a second factor; `mfa_verify_time` says when (the
+    last login or step-up).
+    """
+    restriction: _builtins.str
+    """Set for a restricted token: `mfa_enrollment` can only enroll a second factor."""
     @_builtins.property
     def permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Effective permissions (`resource:action`, `*` wildcards allowed)."""
@@ -71,6 +81,14 @@ class Principal(_message.Message):
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the credential stops being valid, if it expires."""
 
+    @_builtins.property
+    def amr(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """How the session's user proved who they are (RFC 8176 values: `pwd`, `otp`,
+        `hwk`, `mfa`); empty for API keys and service tokens.
+        """
+
+    @_builtins.property
+    def mfa_verify_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -81,10 +99,14 @@ class Principal(_message.Message):
         session_id: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         platform_admin: _builtins.bool = ...,
+        amr: _abc.Iterable[_builtins.str] | None = ...,
+        mfa_verified: _builtins.bool = ...,
+        mfa_verify_time: _timestamp_pb2.Timestamp | None = ...,
+        restriction: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "mfa_verify_time", b"mfa_verify_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "permissions", b"permissions", "platform_admin", b"platform_admin", "session_id", b"session_id", "subject", b"subject", "subject_type", b"subject_type", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amr", b"amr", "expire_time", b"expire_time", "mfa_verified", b"mfa_verified", "mfa_verify_time", b"mfa_verify_time", "permissions", b"permissions", "platform_admin", b"platform_admin", "restriction", b"restriction", "session_id", b"session_id", "subject", b"subject", "subject_type", b"subject_type", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

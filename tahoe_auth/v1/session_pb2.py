@@ -26,9 +26,10 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from tahoe_auth.v1 import mfa_pb2 as tahoe__auth_dot_v1_dot_mfa__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btahoe_auth/v1/session.proto\x12\rtahoe_auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"F\n\x13\x42rowserLoginRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\"\xb6\x01\n\x14\x42rowserLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttenant_id\x18\x05 \x01(\t\x12\x0f\n\x07user_id\x18\x06 \x01(\t\"\x17\n\x15\x42rowserRefreshRequest\"\xb8\x01\n\x16\x42rowserRefreshResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttenant_id\x18\x05 \x01(\t\x12\x0f\n\x07user_id\x18\x06 \x01(\t\"\x16\n\x14\x42rowserLogoutRequest\"\x17\n\x15\x42rowserLogoutResponse2\x98\x03\n\x15\x42rowserSessionService\x12z\n\x0c\x42rowserLogin\x12\".tahoe_auth.v1.BrowserLoginRequest\x1a#.tahoe_auth.v1.BrowserLoginResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/auth/v1/browser/login:\x01*\x12\x82\x01\n\x0e\x42rowserRefresh\x12$.tahoe_auth.v1.BrowserRefreshRequest\x1a%.tahoe_auth.v1.BrowserRefreshResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/auth/v1/browser/refresh:\x01*\x12~\n\rBrowserLogout\x12#.tahoe_auth.v1.BrowserLogoutRequest\x1a$.tahoe_auth.v1.BrowserLogoutResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/auth/v1/browser/logout:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btahoe_auth/v1/session.proto\x12\rtahoe_auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tahoe_auth/v1/mfa.proto\"F\n\x13\x42rowserLoginRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\"\xea\x01\n\x14\x42rowserLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttenant_id\x18\x05 \x01(\t\x12\x0f\n\x07user_id\x18\x06 \x01(\t\x12\x32\n\rmfa_challenge\x18\x07 \x01(\x0b\x32\x1b.tahoe_auth.v1.MfaChallenge\"w\n\x17\x42rowserVerifyMfaRequest\x12\x11\n\tchallenge\x18\x01 \x01(\t\x12\x11\n\ttotp_code\x18\x02 \x01(\t\x12\x15\n\rrecovery_code\x18\x03 \x01(\t\x12\x1f\n\x17passkey_credential_json\x18\x04 \x01(\t\"\xba\x01\n\x18\x42rowserVerifyMfaResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttenant_id\x18\x05 \x01(\t\x12\x0f\n\x07user_id\x18\x06 \x01(\t\"\x17\n\x15\x42rowserRefreshRequest\"\xb8\x01\n\x16\x42rowserRefreshResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttenant_id\x18\x05 \x01(\t\x12\x0f\n\x07user_id\x18\x06 \x01(\t\"\x16\n\x14\x42rowserLogoutRequest\"\x17\n\x15\x42rowserLogoutResponse2\xa6\x04\n\x15\x42rowserSessionService\x12z\n\x0c\x42rowserLogin\x12\".tahoe_auth.v1.BrowserLoginRequest\x1a#.tahoe_auth.v1.BrowserLoginResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/auth/v1/browser/login:\x01*\x12\x8b\x01\n\x10\x42rowserVerifyMfa\x12&.tahoe_auth.v1.BrowserVerifyMfaRequest\x1a\'.tahoe_auth.v1.BrowserVerifyMfaResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/auth/v1/browser/mfa:verify:\x01*\x12\x82\x01\n\x0e\x42rowserRefresh\x12$.tahoe_auth.v1.BrowserRefreshRequest\x1a%.tahoe_auth.v1.BrowserRefreshResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/auth/v1/browser/refresh:\x01*\x12~\n\rBrowserLogout\x12#.tahoe_auth.v1.BrowserLogoutRequest\x1a$.tahoe_auth.v1.BrowserLogoutResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/auth/v1/browser/logout:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,22 +38,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BROWSERSESSIONSERVICE'].methods_by_name['BrowserLogin']._loaded_options = None
   _globals['_BROWSERSESSIONSERVICE'].methods_by_name['BrowserLogin']._serialized_options = b'\202\323\344\223\002\033\"\026/auth/v1/browser/login:\001*'
+  _globals['_BROWSERSESSIONSERVICE'].methods_by_name['BrowserVerifyMfa']._loaded_options = None
+  _globals['_BROWSERSESSIONSERVICE'].methods_by_name['BrowserVerifyMfa']._serialized_options = b'\202\323\344\223\002 \"\033/auth/v1/browser/mfa:verify:\001*'
   _globals['_BROWSERSESSIONSERVICE'].methods_by_name['BrowserRefresh']._loaded_options = None
   _globals['_BROWSERSESSIONSERVICE'].methods_by_name['BrowserRefresh']._serialized_options = b'\202\323\344\223\002\035\"\030/auth/v1/browser/refresh:\001*'
   _globals['_BROWSERSESSIONSERVICE'].methods_by_name['BrowserLogout']._loaded_options = None
   _globals['_BROWSERSESSIONSERVICE'].methods_by_name['BrowserLogout']._serialized_options = b'\202\323\344\223\002\034\"\027/auth/v1/browser/logout:\001*'
-  _globals['_BROWSERLOGINREQUEST']._serialized_start=109
-  _globals['_BROWSERLOGINREQUEST']._serialized_end=179
-  _globals['_BROWSERLOGINRESPONSE']._serialized_start=182
-  _globals['_BROWSERLOGINRESPONSE']._serialized_end=364
-  _globals['_BROWSERREFRESHREQUEST']._serialized_start=366
-  _globals['_BROWSERREFRESHREQUEST']._serialized_end=389
-  _globals['_BROWSERREFRESHRESPONSE']._serialized_start=392
-  _globals['_BROWSERREFRESHRESPONSE']._serialized_end=576
-  _globals['_BROWSERLOGOUTREQUEST']._serialized_start=578
-  _globals['_BROWSERLOGOUTREQUEST']._serialized_end=600
-  _globals['_BROWSERLOGOUTRESPONSE']._serialized_start=602
-  _globals['_BROWSERLOGOUTRESPONSE']._serialized_end=625
-  _globals['_BROWSERSESSIONSERVICE']._serialized_start=628
-  _globals['_BROWSERSESSIONSERVICE']._serialized_end=1036
+  _globals['_BROWSERLOGINREQUEST']._serialized_start=134
+  _globals['_BROWSERLOGINREQUEST']._serialized_end=204
+  _globals['_BROWSERLOGINRESPONSE']._serialized_start=207
+  _globals['_BROWSERLOGINRESPONSE']._serialized_end=441
+  _globals['_BROWSERVERIFYMFAREQUEST']._serialized_start=443
+  _globals['_BROWSERVERIFYMFAREQUEST']._serialized_end=562
+  _globals['_BROWSERVERIFYMFARESPONSE']._serialized_start=565
+  _globals['_BROWSERVERIFYMFARESPONSE']._serialized_end=751
+  _globals['_BROWSERREFRESHREQUEST']._serialized_start=753
+  _globals['_BROWSERREFRESHREQUEST']._serialized_end=776
+  _globals['_BROWSERREFRESHRESPONSE']._serialized_start=779
+  _globals['_BROWSERREFRESHRESPONSE']._serialized_end=963
+  _globals['_BROWSERLOGOUTREQUEST']._serialized_start=965
+  _globals['_BROWSERLOGOUTREQUEST']._serialized_end=987
+  _globals['_BROWSERLOGOUTRESPONSE']._serialized_start=989
+  _globals['_BROWSERLOGOUTRESPONSE']._serialized_end=1012
+  _globals['_BROWSERSESSIONSERVICE']._serialized_start=1015
+  _globals['_BROWSERSESSIONSERVICE']._serialized_end=1565
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ isort:skip_file
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from tahoe_auth.v1 import mfa_pb2 as _mfa_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -55,12 +56,81 @@ class BrowserLoginResponse(_message.Message):
     ACCESS_TOKEN_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     TENANT_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    MFA_CHALLENGE_FIELD_NUMBER: _builtins.int
     access_token: _builtins.str
     """JWT access token (`typ: at+jwt`), sent as `authorization: Bearer <token>`."""
     token_type: _builtins.str
     """Always "Bearer"."""
     expires_in: _builtins.int
     """Access token lifetime in seconds."""
+    tenant_id: _builtins.str
+    user_id: _builtins.str
+    @_builtins.property
+    def access_token_expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def mfa_challenge(self) -> _mfa_pb2.MfaChallenge:
+        """Set (and no token, no cookie) when a second step is needed: BrowserVerifyMfa."""
+
+    def __init__(
+        self,
+        *,
+        access_token: _builtins.str = ...,
+        token_type: _builtins.str = ...,
+        expires_in: _builtins.int = ...,
+        access_token_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        tenant_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        mfa_challenge: _mfa_pb2.MfaChallenge | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access_token_expire_time", b"access_token_expire_time", "mfa_challenge", b"mfa_challenge"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expire_time", b"access_token_expire_time", "expires_in", b"expires_in", "mfa_challenge", b"mfa_challenge", "tenant_id", b"tenant_id", "token_type", b"token_type", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BrowserLoginResponse: _TypeAlias = BrowserLoginResponse  # noqa: Y015
+
+@_typing.final
+class BrowserVerifyMfaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHALLENGE_FIELD_NUMBER: _builtins.int
+    TOTP_CODE_FIELD_NUMBER: _builtins.int
+    RECOVERY_CODE_FIELD_NUMBER: _builtins.int
+    PASSKEY_CREDENTIAL_JSON_FIELD_NUMBER: _builtins.int
+    challenge: _builtins.str
+    totp_code: _builtins.str
+    recovery_code: _builtins.str
+    passkey_credential_json: _builtins.str
+    def __init__(
+        self,
+        *,
+        challenge: _builtins.str = ...,
+        totp_code: _builtins.str = ...,
+        recovery_code: _builtins.str = ...,
+        passkey_credential_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "passkey_credential_json", b"passkey_credential_json", "recovery_code", b"recovery_code", "totp_code", b"totp_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BrowserVerifyMfaRequest: _TypeAlias = BrowserVerifyMfaRequest  # noqa: Y015
+
+@_typing.final
+class BrowserVerifyMfaResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
+    TOKEN_TYPE_FIELD_NUMBER: _builtins.int
+    EXPIRES_IN_FIELD_NUMBER: _builtins.int
+    ACCESS_TOKEN_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    access_token: _builtins.str
+    token_type: _builtins.str
+    expires_in: _builtins.int
     tenant_id: _builtins.str
     user_id: _builtins.str
     @_builtins.property
@@ -81,7 +151,7 @@ class BrowserLoginResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___BrowserLoginResponse: _TypeAlias = BrowserLoginResponse  # noqa: Y015
+Global___BrowserVerifyMfaResponse: _TypeAlias = BrowserVerifyMfaResponse  # noqa: Y015
 
 @_typing.final
 class BrowserRefreshRequest(_message.Message):

@@ -49,6 +49,11 @@ class BrowserSessionServiceStub:
                 request_serializer=tahoe__auth_dot_v1_dot_session__pb2.BrowserLoginRequest.SerializeToString,
                 response_deserializer=tahoe__auth_dot_v1_dot_session__pb2.BrowserLoginResponse.FromString,
                 _registered_method=True)
+        self.BrowserVerifyMfa = channel.unary_unary(
+                '/tahoe_auth.v1.BrowserSessionService/BrowserVerifyMfa',
+                request_serializer=tahoe__auth_dot_v1_dot_session__pb2.BrowserVerifyMfaRequest.SerializeToString,
+                response_deserializer=tahoe__auth_dot_v1_dot_session__pb2.BrowserVerifyMfaResponse.FromString,
+                _registered_method=True)
         self.BrowserRefresh = channel.unary_unary(
                 '/tahoe_auth.v1.BrowserSessionService/BrowserRefresh',
                 request_serializer=tahoe__auth_dot_v1_dot_session__pb2.BrowserRefreshRequest.SerializeToString,
@@ -80,6 +85,15 @@ class BrowserSessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BrowserVerifyMfa(self, request, context):
+        """Answers an MFA challenge (as AuthService.VerifyMfa). For a login or passkey
+        sign-in challenge the refresh token goes into the `tahoe_refresh` cookie; for a
+        step-up challenge the cookie's session is kept and only the access token is new.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def BrowserRefresh(self, request, context):
         """Spends the cookie's refresh token (rotation and reuse detection as for
         AuthService.Refresh): a new access token in the body, a new cookie. A refusal
@@ -104,6 +118,11 @@ def add_BrowserSessionServiceServicer_to_server(servicer, server):
                     servicer.BrowserLogin,
                     request_deserializer=tahoe__auth_dot_v1_dot_session__pb2.BrowserLoginRequest.FromString,
                     response_serializer=tahoe__auth_dot_v1_dot_session__pb2.BrowserLoginResponse.SerializeToString,
+            ),
+            'BrowserVerifyMfa': grpc.unary_unary_rpc_method_handler(
+                    servicer.BrowserVerifyMfa,
+                    request_deserializer=tahoe__auth_dot_v1_dot_session__pb2.BrowserVerifyMfaRequest.FromString,
+                    response_serializer=tahoe__auth_dot_v1_dot_session__pb2.BrowserVerifyMfaResponse.SerializeToString,
             ),
             'BrowserRefresh': grpc.unary_unary_rpc_method_handler(
                     servicer.BrowserRefresh,
@@ -151,6 +170,33 @@ class BrowserSessionService:
             '/tahoe_auth.v1.BrowserSessionService/BrowserLogin',
             tahoe__auth_dot_v1_dot_session__pb2.BrowserLoginRequest.SerializeToString,
             tahoe__auth_dot_v1_dot_session__pb2.BrowserLoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BrowserVerifyMfa(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tahoe_auth.v1.BrowserSessionService/BrowserVerifyMfa',
+            tahoe__auth_dot_v1_dot_session__pb2.BrowserVerifyMfaRequest.SerializeToString,
+            tahoe__auth_dot_v1_dot_session__pb2.BrowserVerifyMfaResponse.FromString,
             options,
             channel_credentials,
             insecure,

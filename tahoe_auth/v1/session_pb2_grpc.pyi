@@ -47,6 +47,11 @@ class BrowserSessionServiceStub:
     """Exchanges a tenant, email and password for an access token (in the body) and a
     refresh token (in the `tahoe_refresh` cookie, Set-Cookie).
     """
+    BrowserVerifyMfa: _grpc.UnaryUnaryMultiCallable[_session_pb2.BrowserVerifyMfaRequest, _session_pb2.BrowserVerifyMfaResponse]
+    """Answers an MFA challenge (as AuthService.VerifyMfa). For a login or passkey
+    sign-in challenge the refresh token goes into the `tahoe_refresh` cookie; for a
+    step-up challenge the cookie's session is kept and only the access token is new.
+    """
     BrowserRefresh: _grpc.UnaryUnaryMultiCallable[_session_pb2.BrowserRefreshRequest, _session_pb2.BrowserRefreshResponse]
     """Spends the cookie's refresh token (rotation and reuse detection as for
     AuthService.Refresh): a new access token in the body, a new cookie. A refusal
@@ -73,6 +78,11 @@ class BrowserSessionServiceAsyncStub(BrowserSessionServiceStub):
     BrowserLogin: _aio.UnaryUnaryMultiCallable[_session_pb2.BrowserLoginRequest, _session_pb2.BrowserLoginResponse]  # type: ignore[assignment]
     """Exchanges a tenant, email and password for an access token (in the body) and a
     refresh token (in the `tahoe_refresh` cookie, Set-Cookie).
+    """
+    BrowserVerifyMfa: _aio.UnaryUnaryMultiCallable[_session_pb2.BrowserVerifyMfaRequest, _session_pb2.BrowserVerifyMfaResponse]  # type: ignore[assignment]
+    """Answers an MFA challenge (as AuthService.VerifyMfa). For a login or passkey
+    sign-in challenge the refresh token goes into the `tahoe_refresh` cookie; for a
+    step-up challenge the cookie's session is kept and only the access token is new.
     """
     BrowserRefresh: _aio.UnaryUnaryMultiCallable[_session_pb2.BrowserRefreshRequest, _session_pb2.BrowserRefreshResponse]  # type: ignore[assignment]
     """Spends the cookie's refresh token (rotation and reuse detection as for
@@ -103,6 +113,17 @@ class BrowserSessionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_session_pb2.BrowserLoginResponse, _abc.Awaitable[_session_pb2.BrowserLoginResponse]]:
         """Exchanges a tenant, email and password for an access token (in the body) and a
         refresh token (in the `tahoe_refresh` cookie, Set-Cookie).
+        """
+
+    @_abc_1.abstractmethod
+    def BrowserVerifyMfa(
+        self,
+        request: _session_pb2.BrowserVerifyMfaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.BrowserVerifyMfaResponse, _abc.Awaitable[_session_pb2.BrowserVerifyMfaResponse]]:
+        """Answers an MFA challenge (as AuthService.VerifyMfa). For a login or passkey
+        sign-in challenge the refresh token goes into the `tahoe_refresh` cookie; for a
+        step-up challenge the cookie's session is kept and only the access token is new.
         """
 
     @_abc_1.abstractmethod

@@ -47,6 +47,31 @@ TENANT_STATE_SUSPENDED: TenantState.ValueType  # 2
 """Every credential of the tenant is refused."""
 Global___TenantState: _TypeAlias = TenantState  # noqa: Y015
 
+class _MfaRequirement:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MfaRequirementEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MfaRequirement.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MFA_REQUIREMENT_UNSPECIFIED: _MfaRequirement.ValueType  # 0
+    """Optional (the default): users may enroll factors."""
+    MFA_REQUIREMENT_OPTIONAL: _MfaRequirement.ValueType  # 1
+    MFA_REQUIREMENT_ALL_USERS: _MfaRequirement.ValueType  # 2
+    """Every user must have a second factor; one without is asked to enroll at login."""
+    MFA_REQUIREMENT_ADMINS: _MfaRequirement.ValueType  # 3
+    """Users holding the `owner` or `admin` role must have a second factor."""
+
+class MfaRequirement(_MfaRequirement, metaclass=_MfaRequirementEnumTypeWrapper): ...
+
+MFA_REQUIREMENT_UNSPECIFIED: MfaRequirement.ValueType  # 0
+"""Optional (the default): users may enroll factors."""
+MFA_REQUIREMENT_OPTIONAL: MfaRequirement.ValueType  # 1
+MFA_REQUIREMENT_ALL_USERS: MfaRequirement.ValueType  # 2
+"""Every user must have a second factor; one without is asked to enroll at login."""
+MFA_REQUIREMENT_ADMINS: MfaRequirement.ValueType  # 3
+"""Users holding the `owner` or `admin` role must have a second factor."""
+Global___MfaRequirement: _TypeAlias = MfaRequirement  # noqa: Y015
+
 class _UserState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -98,6 +123,7 @@ class TenantSettings(_message.Message):
 
     RATE_LIMITS_FIELD_NUMBER: _builtins.int
     QUOTAS_FIELD_NUMBER: _builtins.int
+    SECURITY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def rate_limits(self) -> _struct_pb2.Struct:
         """e.g. {"per_tenant": {"limit": 1000, "period": 60, "strategy": "gcra"}}"""
@@ -106,19 +132,55 @@ class TenantSettings(_message.Message):
     def quotas(self) -> _struct_pb2.Struct:
         """e.g. {"api.requests": {"included": 100000, "limit": "hard"}}"""
 
+    @_builtins.property
+    def security(self) -> Global___SecurityPolicy:
+        """Second factors, step-up and passwords. The tenant's owners may change it."""
+
     def __init__(
         self,
         *,
         rate_limits: _struct_pb2.Struct | None = ...,
         quotas: _struct_pb2.Struct | None = ...,
+        security: Global___SecurityPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["quotas", b"quotas", "rate_limits", b"rate_limits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["quotas", b"quotas", "rate_limits", b"rate_limits", "security", b"security"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["quotas", b"quotas", "rate_limits", b"rate_limits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quotas", b"quotas", "rate_limits", b"rate_limits", "security", b"security"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TenantSettings: _TypeAlias = TenantSettings  # noqa: Y015
+
+@_typing.final
+class SecurityPolicy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MFA_REQUIREMENT_FIELD_NUMBER: _builtins.int
+    STEP_UP_MINUTES_FIELD_NUMBER: _builtins.int
+    PASSWORD_MIN_LENGTH_FIELD_NUMBER: _builtins.int
+    mfa_requirement: Global___MfaRequirement.ValueType
+    step_up_minutes: _builtins.int
+    """How recent a session's MFA verification must be for sensitive methods, in
+    minutes: 1 to 1440, default 15.
+    """
+    password_min_length: _builtins.int
+    """Minimum password length: 8 (the default) to 128. Applies to passwords set from
+    now on; existing passwords keep working until changed.
+    """
+    def __init__(
+        self,
+        *,
+        mfa_requirement: Global___MfaRequirement.ValueType = ...,
+        step_up_minutes: _builtins.int = ...,
+        password_min_length: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mfa_requirement", b"mfa_requirement", "password_min_length", b"password_min_length", "step_up_minutes", b"step_up_minutes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecurityPolicy: _TypeAlias = SecurityPolicy  # noqa: Y015
 
 @_typing.final
 class Tenant(_message.Message):
@@ -339,7 +401,9 @@ class UpdateTenantRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Paths: display_name, slug, plan, settings, settings.rate_limits, settings.quotas."""
+        """Paths: display_name, slug, plan, settings, settings.rate_limits, settings.quotas,
+        settings.security (the tenant's owners may change display_name and settings.security).
+        """
 
     def __init__(
         self,
