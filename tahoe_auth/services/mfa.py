@@ -47,8 +47,6 @@ SEAL_PURPOSE = "mfa-totp-secrets"
 RECOVERY_PURPOSE = "mfa-recovery-codes"
 DEFAULT_TOTP_NAME = "Authenticator app"
 DEFAULT_PASSKEY_NAME = "Passkey"
-# What authenticator apps show above the account's email.
-TOTP_ISSUER = "Tahoe Auth"
 
 
 @dataclass(frozen=True)
@@ -463,12 +461,14 @@ class SecondFactors:
             return None
         if challenge.user_id is not None and factor.user_id != challenge.user_id:
             return None
-        if assertion.user_handle and assertion.user_handle != factor.user_id:
-            return None
         passwordless = challenge.purpose == mfa.PASSKEY_SIGN_IN
         try:
             count = self._passkeys.verify_assertion(
-                challenge.webauthn_challenge, credential, _stored(factor), passwordless=passwordless
+                challenge.webauthn_challenge,
+                credential,
+                _stored(factor),
+                passwordless=passwordless,
+                expected_user_id=factor.user_id,
             )
         except MfaCodeInvalid:
             return None
@@ -525,7 +525,7 @@ class SecondFactors:
             uow.mfa.add_factor(factor)
             factor.secret_sealed = crypto.seal(self._seal_key, secret, self._seal_context(factor))
             uow.commit()
-            uri = provisioning_uri(secret, issuer=TOTP_ISSUER, account=user.email)
+            uri = provisioning_uri(secret, issuer=self._settings.webauthn_rp_name, account=user.email)
         return TotpEnrollment(
             factor=factor,
             secret=totp.to_base32(secret),

@@ -10,6 +10,7 @@ import pyotp
 import pytest
 
 from tahoe_auth.v1 import auth_pb2, mfa_pb2, mfa_pb2_grpc, tenant_pb2
+from tests.soft_authenticator import SoftAuthenticator
 from tests.support import RunningServer, Tenant, bearer, error_reason
 
 
@@ -97,3 +98,50 @@ def test_enrollment_required_by_policy(server: RunningServer) -> None:
     with pytest.raises(grpc.RpcError) as again:
         server.auth.VerifyMfa(auth_pb2.VerifyMfaRequest(challenge=first.mfa_challenge.challenge))
     assert error_reason(again.value) == "MFA_CODE_INVALID"
+
+
+def test_passkey_as_second_factor_and_for_passwordless_sign_in(server: RunningServer) -> None:
+    tenant = server.create_tenant()
+    owner = server.owner_token(tenant)
+    device = SoftAuthenticator("localhost", "http://localhost:8080")
+    started = mfa_stub(server).BeginPasskeyRegistration(
+        mfa_pb2.BeginPasskeyRegistrationRequest(name="Laptop"), metadata=bearer(owner)
+    )
+    finished = mfa_stub(server).FinishPasskeyRegistration(
+        mfa_pb2.FinishPasskeyRegistrationRequest(
+            registration_id=started.registration_id,
+            credential_json=device.register(started.creation_options_json),
+            name="Laptop",
+        ),
+        metadata=bearer(owner),
+    )
+    assert finished.factor.type == mfa_pb2.MFA_FACTOR_TYPE_PASSKEY and len(finished.recovery_codes) == 10
+
+    first = login(server, tenant)
+    assert mfa_pb2.MFA_METHOD_PASSKEY in first.mfa_challenge.methods
+    options = first.mfa_challenge.passkey_request_options_json
+    verified = server.auth.VerifyMfa(
+        auth_pb2.VerifyMfaRequest(
+            challenge=first.mfa_challenge.challenge, passkey_credential_json=device.assert_(options)
+        )
+    )
+    principal = server.auth.ValidateToken(auth_pb2.ValidateTokenRequest(token=verified.tokens.access_token)).principal
+    assert principal.mfa_verified and "hwk" in principal.amr and "pwd" in principal.amr
+
+    passwordless = server.auth.BeginPasskeySignIn(auth_pb2.BeginPasskeySignInRequest(tenant=tenant.slug)).challenge
+    signed_in = server.auth.VerifyMfa(
+        auth_pb2.VerifyMfaRequest(
+            challenge=passwordless.challenge,
+            passkey_credential_json=device.assert_(passwordless.passkey_request_options_json),
+        )
+    )
+    assert signed_in.user_id == tenant.owner_id
+    principal = server.auth.ValidateToken(auth_pb2.ValidateTokenRequest(token=signed_in.tokens.access_token)).principal
+    assert principal.mfa_verified and "pwd" not in principal.amr
+
+    # An assertion for another challenge (replayed) is refused like a wrong code.
+    again = server.auth.BeginPasskeySignIn(auth_pb2.BeginPasskeySignInRequest(tenant=tenant.slug)).challenge
+    stale = device.assert_(passwordless.passkey_request_options_json)
+    with pytest.raises(grpc.RpcError) as refused:
+        server.auth.VerifyMfa(auth_pb2.VerifyMfaRequest(challenge=again.challenge, passkey_credential_json=stale))
+    assert error_reason(refused.value) == "MFA_CODE_INVALID"
