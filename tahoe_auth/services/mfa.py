@@ -235,6 +235,7 @@ class SecondFactors:
         token = mfa.new_challenge_token()
         if tenant is not None and tenant.status == "active":
             with self._db.unit_of_work(tenant.id) as uow:
+                uow.mfa.delete_expired_challenges(now)
                 uow.mfa.add_challenge(
                     m.MfaChallenge(
                         tenant_id=tenant.id,
@@ -283,6 +284,7 @@ class SecondFactors:
         ttl: int = mfa.CHALLENGE_TTL_SECONDS,
     ) -> tuple[m.MfaChallenge, IssuedChallenge]:
         now = self._clock.now()
+        uow.mfa.delete_expired_challenges(now)  # the tenant's: what a table of challenges keeps is live ones
         token = mfa.new_challenge_token()
         passkeys = [f for f in factors if f.kind == mfa.PASSKEY]
         webauthn_challenge = self._passkeys.new_challenge() if passkeys else ""
@@ -573,6 +575,7 @@ class SecondFactors:
         with self._db.unit_of_work(principal.tenant_id) as uow:
             user = uow.users.get(principal.subject)
             existing = [_stored(f) for f in uow.mfa.confirmed_factors(user.id) if f.kind == mfa.PASSKEY]
+            uow.mfa.delete_expired_challenges(now)
             uow.mfa.add_challenge(
                 m.MfaChallenge(
                     tenant_id=principal.tenant_id,
