@@ -154,7 +154,8 @@ Tahoe Auth is running (embedded defaults: SQLite in ./var, in-process store).
   HTTP           {http_addr}   /.well-known/jwks.json, /healthz, /readyz
   ext_authz      {authz_http_addr}   Check over HTTP, which Envoy asks about every request
   transcription  {DEMO_ADDR}   the demo upstream (trusts only Envoy's verified identity)
-  Console        {envoy}/console/   the web console: sign in with a tenant below
+  Console        http://localhost:{ENVOY_ADDR.rpartition(":")[2]}/console/   the web console: sign in with a tenant below
+                 (localhost, not 127.0.0.1: browsers take passkeys only for a host name)
 Tenants 'demo' ({TENANTS["demo"]} / {demo["demo"]["owner_password"]}) and 'acme' ({TENANTS["acme"]} / \
 {demo["acme"]["owner_password"]}); saved in var/demo.json.
 
