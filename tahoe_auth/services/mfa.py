@@ -342,7 +342,9 @@ class SecondFactors:
         if not given:
             if challenge.satisfied_at is None:
                 raise InvalidArgument("totp_code", "answer the challenge: totp_code, recovery_code or a passkey")
-            return self._complete(challenge, mfa.METHOD_TOTP, tuple(challenge.satisfied_amr.split()), ctx)
+            amr = tuple(challenge.satisfied_amr.split())
+            method = mfa.METHOD_PASSKEY if mfa.AMR_HARDWARE_KEY in amr else mfa.METHOD_TOTP
+            return self._complete(challenge, method, amr, ctx)
         method = given[0]
         verified = self._accept(challenge, method, answer, ctx, now)
         if verified is None:
@@ -699,6 +701,10 @@ class SecondFactors:
         if own:
             self._prove_presence(principal, answer, ctx)
         with self._db.unit_of_work(tenant_id) as uow:
+            if not own:
+                # Standing, as for a password reset: an admin cannot strip an owner's factor.
+                _, theirs = user_permissions(uow, user_id)
+                access.ensure_can_grant(principal, theirs)
             factor = uow.mfa.factor(factor_id, user_id)
             kind = factor.kind
             uow.mfa.delete_factor(factor)

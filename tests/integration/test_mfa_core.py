@@ -145,3 +145,28 @@ def test_passkey_as_second_factor_and_for_passwordless_sign_in(server: RunningSe
     with pytest.raises(grpc.RpcError) as refused:
         server.auth.VerifyMfa(auth_pb2.VerifyMfaRequest(challenge=again.challenge, passkey_credential_json=stale))
     assert error_reason(refused.value) == "MFA_CODE_INVALID"
+
+
+def test_an_admin_removes_a_members_factor_but_not_an_owners(server: RunningServer) -> None:
+    tenant = server.create_tenant()
+    member_id, member = server.add_user(tenant, ["member"])
+    _, admin = server.add_user(tenant, ["admin"])
+    enroll_totp(server, server.owner_token(tenant))  # after add_user, which logs in as the owner
+    enroll_totp(server, member)
+    factors = mfa_stub(server).ListMfaFactors(mfa_pb2.ListMfaFactorsRequest(user_id=member_id), metadata=bearer(admin))
+    assert len(factors.factors) == 1
+    mfa_stub(server).DeleteMfaFactor(
+        mfa_pb2.DeleteMfaFactorRequest(factor_id=factors.factors[0].id, user_id=member_id), metadata=bearer(admin)
+    )
+    left = mfa_stub(server).ListMfaFactors(mfa_pb2.ListMfaFactorsRequest(user_id=member_id), metadata=bearer(admin))
+    assert not left.factors and left.recovery_codes_remaining == 0
+
+    owners = mfa_stub(server).ListMfaFactors(
+        mfa_pb2.ListMfaFactorsRequest(user_id=tenant.owner_id), metadata=bearer(admin)
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        mfa_stub(server).DeleteMfaFactor(
+            mfa_pb2.DeleteMfaFactorRequest(factor_id=owners.factors[0].id, user_id=tenant.owner_id),
+            metadata=bearer(admin),
+        )
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
