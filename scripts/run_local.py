@@ -142,6 +142,7 @@ def envoy_config(authz_http_addr: str, http_addr: str) -> Path:
 def walkthrough(demo: dict[str, dict[str, str]], grpc_addr: str, http_addr: str, authz_http_addr: str) -> str:
     grpcurl = ".venv/bin/grpcurl"
     envoy = f"http://{ENVOY_ADDR}"
+    console = f"http://localhost:{ENVOY_ADDR.rpartition(':')[2]}/console/"
     logins = {
         slug: json.dumps({"tenant": slug, "email": TENANTS[slug], "password": demo[slug]["owner_password"]})
         for slug in TENANTS
@@ -154,7 +155,8 @@ Tahoe Auth is running (embedded defaults: SQLite in ./var, in-process store).
   HTTP           {http_addr}   /.well-known/jwks.json, /healthz, /readyz
   ext_authz      {authz_http_addr}   Check over HTTP, which Envoy asks about every request
   transcription  {DEMO_ADDR}   the demo upstream (trusts only Envoy's verified identity)
-  Console        {envoy}/console/   the web console: sign in with a tenant below
+  Console        {console}   the web console: sign in with a tenant below
+                 (localhost, not 127.0.0.1: browsers take passkeys only for a host name)
 Tenants 'demo' ({TENANTS["demo"]} / {demo["demo"]["owner_password"]}) and 'acme' ({TENANTS["acme"]} / \
 {demo["acme"]["owner_password"]}); saved in var/demo.json.
 

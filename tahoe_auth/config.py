@@ -10,10 +10,12 @@ import base64
 import ipaddress
 import json
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tahoe_auth.domain.errors import InvalidArgument
 from tahoe_auth.domain.ratelimit import DEFAULT_LIMITS, LimitSet, parse_limits
@@ -95,6 +97,11 @@ class Settings:
     # The browser session cookie's Secure flag: `auto` sets it unless the request's
     # host is loopback (local development over plain HTTP).
     cookie_secure: str = "auto"
+    # WebAuthn (passkeys): the relying party's ID (a domain: browsers refuse IP
+    # addresses), the name authenticators show, and the origins whose ceremonies count.
+    webauthn_rp_id: str = "localhost"
+    webauthn_rp_name: str = "Tahoe Auth"
+    webauthn_origins: tuple[str, ...] = ("http://localhost:8080",)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -107,6 +114,7 @@ class Settings:
         if database_url.startswith("postgresql://"):
             database_url = "postgresql+psycopg://" + database_url.removeprefix("postgresql://")
         cpus = os.cpu_count() or 2
+        rp_id = _rp_id(reader.text("TAHOE_WEBAUTHN_RP_ID", cls.webauthn_rp_id))
         settings = cls(
             grpc_addr=reader.address("TAHOE_GRPC_ADDR", cls.grpc_addr),
             http_addr=reader.address("TAHOE_HTTP_ADDR", cls.http_addr),
@@ -161,6 +169,9 @@ class Settings:
             webhook_lease=reader.integer("TAHOE_WEBHOOK_LEASE", cls.webhook_lease, 2, 3600),
             trusted_proxies=_trusted_proxies(env.get("TAHOE_TRUSTED_PROXIES", "")),
             cookie_secure=reader.choice("TAHOE_COOKIE_SECURE", "auto", ("auto", "true", "false")),
+            webauthn_rp_id=rp_id,
+            webauthn_rp_name=reader.text("TAHOE_WEBAUTHN_RP_NAME", cls.webauthn_rp_name),
+            webauthn_origins=_webauthn_origins(env.get("TAHOE_WEBAUTHN_ORIGINS", ""), rp_id),
         )
         if settings.authz_workers > 1 and not settings.redis_url:
             raise ConfigError(
@@ -268,6 +279,61 @@ def _trusted_proxies(value: str) -> tuple[str, ...]:
                     f"TAHOE_TRUSTED_PROXIES: {item.strip()!r} is not an IP address or network (CIDR)"
                 ) from None
     return tuple(networks)
+
+
+# A DNS label: letters, digits and inner hyphens, at most 63 characters.
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+def _rp_id(value: str) -> str:
+    rp_id = value.lower()
+    try:
+        ipaddress.ip_address(rp_id.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        raise ConfigError(f"TAHOE_WEBAUTHN_RP_ID={value!r} is an IP address: browsers accept only a domain name")
+    labels = rp_id.split(".")
+    if len(rp_id) > 253 or not all(_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+        raise ConfigError(f"TAHOE_WEBAUTHN_RP_ID={value!r} is not a domain name (e.g. auth.example.com)")
+    return rp_id
+
+
+def _webauthn_origins(value: str, rp_id: str) -> tuple[str, ...]:
+    """Comma-separated origins, each serialized as browsers put it in clientDataJSON."""
+    items = [part.strip() for part in value.split(",") if part.strip()]
+    if not items:
+        return tuple(
+            _webauthn_origin(item, rp_id, " (the default: set TAHOE_WEBAUTHN_ORIGINS)")
+            for item in Settings.webauthn_origins
+        )
+    return tuple(_webauthn_origin(item, rp_id) for item in items)
+
+
+def _webauthn_origin(item: str, rp_id: str, note: str = "") -> str:
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"TAHOE_WEBAUTHN_ORIGINS: {item!r} {why}{note}")
+
+    try:
+        parts = urlsplit(item)
+        port = parts.port
+    except ValueError:
+        raise bad("is not an origin (scheme://host[:port])") from None
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host:
+        raise bad("is not an http(s) origin (scheme://host[:port])")
+    if parts.path or parts.query or parts.fragment or parts.username is not None or item.endswith(("?", "#")):
+        raise bad("must be an origin alone: no path, query or user (browsers send scheme://host[:port])")
+    loopback_name = host == "localhost" or host.endswith(".localhost")
+    if parts.scheme == "http" and not loopback_name:
+        raise bad("uses http: WebAuthn needs https except on localhost")
+    # The browser refuses a ceremony whose RP ID is not the origin's host or a parent
+    # domain of it, so such an origin could never succeed: say so at start instead.
+    if host != rp_id and not host.endswith("." + rp_id):
+        raise bad(f"is not on TAHOE_WEBAUTHN_RP_ID={rp_id!r} or a subdomain of it")
+    default_port = 443 if parts.scheme == "https" else 80
+    suffix = f":{port}" if port is not None and port != default_port else ""
+    return f"{parts.scheme}://{host}{suffix}"
 
 
 def _rate_limits(value: str | None) -> LimitSet:

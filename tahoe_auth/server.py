@@ -50,6 +50,7 @@ from tahoe_auth.api.interceptors import (
     Validate,
 )
 from tahoe_auth.api.key_servicer import KeyServicer
+from tahoe_auth.api.mfa_servicer import MfaServicer
 from tahoe_auth.api.rate_limit import RateLimit
 from tahoe_auth.api.tenant_servicer import TenantServicer, TenantUseCases
 from tahoe_auth.api.usage_servicer import UsageServicer
@@ -72,6 +73,8 @@ from tahoe_auth.v1 import (
     decision_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
+    mfa_pb2,
+    mfa_pb2_grpc,
     session_pb2,
     session_pb2_grpc,
     tenant_pb2,
@@ -98,6 +101,7 @@ WEBHOOKS = "/tahoe_auth.v1.WebhookService/"
 KEYS = "/tahoe_auth.v1.KeyService/"
 BROWSER = "/tahoe_auth.v1.BrowserSessionService/"
 DASHBOARD = "/tahoe_auth.v1.DashboardService/"
+MFA = "/tahoe_auth.v1.MfaService/"
 PUBLIC = MethodPolicy(public=True)
 # Methods that may hash a password: on their own threads, admitted by HashAdmission.
 PUBLIC_HASHING = MethodPolicy(public=True, hashes_password=True)
@@ -112,8 +116,18 @@ WEBHOOKS_READ = MethodPolicy(permission="webhooks:read")
 WEBHOOKS_WRITE = MethodPolicy(permission="webhooks:write")
 
 
-def needs(permission: str, hashes_password: bool = False) -> MethodPolicy:
-    return MethodPolicy(permission=permission, hashes_password=hashes_password)
+# Enrolling a second factor: also for the restricted token of a login that must enroll.
+ENROLLMENT = MethodPolicy(enrollment=True)
+
+
+def needs(permission: str, hashes_password: bool = False, step_up: bool = False) -> MethodPolicy:
+    return MethodPolicy(permission=permission, hashes_password=hashes_password, step_up=step_up)
+
+
+def sensitive(permission: str) -> MethodPolicy:
+    """Creates credentials or changes who may do what: a user with a second factor (or
+    whom the tenant requires to have one) needs a recent MFA verification (step-up)."""
+    return needs(permission, step_up=True)
 
 
 # Every method of the governed services declares what it needs, here and only here
@@ -125,26 +139,29 @@ POLICIES: dict[str, MethodPolicy] = {
     f"/{ext_authz.SERVICE_NAME}/Check": MethodPolicy(public=True, log_calls=False, intercept=False),
     DECISION + "ExplainDecision": MethodPolicy(),  # own credential; others': audit:read (the use case)
     AUTH + "Login": PUBLIC_HASHING,
+    AUTH + "VerifyMfa": PUBLIC,  # the challenge is in the body
+    AUTH + "BeginPasskeySignIn": PUBLIC,
     AUTH + "Refresh": PUBLIC,
     AUTH + "ValidateToken": PUBLIC,
     AUTH + "IssueServiceToken": PUBLIC,  # the client credentials are in the body
     AUTH + "Logout": SELF_SERVICE,
     # Their credential is the password or the refresh-token cookie; the CSRF header is required.
     BROWSER + "BrowserLogin": MethodPolicy(public=True, hashes_password=True, browser=True),
+    BROWSER + "BrowserVerifyMfa": MethodPolicy(public=True, browser=True),
     BROWSER + "BrowserRefresh": MethodPolicy(public=True, browser=True),
     BROWSER + "BrowserLogout": MethodPolicy(public=True, browser=True),
     AUTH + "LogoutAll": SELF_SERVICE,  # others: sessions:revoke
     AUTH + "ListSessions": SELF_SERVICE,  # others: sessions:read
     AUTH + "RevokeSession": SELF_SERVICE,  # others: sessions:revoke
-    AUTH + "CreateApiKey": needs("apikeys:create"),  # for another user: apikeys:manage
+    AUTH + "CreateApiKey": sensitive("apikeys:create"),  # for another user: apikeys:manage
     AUTH + "GetApiKey": needs("apikeys:read"),  # another user's: apikeys:manage
     AUTH + "ListApiKeys": needs("apikeys:read"),  # every user's: apikeys:manage
     AUTH + "RevokeApiKey": needs("apikeys:revoke"),  # another user's: apikeys:manage
-    AUTH + "RotateApiKey": needs("apikeys:rotate"),  # another user's: apikeys:manage
+    AUTH + "RotateApiKey": sensitive("apikeys:rotate"),  # another user's: apikeys:manage
     TENANT + "CreateTenant": PLATFORM_ONLY,
     TENANT + "GetTenant": needs("tenant:read"),
     TENANT + "ListTenants": PLATFORM_ONLY,
-    TENANT + "UpdateTenant": needs("tenant:write"),  # slug, plan, limits: platform only
+    TENANT + "UpdateTenant": sensitive("tenant:write"),  # slug, plan, limits: platform only
     TENANT + "SuspendTenant": PLATFORM_ONLY,
     TENANT + "ReactivateTenant": PLATFORM_ONLY,
     TENANT + "CreateUser": needs("users:create", hashes_password=True),  # with a password
@@ -153,28 +170,28 @@ POLICIES: dict[str, MethodPolicy] = {
     TENANT + "UpdateUser": needs("users:update"),
     TENANT + "DisableUser": needs("users:disable"),
     TENANT + "EnableUser": needs("users:disable"),
-    TENANT + "DeleteUser": needs("users:delete"),
+    TENANT + "DeleteUser": sensitive("users:delete"),
     TENANT + "ChangePassword": MethodPolicy(hashes_password=True),  # the caller's own
     TENANT + "ResetPassword": needs("users:reset_password", hashes_password=True),
     TENANT + "ListRoles": needs("roles:read"),
     TENANT + "GetRole": needs("roles:read"),
-    TENANT + "CreateRole": needs("roles:create"),
-    TENANT + "UpdateRole": needs("roles:update"),
-    TENANT + "DeleteRole": needs("roles:delete"),
-    TENANT + "AssignRole": needs("roles:assign"),
-    TENANT + "RemoveRole": needs("roles:assign"),
+    TENANT + "CreateRole": sensitive("roles:create"),
+    TENANT + "UpdateRole": sensitive("roles:update"),
+    TENANT + "DeleteRole": sensitive("roles:delete"),
+    TENANT + "AssignRole": sensitive("roles:assign"),
+    TENANT + "RemoveRole": sensitive("roles:assign"),
     TENANT + "GetEffectivePermissions": SELF_SERVICE,  # others: roles:read
     TENANT + "CreateInvitation": needs("invitations:create"),
     TENANT + "ListInvitations": needs("invitations:read"),
     TENANT + "ResendInvitation": needs("invitations:create"),
     TENANT + "RevokeInvitation": needs("invitations:revoke"),
     TENANT + "AcceptInvitation": PUBLIC_HASHING,  # the invitation token is in the body
-    TENANT + "CreateServiceAccount": needs("service_accounts:create"),
+    TENANT + "CreateServiceAccount": sensitive("service_accounts:create"),
     TENANT + "GetServiceAccount": needs("service_accounts:read"),
     TENANT + "ListServiceAccounts": needs("service_accounts:read"),
     TENANT + "UpdateServiceAccount": needs("service_accounts:update"),
     TENANT + "DeleteServiceAccount": needs("service_accounts:delete"),
-    TENANT + "RotateServiceAccountSecret": needs("service_accounts:rotate"),
+    TENANT + "RotateServiceAccountSecret": sensitive("service_accounts:rotate"),
     TENANT + "RevokeServiceAccountSecret": needs("service_accounts:revoke"),
     "/grpc.health.v1.Health/Check": MethodPolicy(public=True, log_calls=False),
     "/grpc.health.v1.Health/Watch": MethodPolicy(public=True, log_calls=False),
@@ -207,9 +224,19 @@ POLICIES: dict[str, MethodPolicy] = {
     WEBHOOKS + "SendTestWebhookEvent": WEBHOOKS_WRITE,
     WEBHOOKS + "ListWebhookEventTypes": WEBHOOKS_READ,
     # Platform administrators only (the servicer checks too).
-    KEYS + "RotateSigningKey": PLATFORM_ONLY,
+    KEYS + "RotateSigningKey": MethodPolicy(platform_only=True, step_up=True),
     KEYS + "ListSigningKeys": PLATFORM_ONLY,
-    KEYS + "RevokeSigningKey": PLATFORM_ONLY,
+    KEYS + "RevokeSigningKey": MethodPolicy(platform_only=True, step_up=True),
+    # The caller's own factors; another user's: users:read to list, users:reset_mfa to
+    # remove (the use case checks).
+    MFA + "ListMfaFactors": ENROLLMENT,
+    MFA + "BeginTotpEnrollment": ENROLLMENT,
+    MFA + "ConfirmTotpEnrollment": ENROLLMENT,
+    MFA + "BeginPasskeyRegistration": ENROLLMENT,
+    MFA + "FinishPasskeyRegistration": ENROLLMENT,
+    MFA + "DeleteMfaFactor": SELF_SERVICE,  # own: a fresh code or step-up (the use case)
+    MFA + "RegenerateRecoveryCodes": SELF_SERVICE,
+    MFA + "CreateStepUpChallenge": SELF_SERVICE,
     # Denials and failed logins are audit data; the breakdown is usage.
     DASHBOARD + "GetTenantOverview": AUDIT_READ,
     DASHBOARD + "GetUsageBreakdown": USAGE_READ,
@@ -228,6 +255,7 @@ GOVERNED_SERVICES = [
     keys_pb2.DESCRIPTOR.services_by_name["KeyService"],
     decision_pb2.DESCRIPTOR.services_by_name["DecisionService"],
     dashboard_pb2.DESCRIPTOR.services_by_name["DashboardService"],
+    mfa_pb2.DESCRIPTOR.services_by_name["MfaService"],
 ]
 # Reported to health checks (Envoy checks the ext_authz service by name) and reflection.
 RATE_LIMIT_SERVICE = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
@@ -290,6 +318,7 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
     webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(WebhookServicer(app.webhooks, app.clock), server)
     keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(app.keys, app.clock), server)
     dashboard_pb2_grpc.add_DashboardServiceServicer_to_server(DashboardServicer(app.dashboards), server)
+    mfa_pb2_grpc.add_MfaServiceServicer_to_server(MfaServicer(app.second_factors), server)
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(EnvoyRateLimitServicer(app.limiter), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

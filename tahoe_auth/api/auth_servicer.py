@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from tahoe_auth.api import convert
+from tahoe_auth.api import convert, convert_mfa
 from tahoe_auth.api import convert_tenants as c
 from tahoe_auth.api.interceptors import current_call
 from tahoe_auth.authz.authenticator import Authenticator
@@ -12,6 +12,7 @@ from tahoe_auth.domain import decision
 from tahoe_auth.domain.errors import InvalidArgument, Unauthenticated
 from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services.api_keys import ApiKeys
+from tahoe_auth.services.mfa import IssuedChallenge
 from tahoe_auth.services.service_accounts import ServiceAccounts
 from tahoe_auth.services.sessions import SessionService
 from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
@@ -34,11 +35,34 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
     def Login(self, request: auth_pb2.LoginRequest, context: grpc.ServicerContext) -> auth_pb2.LoginResponse:
         issued = self._sessions.login(request.tenant, request.email, request.password, current_call())
+        if isinstance(issued, IssuedChallenge):
+            return auth_pb2.LoginResponse(
+                tenant_id=issued.tenant_id, user_id=issued.user_id, mfa_challenge=convert_mfa.challenge(issued)
+            )
         return auth_pb2.LoginResponse(
             tokens=convert.token_pair(issued, int(self._clock.timestamp())),
             tenant_id=issued.tenant_id,
             user_id=issued.user_id,
         )
+
+    def VerifyMfa(
+        self, request: auth_pb2.VerifyMfaRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.VerifyMfaResponse:
+        if not request.challenge:
+            raise InvalidArgument("challenge", "challenge is required")
+        answer = convert_mfa.answer(request.totp_code, request.recovery_code, request.passkey_credential_json)
+        issued = self._sessions.verify_mfa(request.challenge, answer, current_call())
+        return auth_pb2.VerifyMfaResponse(
+            tokens=convert.token_pair(issued, int(self._clock.timestamp())),
+            tenant_id=issued.tenant_id,
+            user_id=issued.user_id,
+        )
+
+    def BeginPasskeySignIn(
+        self, request: auth_pb2.BeginPasskeySignInRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.BeginPasskeySignInResponse:
+        issued = self._sessions.begin_passkey_sign_in(request.tenant, current_call())
+        return auth_pb2.BeginPasskeySignInResponse(challenge=convert_mfa.challenge(issued))
 
     def Refresh(self, request: auth_pb2.RefreshRequest, context: grpc.ServicerContext) -> auth_pb2.RefreshResponse:
         if not request.refresh_token:

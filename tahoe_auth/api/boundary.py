@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 from tahoe_auth.domain import passwords, usage
 from tahoe_auth.domain.errors import InvalidArgument
 from tahoe_auth.services import paging
+from tahoe_auth.services.passkeys import MAX_CREDENTIAL_JSON
 from tahoe_auth.services.usage import MAX_BATCH
 
 DEFAULT_MAX_LENGTH = 256
@@ -78,6 +79,15 @@ MAX_LENGTH: Mapping[str, int] = {
     "token": TOKEN_LENGTH,
     "refresh_token": 256,
     "credential": TOKEN_LENGTH,
+    # Second factors.
+    "factor_id": ID_LENGTH,
+    "challenge": 100,
+    "registration_id": 100,
+    "code": 16,
+    "totp_code": 16,
+    "recovery_code": 32,
+    "credential_json": MAX_CREDENTIAL_JSON,
+    "passkey_credential_json": MAX_CREDENTIAL_JSON,
     # Authorization vocabulary.
     "permissions": PERMISSION_LENGTH,
     "scopes": PERMISSION_LENGTH,

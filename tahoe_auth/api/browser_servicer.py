@@ -12,14 +12,20 @@ from typing import TypeVar
 
 import grpc
 
-from tahoe_auth.api import browser, convert
+from tahoe_auth.api import browser, convert, convert_mfa
 from tahoe_auth.api.interceptors import current_call
-from tahoe_auth.domain.errors import RefreshTokenInvalid, Unauthenticated
+from tahoe_auth.domain.errors import InvalidArgument, RefreshTokenInvalid, Unauthenticated
 from tahoe_auth.kernel.clock import Clock
+from tahoe_auth.services.mfa import IssuedChallenge
 from tahoe_auth.services.sessions import IssuedTokens, SessionService
 from tahoe_auth.v1 import session_pb2, session_pb2_grpc
 
-Response = TypeVar("Response", session_pb2.BrowserLoginResponse, session_pb2.BrowserRefreshResponse)
+Response = TypeVar(
+    "Response",
+    session_pb2.BrowserLoginResponse,
+    session_pb2.BrowserRefreshResponse,
+    session_pb2.BrowserVerifyMfaResponse,
+)
 
 
 class BrowserSessionServicer(session_pb2_grpc.BrowserSessionServiceServicer):
@@ -32,8 +38,23 @@ class BrowserSessionServicer(session_pb2_grpc.BrowserSessionServiceServicer):
         self, request: session_pb2.BrowserLoginRequest, context: grpc.ServicerContext
     ) -> session_pb2.BrowserLoginResponse:
         issued = self._sessions.login(request.tenant, request.email, request.password, current_call())
+        if isinstance(issued, IssuedChallenge):
+            return session_pb2.BrowserLoginResponse(
+                tenant_id=issued.tenant_id, user_id=issued.user_id, mfa_challenge=convert_mfa.challenge(issued)
+            )
         self._set_cookie(context, issued)
         return self._access(session_pb2.BrowserLoginResponse(), issued)
+
+    def BrowserVerifyMfa(
+        self, request: session_pb2.BrowserVerifyMfaRequest, context: grpc.ServicerContext
+    ) -> session_pb2.BrowserVerifyMfaResponse:
+        if not request.challenge:
+            raise InvalidArgument("challenge", "challenge is required")
+        answer = convert_mfa.answer(request.totp_code, request.recovery_code, request.passkey_credential_json)
+        issued = self._sessions.verify_mfa(request.challenge, answer, current_call())
+        if issued.refresh_token:  # a new session; a step-up keeps the cookie's
+            self._set_cookie(context, issued)
+        return self._access(session_pb2.BrowserVerifyMfaResponse(), issued)
 
     def BrowserRefresh(
         self, request: session_pb2.BrowserRefreshRequest, context: grpc.ServicerContext

@@ -44,6 +44,10 @@ def principal(p: Principal) -> principal_pb2.Principal:
         session_id=p.session_id,
         expire_time=timestamp(p.expires_at),
         platform_admin=p.platform_admin,
+        amr=list(p.amr),
+        mfa_verified=p.mfa.verified_at > 0,
+        mfa_verify_time=timestamp(p.mfa.verified_at or None),
+        restriction=p.restriction,
     )
 
 

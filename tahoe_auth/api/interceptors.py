@@ -33,8 +33,8 @@ from tahoe_auth.api.forwarded import TrustedProxies, peer_address
 from tahoe_auth.authz.access import bearer_credential
 from tahoe_auth.authz.authenticator import Authenticator
 from tahoe_auth.domain import decision as decisions
-from tahoe_auth.domain import errors, passwords
-from tahoe_auth.domain.principal import Principal
+from tahoe_auth.domain import errors, mfa, passwords
+from tahoe_auth.domain.principal import USER, Principal
 from tahoe_auth.kernel import logs
 from tahoe_auth.kernel.metrics import RPC_DURATION
 from tahoe_auth.services.context import CallContext
@@ -76,6 +76,11 @@ class MethodPolicy:
     hashes_password: bool = False
     # A browser session method (cookie-borne credential): requires the CSRF header.
     browser: bool = False
+    # Enrolling a second factor: the one thing a restricted enrollment token may do.
+    enrollment: bool = False
+    # Sensitive: a user who has (or must have) a second factor needs a session that
+    # passed it within the tenant's step-up window (MFA_REQUIRED otherwise).
+    step_up: bool = False
 
 
 @dataclass
@@ -238,15 +243,19 @@ class Authorize:
     NOT_FOUND (no existence oracle) unless the caller is platform-scoped."""
 
     def __call__(self, call: Call, proceed: Callable[[], Any]) -> Any:
-        if call.principal is not None:
+        principal = call.principal
+        if principal is not None:
             outcome = decisions.decide(
-                call.principal,
+                principal,
                 call.policy.permission,
                 requested_tenant(call.request),
                 platform_only=call.policy.platform_only,
+                allowed_restriction=mfa.ENROLLMENT_RESTRICTION if call.policy.enrollment else "",
             )
             if not outcome.allowed:
                 raise denial_error(outcome)
+            if call.policy.step_up and principal.subject_type == USER:
+                mfa.require_fresh(principal.mfa, time.time())
         return proceed()
 
 

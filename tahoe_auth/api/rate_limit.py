@@ -35,6 +35,9 @@ REFRESH_PER_ADDRESS = Policy("refresh_per_address", 600, 60.0, Strategy.GCRA)
 # the same guessing surface as Login, so limited per address too.
 INVITATION_PER_ADDRESS = Policy("accept_invitation_per_address", 30, 60.0, Strategy.GCRA)
 SERVICE_TOKEN_PER_ADDRESS = Policy("service_token_per_address", 600, 60.0, Strategy.GCRA)
+# Answers to MFA challenges and passwordless starts: guesses at a code (the challenge and
+# the user count them too, services/mfa.py), so per address like Login.
+MFA_PER_ADDRESS = Policy("mfa_per_address", 60, 60.0, Strategy.GCRA)
 
 # method -> policies; a policy whose name ends in `_per_account` counts per Login account.
 METHOD_LIMITS: Mapping[str, tuple[Policy, ...]] = {
@@ -47,6 +50,9 @@ METHOD_LIMITS: Mapping[str, tuple[Policy, ...]] = {
     BROWSER + "BrowserRefresh": (REFRESH_PER_ADDRESS,),
     BROWSER + "BrowserLogout": (REFRESH_PER_ADDRESS,),
     AUTH + "IssueServiceToken": (SERVICE_TOKEN_PER_ADDRESS,),
+    AUTH + "VerifyMfa": (MFA_PER_ADDRESS,),
+    AUTH + "BeginPasskeySignIn": (MFA_PER_ADDRESS,),
+    BROWSER + "BrowserVerifyMfa": (MFA_PER_ADDRESS,),
     "/tahoe_auth.v1.TenantService/AcceptInvitation": (INVITATION_PER_ADDRESS,),
 }
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from tahoe_auth.domain import apikeys, tokens
 from tahoe_auth.domain.errors import Unauthenticated
+from tahoe_auth.domain.mfa import MfaStanding
 from tahoe_auth.domain.principal import SERVICE, USER, Principal
 from tahoe_auth.kernel import changes
 from tahoe_auth.kernel.cache import TTLCache
@@ -104,6 +105,8 @@ class Authenticator:
         facts = self.subject_facts(claims.tenant_id, claims.subject_type, claims.subject)
         if claims.issued_at < facts.not_before:
             raise InvalidCredential(f"token {claims.token_id} was issued before its credentials were revoked")
+        if claims.subject_type == USER and not claims.session_id and not claims.restriction:
+            raise InvalidCredential(f"user token {claims.token_id} names no session")
         return Principal(
             tenant_id=claims.tenant_id,
             subject=claims.subject,
@@ -114,6 +117,15 @@ class Authenticator:
             tenant_active=facts.tenant_active,
             subject_active=facts.subject_active,
             credential=f"{'service' if claims.subject_type == SERVICE else 'access'} token jti={claims.token_id}",
+            amr=claims.amr,
+            mfa=MfaStanding(
+                enrolled=facts.mfa_enrolled,
+                required=facts.mfa_required,
+                verified_at=claims.mfa_at,
+                step_up_seconds=facts.step_up_seconds,
+            ),
+            restriction=claims.restriction,
+            challenge_id=claims.challenge_id,
         )
 
     def _trust_caches(self) -> bool:

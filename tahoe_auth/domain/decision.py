@@ -10,6 +10,7 @@ from tahoe_auth.domain.principal import Principal
 from tahoe_auth.domain.reasons import (
     ALLOW,
     INVALID_TOKEN,
+    MFA_ENROLLMENT_REQUIRED,
     NO_CREDENTIAL,
     NOT_FOUND,
     PERMISSION_DENIED,
@@ -24,6 +25,7 @@ from tahoe_auth.domain.reasons import (
 __all__ = [
     "ALLOW",
     "INVALID_TOKEN",
+    "MFA_ENROLLMENT_REQUIRED",
     "NOT_FOUND",
     "NO_CREDENTIAL",
     "PERMISSION_DENIED",
@@ -71,6 +73,7 @@ def decide(
     *,
     platform_only: bool = False,
     tenant_required: bool = False,
+    allowed_restriction: str = "",
 ) -> Decision:
     """Decide for an authenticated principal. Authentication failures are decided by
     the caller (`unauthenticated`), since there is no principal to reason about.
@@ -81,12 +84,23 @@ def decide(
     which still need the permission). `platform_only` methods (creating tenants,
     suspending them) are for platform administrators alone: no tenant role grants them.
     `tenant_required`: the request acts within one tenant (every request through
-    Envoy does), so a credential bound to no tenant must name the resource's tenant."""
+    Envoy does), so a credential bound to no tenant must name the resource's tenant.
+    A restricted token is refused everywhere but where `allowed_restriction` names its
+    restriction (the enrollment methods)."""
     if not principal.tenant_active:
         return Decision(False, TENANT_SUSPENDED, "tenant is suspended", principal, required_permission)
     if not principal.subject_active:
         return Decision(
             False, SUBJECT_DISABLED, f"{principal.subject_type} is disabled", principal, required_permission
+        )
+    if principal.restriction and principal.restriction != allowed_restriction:
+        return Decision(
+            False,
+            MFA_ENROLLMENT_REQUIRED,
+            "this token can only enroll a second factor",
+            principal,
+            required_permission,
+            detail=f"restricted token: {principal.restriction}",
         )
     if resource_tenant and resource_tenant != principal.tenant_id and not principal.platform_scoped:
         # The same words whether that tenant exists or not: anything else is an existence oracle.
@@ -144,6 +158,8 @@ def denial(outcome: Decision) -> errors.TahoeError:
         return errors.TenantSuspended()
     if cls is errors.UserDisabled:
         return errors.UserDisabled()
+    if cls is errors.MfaEnrollmentRequired:
+        return errors.MfaEnrollmentRequired()
     if cls is errors.NotFound:
         # No existence oracle: another tenant's resources are simply not there.
         return errors.NotFound("resource", NOT_FOUND_MESSAGE)

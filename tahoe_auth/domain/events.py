@@ -20,6 +20,8 @@ USER_CREATED = "user.created"
 USER_UPDATED = "user.updated"
 USER_DELETED = "user.deleted"
 USER_INVITED = "user.invited"
+USER_MFA_FACTOR_ADDED = "user.mfa_factor_added"
+USER_MFA_FACTOR_REMOVED = "user.mfa_factor_removed"
 INVITATION_ACCEPTED = "invitation.accepted"
 APIKEY_CREATED = "apikey.created"
 APIKEY_ROTATED = "apikey.rotated"
@@ -36,6 +38,8 @@ CATALOG: dict[str, str] = {
     USER_UPDATED: "a user's profile, status or roles changed",
     USER_DELETED: "a user was removed",
     USER_INVITED: "an invitation to join the tenant was sent",
+    USER_MFA_FACTOR_ADDED: "a user added a second factor (authenticator app or passkey)",
+    USER_MFA_FACTOR_REMOVED: "a second factor was removed, by its user or an administrator",
     INVITATION_ACCEPTED: "an invitation was accepted",
     APIKEY_CREATED: "an API key was created",
     APIKEY_ROTATED: "an API key was rotated",

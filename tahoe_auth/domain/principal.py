@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tahoe_auth.domain.mfa import MfaStanding
 from tahoe_auth.domain.permissions import PermissionSet
 
 USER = "user"
@@ -25,6 +26,13 @@ class Principal:
     subject_active: bool = True
     # How the caller proved who it is, for logs and ExplainDecision (never the secret).
     credential: str = ""
+    # User sessions: how they signed in (RFC 8176 `amr`), and their second factors as
+    # far as step-up cares (enrolled, required by policy, last verified, window).
+    amr: tuple[str, ...] = ()
+    mfa: MfaStanding = field(default_factory=MfaStanding)
+    # A restricted token (only `mfa_enrollment` exists) and the challenge it belongs to.
+    restriction: str = ""
+    challenge_id: str = ""
 
     @property
     def platform_scoped(self) -> bool:

@@ -27,6 +27,7 @@ TENANT_REQUIRED = "tenant_required"
 UNAVAILABLE = "unavailable"
 RATE_LIMITED = "rate_limited"
 QUOTA_EXCEEDED = "quota_exceeded"
+MFA_ENROLLMENT_REQUIRED = "mfa_enrollment_required"
 
 # www-authenticate challenges (RFC 6750): none; no error code when no credential was
 # sent; `invalid_token` for a bad one; `insufficient_scope` (with the route's
@@ -85,6 +86,8 @@ _ROWS = (
     Reason(UNAVAILABLE, "UNAVAILABLE", 503, errors.Unavailable, "UNAVAILABLE"),
     Reason(RATE_LIMITED, "RESOURCE_EXHAUSTED", 429, errors.RateLimited, "RATE_LIMITED"),
     Reason(QUOTA_EXCEEDED, "RESOURCE_EXHAUSTED", 429, errors.QuotaExceeded, "QUOTA_EXCEEDED"),
+    # A restricted token (it may only enroll a second factor) used for anything else.
+    Reason(MFA_ENROLLMENT_REQUIRED, "PERMISSION_DENIED", 403, errors.MfaEnrollmentRequired, "MFA_ENROLLMENT_REQUIRED"),
 )
 
 REASONS: dict[str, Reason] = {row.name: row for row in _ROWS}

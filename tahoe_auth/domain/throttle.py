@@ -30,13 +30,18 @@ class ThrottlePolicy:
     max_delay: float = 900.0
     window: float = 3600.0
     doubling_every: int = 1
+    first_delay: float = 1.0
 
     def delay_after(self, failures: int) -> float:
         if failures < self.free_failures:
             return 0.0
         doublings = (failures - self.free_failures) // self.doubling_every
-        return min(self.max_delay, 2.0 ** min(doublings, 64))  # bounded: 2.0 ** 1024 overflows
+        return min(self.max_delay, self.first_delay * 2.0 ** min(doublings, 64))  # bounded: 2.0 ** 1024 overflows
 
 
 ACCOUNT_POLICY = ThrottlePolicy(free_failures=5)
+# Second-factor answers per user, across challenges: a six-digit code has a million
+# values, so after ten misses in a quarter hour each further try waits a minute and
+# more (up to 15); a challenge also dies after its own five misses.
+MFA_POLICY = ThrottlePolicy(free_failures=10, max_delay=900.0, window=900.0, first_delay=60.0)
 ADDRESS_POLICY = ThrottlePolicy(free_failures=100, max_delay=60.0, doubling_every=10)

@@ -90,6 +90,14 @@ class AccessClaims:
     key_id: str = ""
     """The `kid` it was verified with (not a claim): a cached verification holds only
     while that key is still published."""
+    # How the user signed in (RFC 8176 values) and when the session last passed a
+    # second factor (Unix time, 0 for never): what step-up reads.
+    amr: tuple[str, ...] = ()
+    mfa_at: int = 0
+    # A restricted token (`rst`) may do only what its restriction names; an enrollment
+    # token also names the login challenge (`chl`) that enrolling answers.
+    restriction: str = ""
+    challenge_id: str = ""
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -104,6 +112,14 @@ class AccessClaims:
         }
         if self.session_id:
             payload["sid"] = self.session_id
+        if self.amr:
+            payload["amr"] = list(self.amr)
+        if self.mfa_at:
+            payload["mfa_at"] = self.mfa_at
+        if self.restriction:
+            payload["rst"] = self.restriction
+        if self.challenge_id:
+            payload["chl"] = self.challenge_id
         return payload
 
 
@@ -124,6 +140,10 @@ def issue_access_token(
     session_id: str,
     now: int,
     ttl: int,
+    amr: tuple[str, ...] = (),
+    mfa_at: int = 0,
+    restriction: str = "",
+    challenge_id: str = "",
 ) -> tuple[str, AccessClaims]:
     claims = AccessClaims(
         issuer=issuer,
@@ -136,6 +156,10 @@ def issue_access_token(
         issued_at=now,
         expires_at=now + ttl,
         key_id=ring.signing_key.kid,
+        amr=amr,
+        mfa_at=mfa_at,
+        restriction=restriction,
+        challenge_id=challenge_id,
     )
     return sign(claims.to_payload(), ring.signing_key, ACCESS_TOKEN_TYPE), claims
 
@@ -177,6 +201,9 @@ def verify_access_token(token: str, ring: KeyRing, *, issuer: str, audience: str
     tenant_id, subject_type = payload.get("tid"), payload.get("sty")
     if not isinstance(tenant_id, str) or subject_type not in ("user", "service"):
         raise TokenRejected("missing tenant or subject type claim")
+    amr, mfa_at = payload.get("amr", []), payload.get("mfa_at", 0)
+    if not isinstance(amr, list) or not all(isinstance(a, str) for a in amr) or not isinstance(mfa_at, int):
+        raise TokenRejected("malformed amr or mfa_at claim")
     return AccessClaims(
         issuer=payload["iss"],
         audience=audience,
@@ -188,6 +215,10 @@ def verify_access_token(token: str, ring: KeyRing, *, issuer: str, audience: str
         issued_at=int(payload["iat"]),
         expires_at=int(payload["exp"]),
         key_id=kid,
+        amr=tuple(amr),
+        mfa_at=mfa_at,
+        restriction=str(payload.get("rst", "")),
+        challenge_id=str(payload.get("chl", "")),
     )
 
 

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from tahoe_auth.config import Settings
-from tahoe_auth.domain import audit, crypto, events, passwords, tokens
+from tahoe_auth.domain import audit, crypto, events, mfa, passwords, tokens
 from tahoe_auth.domain.errors import (
     InvalidArgument,
     InvalidCredentials,
     LoginThrottled,
+    MfaCodeInvalid,
     RefreshTokenInvalid,
     RefreshTokenReused,
 )
@@ -27,6 +28,7 @@ from tahoe_auth.services.context import CallContext
 from tahoe_auth.services.events import emit
 from tahoe_auth.services.keys import KeyManager
 from tahoe_auth.services.login_stats import LoginStats
+from tahoe_auth.services.mfa import Answer, IssuedChallenge, SecondFactors
 from tahoe_auth.services.throttle import LoginThrottle
 from tahoe_auth.store import models as m
 from tahoe_auth.store.db import SYSTEM, Database, UnitOfWork
@@ -69,7 +71,9 @@ class SessionService:
         clock: Clock,
         audit_log: AuditLog,
         login_stats: LoginStats,
+        second_factors: SecondFactors,
     ) -> None:
+        self._second_factors = second_factors
         self._audit = audit_log
         self._login_stats = login_stats
         self._db = db
@@ -82,7 +86,8 @@ class SessionService:
 
     # -- login -----------------------------------------------------------------
 
-    def login(self, tenant: str, email: str, password: str, ctx: CallContext) -> IssuedTokens:
+    def login(self, tenant: str, email: str, password: str, ctx: CallContext) -> IssuedTokens | IssuedChallenge:
+        """Tokens, or the challenge a second factor must answer (VerifyMfa) first."""
         tenant_key, email = tenant.strip().lower(), normalize_email(email)
         if not tenant_key or not email:
             raise InvalidArgument("tenant" if not tenant_key else "email", "tenant and email are required")
@@ -108,7 +113,35 @@ class SessionService:
             raise InvalidCredentials()
         self._throttle.succeeded(tenant_key, email)
         new_hash = self._hasher.hash(password) if result.needs_rehash else None
-        return self._start_session(tenant_row.id, user.id, ctx, new_hash)
+        challenge = self._second_factors.login_step(tenant_row, user, ctx)
+        if challenge is None:
+            return self._start_session(tenant_row.id, user.id, ctx, new_hash)
+        if new_hash is not None:
+            with self._db.unit_of_work(tenant_row.id) as uow:
+                uow.users.get(user.id).password_hash = new_hash
+                uow.commit()
+        return challenge
+
+    def verify_mfa(self, challenge: str, answer: Answer, ctx: CallContext) -> IssuedTokens:
+        """A login or passwordless sign-in: a new session's tokens. A step-up: a new
+        access token for the same session (no refresh token: the old one still holds)."""
+        verified = self._second_factors.verify(challenge, answer, ctx)
+        now = self._clock.now()
+        if verified.purpose != mfa.STEP_UP:
+            return self._start_session(
+                verified.tenant_id, verified.user_id, ctx, None, amr=verified.amr, mfa_verified_at=now
+            )
+        with self._db.unit_of_work(verified.tenant_id) as uow:
+            session = uow.sessions.get(verified.session_id)
+            if session.revoked_at is not None or session.expires_at <= now or session.idle_expires_at <= now:
+                raise MfaCodeInvalid()
+            session.mfa_verified_at = now
+            session.amr = " ".join(dict.fromkeys([*session.amr.split(), *verified.amr]))
+            uow.commit()
+            return self._issue(session, "")
+
+    def begin_passkey_sign_in(self, tenant: str, ctx: CallContext) -> IssuedChallenge:
+        return self._second_factors.passkey_sign_in(tenant, ctx)
 
     def _login_failed(
         self, ctx: CallContext, tenant_key: str, email: str, tenant: m.Tenant | None, user: m.User | None, reason: str
@@ -151,7 +184,14 @@ class SessionService:
         return self._start_session(tenant_id, user_id, ctx, None, audited=False)
 
     def _start_session(
-        self, tenant_id: str, user_id: str, ctx: CallContext, new_hash: str | None, audited: bool = True
+        self,
+        tenant_id: str,
+        user_id: str,
+        ctx: CallContext,
+        new_hash: str | None,
+        audited: bool = True,
+        amr: tuple[str, ...] = (mfa.AMR_PASSWORD,),
+        mfa_verified_at: dt.datetime | None = None,
     ) -> IssuedTokens:
         """`audited=False` when the calling use case records its own entry (invitations)."""
         now = self._clock.now()
@@ -169,6 +209,8 @@ class SessionService:
                     expires_at=now + dt.timedelta(seconds=self._settings.session_absolute_ttl),
                     client_address=ctx.client_address[:255],
                     user_agent=ctx.user_agent[:512],
+                    amr=" ".join(amr),
+                    mfa_verified_at=mfa_verified_at,
                 )
             )
             uow.refresh_tokens.add(tenant_id, session.id, _hash_refresh_token(refresh_token))
@@ -179,7 +221,7 @@ class SessionService:
                     tenant_id,
                     "auth.login",
                     f"user:{user_id}",
-                    details={"session_id": session.id, "rehashed": new_hash is not None},
+                    details={"session_id": session.id, "rehashed": new_hash is not None, "amr": " ".join(amr)},
                     actor=Actor(user_id, USER),
                 )
                 self._login_stats.succeeded(uow, tenant_id, user_id)
@@ -199,6 +241,8 @@ class SessionService:
             session_id=session.id,
             now=now,
             ttl=max(1, ttl),
+            amr=tuple(session.amr.split()),
+            mfa_at=int(session.mfa_verified_at.timestamp()) if session.mfa_verified_at is not None else 0,
         )
         return IssuedTokens(
             access_token=access,

@@ -28,7 +28,7 @@ from typing import TypeVar
 
 from tahoe_auth.domain.crypto import sha256_hex
 from tahoe_auth.domain.errors import LoginThrottled
-from tahoe_auth.domain.throttle import ACCOUNT_POLICY, ADDRESS_POLICY, ThrottlePolicy
+from tahoe_auth.domain.throttle import ACCOUNT_POLICY, ADDRESS_POLICY, MFA_POLICY, ThrottlePolicy
 from tahoe_auth.kernel.metrics import STORE_FAILURES
 from tahoe_auth.store.kv import KeyValueStore, MemoryStore, StoreUnavailable
 
@@ -70,7 +70,24 @@ class LoginThrottle:
         return keys
 
     def check(self, tenant: str, email: str, address: str) -> None:
-        for key, _ in self._keys(tenant, email, address):
+        self._check(self._keys(tenant, email, address))
+
+    @staticmethod
+    def _mfa_keys(tenant: str, user_id: str) -> list[tuple[str, ThrottlePolicy]]:
+        return [(f"thr:{{{tenant}}}:mfa:{user_id}", MFA_POLICY)]
+
+    def check_mfa(self, tenant: str, user_id: str) -> None:
+        """Second-factor answers of one user (LoginThrottled while they must wait)."""
+        self._check(self._mfa_keys(tenant, user_id))
+
+    def mfa_failed(self, tenant: str, user_id: str) -> None:
+        self._count(self._mfa_keys(tenant, user_id))
+
+    def mfa_succeeded(self, tenant: str, user_id: str) -> None:
+        self._clear(self._mfa_keys(tenant, user_id)[0][0])
+
+    def _check(self, keys: list[tuple[str, ThrottlePolicy]]) -> None:
+        for key, _ in keys:
             lock = f"{key}:lock"
             # The fallback too: a lock taken there during an outage outlives the outage.
             wait = max(self._on_store(methodcaller("ttl", lock)) or 0.0, self._fallback.ttl(lock) or 0.0)
@@ -78,8 +95,9 @@ class LoginThrottle:
                 raise LoginThrottled(retry_after=wait)
 
     def failed(self, tenant: str, email: str, address: str) -> None:
-        keys = self._keys(tenant, email, address)
+        self._count(self._keys(tenant, email, address))
 
+    def _count(self, keys: list[tuple[str, ThrottlePolicy]]) -> None:
         def count(store: KeyValueStore) -> None:
             for key, policy in keys:
                 delay = policy.delay_after(store.incr(f"{key}:count", policy.window))
@@ -89,7 +107,9 @@ class LoginThrottle:
         self._on_store(count)
 
     def succeeded(self, tenant: str, email: str) -> None:
-        account, _ = self._keys(tenant, email, "")[0]
+        self._clear(self._keys(tenant, email, "")[0][0])
+
+    def _clear(self, account: str) -> None:
         keys = (f"{account}:count", f"{account}:lock")
         self._fallback.delete(*keys)
         self._on_store(lambda s: s.delete(*keys))

@@ -27,6 +27,7 @@ from tahoe_auth.store import repositories as r
 from tahoe_auth.store.audit_repository import AuditRepository
 from tahoe_auth.store.change_log import ChangeLogRepository
 from tahoe_auth.store.dashboard_repository import DashboardRepository
+from tahoe_auth.store.mfa_repository import MfaRepository
 from tahoe_auth.store.models import PlatformServiceAccount, ServiceAccount, TenantScoped
 from tahoe_auth.store.usage_repository import UsageRepository
 from tahoe_auth.store.webhook_repository import OutboxRepository, WebhookRepository
@@ -201,6 +202,7 @@ class UnitOfWork:
         self.audit = AuditRepository(session)
         self.outbox = OutboxRepository(session)
         self.webhooks = WebhookRepository(session)
+        self.mfa = MfaRepository(session)
 
     def record_change(self, channel: str, message: str) -> int:
         return self.changes.append(channel, message)

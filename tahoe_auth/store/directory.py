@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from tahoe_auth.domain import security_policy
 from tahoe_auth.domain.errors import NotFound
 from tahoe_auth.domain.permissions import BUILTIN_ROLES, PermissionSet, is_builtin
 from tahoe_auth.store import models as m
@@ -20,6 +21,11 @@ class SubjectFacts:
     # Tokens issued (`iat`) before this Unix time are refused: a service account's
     # secrets were revoked, and with them every token issued so far.
     not_before: int = 0
+    # Users: has a confirmed second factor; the tenant's policy requires one of them;
+    # the tenant's step-up window in seconds.
+    mfa_enrolled: bool = False
+    mfa_required: bool = False
+    step_up_seconds: int = 0
 
 
 @dataclass(frozen=True)
@@ -57,11 +63,16 @@ class Directory:
                 user = uow.users.get(user_id)
             except NotFound:
                 return MISSING_SUBJECT
-            _, permissions = user_permissions(uow, user_id)
+            roles, permissions = user_permissions(uow, user_id)
+            enrolled = uow.mfa.has_confirmed_factor(user_id)
+        policy = security_policy.of_tenant_settings(tenant.settings)
         return SubjectFacts(
             permissions=permissions,
             subject_active=user.status == "active",
             tenant_active=tenant.status == "active",
+            mfa_enrolled=enrolled,
+            mfa_required=policy.mfa_required_for(roles),
+            step_up_seconds=policy.step_up_seconds,
         )
 
     def service_facts(self, tenant_id: str, account_id: str) -> SubjectFacts:

@@ -100,7 +100,11 @@ def test_tenant_a_owner_cannot_reach_tenant_b_over_json(
     public = isolation.is_public(service, method)
     token = isolation.fresh_owner_token(server, world.a)
 
-    if public or isolation.names_another_tenant(request):
+    if method.name in isolation.CEREMONY_STARTS:
+        # Answers for any tenant with nothing of its own (see tests/isolation.py): the
+        # leak check below covers it.
+        pass
+    elif public or isolation.names_another_tenant(request):
         # Refused over gRPC (the gRPC matrix says so), hence changes nothing: the same
         # request over JSON must be refused alike, on every binding.
         expected = over_grpc(world, service, method, request, token)

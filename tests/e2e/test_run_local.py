@@ -115,7 +115,7 @@ def test_a_signal_to_make_run_stops_every_child_and_frees_the_ports(
         document = e2e.request(ports["envoy"], "GET", "/auth/v1/openapi.json")
         assert document.status == 200 and document.body["openapi"].startswith("3."), document.status
         # The console, printed by the walkthrough, is served through Envoy from the moved side port.
-        assert f"http://127.0.0.1:{ports['envoy']}/console/" in "".join(output)
+        assert f"http://localhost:{ports['envoy']}/console/" in "".join(output)
         console = e2e.request(ports["envoy"], "GET", "/console/")
         assert console.status == 200 and "js/main.js" in console.body["raw"], console.status
 

@@ -30,6 +30,7 @@ from tahoe_auth.v1 import auth_pb2, tenant_pb2
 from tests import support
 from tests.conftest import APP_ROLE
 from tests.isolation import (
+    CEREMONY_STARTS,
     DENIED,
     METHOD_IDS,
     METHODS,
@@ -85,8 +86,11 @@ def test_tenant_a_owner_cannot_reach_tenant_b(
             else:  # A's own tenant (or a self-service method): any honest answer, never a crash
                 assert error.code() != grpc.StatusCode.INTERNAL, (method.name, error.details())
             continue
-        # A public method may succeed only by doing nothing (BrowserLogout without a cookie).
-        assert (not public or response.ByteSize() == 0) and not names_b, f"{method.name} answered about tenant B"
+        if method.name in CEREMONY_STARTS:
+            assert b.tenant.id not in str(response) and b.tenant.slug not in str(response), method.name
+        else:
+            # A public method may succeed only by doing nothing (BrowserLogout without a cookie).
+            assert (not public or response.ByteSize() == 0) and not names_b, f"{method.name} answered about tenant B"
         leaked = [value for value in b.secrets() if value in str(response)]
         assert not leaked, f"{method.name} returned tenant B's data: {leaked}"
 

@@ -28,7 +28,11 @@ def test_platform_admin_creates_lists_and_updates_tenants(server: RunningServer)
     ).tenant
     assert created.slug == "acme" and created.display_name == "acme" and created.plan == "pro"
     assert created.state == tenant_pb2.TENANT_STATE_ACTIVE
-    assert created.settings == settings
+    assert created.settings.rate_limits == settings.rate_limits and created.settings.quotas == settings.quotas
+    # The security policy always reads as in effect: the defaults when none was set.
+    assert created.settings.security == tenant_pb2.SecurityPolicy(
+        mfa_requirement=tenant_pb2.MFA_REQUIREMENT_OPTIONAL, step_up_minutes=15, password_min_length=8
+    )
     # The rate limiter and quotas read what TenantService stored.
     config = server.app.tenant_config.get(created.id)
     assert config.limits.policies["per_tenant"].limit == 50 and config.plan == "pro"

@@ -86,7 +86,8 @@ def test_browser_methods_need_the_csrf_header() -> None:
 def test_exactly_the_browser_methods_are_marked_and_public() -> None:
     marked = {name for name, policy in POLICIES.items() if policy.browser}
     assert marked == {
-        f"/tahoe_auth.v1.BrowserSessionService/{m}" for m in ("BrowserLogin", "BrowserRefresh", "BrowserLogout")
+        f"/tahoe_auth.v1.BrowserSessionService/{m}"
+        for m in ("BrowserLogin", "BrowserVerifyMfa", "BrowserRefresh", "BrowserLogout")
     }
     assert all(POLICIES[name].public for name in marked)
     assert POLICIES["/tahoe_auth.v1.BrowserSessionService/BrowserLogin"].hashes_password

@@ -46,6 +46,32 @@ def test_postgres_needs_a_master_key() -> None:
         ({"TAHOE_REDIS_TIMEOUT": "fast"}, "TAHOE_REDIS_TIMEOUT.*not a number"),
         ({"TAHOE_REDIS_TIMEOUT": "0"}, "TAHOE_REDIS_TIMEOUT.*outside"),
         ({"TAHOE_REDIS_TIMEOUT": "nan"}, "TAHOE_REDIS_TIMEOUT.*outside"),
+        ({"TAHOE_WEBAUTHN_RP_ID": "127.0.0.1"}, "TAHOE_WEBAUTHN_RP_ID='127.0.0.1' is an IP address"),
+        ({"TAHOE_WEBAUTHN_RP_ID": "[::1]"}, "TAHOE_WEBAUTHN_RP_ID.*is an IP address"),
+        ({"TAHOE_WEBAUTHN_RP_ID": "https://example.com"}, "TAHOE_WEBAUTHN_RP_ID.*is not a domain name"),
+        ({"TAHOE_WEBAUTHN_RP_ID": "example..com"}, "TAHOE_WEBAUTHN_RP_ID.*is not a domain name"),
+        ({"TAHOE_WEBAUTHN_RP_ID": "-example.com"}, "TAHOE_WEBAUTHN_RP_ID.*is not a domain name"),
+        ({"TAHOE_WEBAUTHN_RP_ID": "10.0.0"}, "TAHOE_WEBAUTHN_RP_ID.*is not a domain name"),
+        ({"TAHOE_WEBAUTHN_RP_ID": "a" * 64 + ".com"}, "TAHOE_WEBAUTHN_RP_ID.*is not a domain name"),
+        ({"TAHOE_WEBAUTHN_ORIGINS": "http://localhost:8080/console"}, "TAHOE_WEBAUTHN_ORIGINS.*no path"),
+        ({"TAHOE_WEBAUTHN_ORIGINS": "http://localhost:8080?x=1"}, "TAHOE_WEBAUTHN_ORIGINS.*no path"),
+        ({"TAHOE_WEBAUTHN_ORIGINS": "http://me@localhost:8080"}, "TAHOE_WEBAUTHN_ORIGINS.*no path"),
+        ({"TAHOE_WEBAUTHN_ORIGINS": "localhost:8080"}, "TAHOE_WEBAUTHN_ORIGINS.*not an http\\(s\\) origin"),
+        ({"TAHOE_WEBAUTHN_ORIGINS": "ftp://localhost"}, "TAHOE_WEBAUTHN_ORIGINS.*not an http\\(s\\) origin"),
+        ({"TAHOE_WEBAUTHN_ORIGINS": "http://localhost:99999"}, "TAHOE_WEBAUTHN_ORIGINS.*not an origin"),
+        (
+            {"TAHOE_WEBAUTHN_RP_ID": "example.com", "TAHOE_WEBAUTHN_ORIGINS": "http://example.com"},
+            "TAHOE_WEBAUTHN_ORIGINS: 'http://example.com' uses http: WebAuthn needs https except on localhost",
+        ),
+        ({"TAHOE_WEBAUTHN_ORIGINS": "https://localhost.evil.com"}, "not on TAHOE_WEBAUTHN_RP_ID='localhost'"),
+        (
+            {"TAHOE_WEBAUTHN_RP_ID": "example.com", "TAHOE_WEBAUTHN_ORIGINS": "https://notexample.com"},
+            "not on TAHOE_WEBAUTHN_RP_ID='example.com'",
+        ),
+        (
+            {"TAHOE_WEBAUTHN_RP_ID": "example.com"},
+            "'http://localhost:8080' is not on.*the default: set TAHOE_WEBAUTHN_ORIGINS",
+        ),
     ],
 )
 def test_bad_configuration_is_one_clear_line(env: dict[str, str], message: str, tmp_path: Path) -> None:
@@ -105,3 +131,27 @@ def test_each_check_process_falls_back_to_its_share_of_the_limits(tmp_path: Path
     finally:
         store.close()
     assert decision.degraded and decision.limit == 10
+
+
+def test_webauthn_defaults(tmp_path: Path) -> None:
+    settings = Settings.from_env({"TAHOE_VAR_DIR": str(tmp_path)})
+    assert settings.webauthn_rp_id == "localhost"
+    assert settings.webauthn_rp_name == "Tahoe Auth"
+    assert settings.webauthn_origins == ("http://localhost:8080",)
+
+
+def test_webauthn_origins_are_kept_as_browsers_write_them(tmp_path: Path) -> None:
+    # clientDataJSON's origin is compared as a string: lowercase, no default port.
+    settings = Settings.from_env(
+        {
+            "TAHOE_VAR_DIR": str(tmp_path),
+            "TAHOE_WEBAUTHN_RP_ID": "Example.COM",
+            "TAHOE_WEBAUTHN_RP_NAME": "Example Sign-in",
+            "TAHOE_WEBAUTHN_ORIGINS": " HTTPS://Auth.Example.com:443 ,, https://example.com:8443",
+        }
+    )
+    assert settings.webauthn_rp_id == "example.com"
+    assert settings.webauthn_rp_name == "Example Sign-in"
+    assert settings.webauthn_origins == ("https://auth.example.com", "https://example.com:8443")
+    local = Settings.from_env({"TAHOE_VAR_DIR": str(tmp_path), "TAHOE_WEBAUTHN_ORIGINS": "http://app.localhost:80"})
+    assert local.webauthn_origins == ("http://app.localhost",)

@@ -10,6 +10,7 @@ from tahoe_auth.domain.permissions import BUILTIN_ROLES
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "tenants.md").read_text()
 ROW = re.compile(r"^\| `([^`]+)` \| ([^|]+) \|", re.M)
+NOTES = re.compile(r"^\| `([^`]+)` \| [^|]+ \|([^|]*)\|", re.M)
 
 
 def rows() -> dict[str, str]:
@@ -35,3 +36,12 @@ def test_every_method_policy_is_documented_exactly() -> None:
         else:
             expected = f"`{policy.permission}`" if policy.permission else "self"
         assert documented[f"{service.rsplit('.', 1)[1]}.{method}"] == expected, name
+
+
+def test_the_step_up_methods_are_documented_exactly() -> None:
+    notes = {name: cell for name, cell in NOTES.findall(DOC)}
+    documented_services = [s for s in server.GOVERNED_SERVICES if s.name in ("AuthService", "TenantService")]
+    for name in server.method_names(documented_services):
+        service, method = name.strip("/").split("/")
+        documented = "step-up" in notes[f"{service.rsplit('.', 1)[1]}.{method}"]
+        assert documented == server.POLICIES[name].step_up, name

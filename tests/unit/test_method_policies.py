@@ -45,8 +45,12 @@ def test_public_methods_are_exactly_the_credential_exchanges() -> None:
         "ValidateToken",
         "IssueServiceToken",
         "AcceptInvitation",
+        # The MFA challenge (from a login or a passkey sign-in) is the credential.
+        "VerifyMfa",
+        "BeginPasskeySignIn",
         # By password or by the refresh-token cookie (and the CSRF header).
         "BrowserLogin",
+        "BrowserVerifyMfa",
         "BrowserRefresh",
         "BrowserLogout",
     }

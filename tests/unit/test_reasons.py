@@ -43,6 +43,7 @@ def test_every_reason_the_code_names_is_in_the_table() -> None:
         decision.UNAVAILABLE,
         decision.RATE_LIMITED,
         decision.QUOTA_EXCEEDED,
+        decision.MFA_ENROLLMENT_REQUIRED,
     }
     assert declared == set(reasons.REASONS)
 
