@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -18,6 +20,7 @@ from tahoe_auth.api.errors import code_for, to_status
 from tahoe_auth.domain import password_policy as policy
 from tahoe_auth.domain.errors import InvalidArgument, PasswordRejected
 from tahoe_auth.domain.passwords import MAX_LENGTH, MIN_LENGTH
+from tests.support import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 LIST_DIR = ROOT / "tahoe_auth" / "data" / "common_passwords"
@@ -240,3 +243,28 @@ def test_a_generated_password_that_breaks_a_rule_is_drawn_again(monkeypatch: pyt
     monkeypatch.setattr(policy.secrets, "token_urlsafe", lambda n: next(draws))
     context = policy.PasswordContext.of(8, "owner@demo.test", ("demo",))
     assert policy.generate(context) == "k3J9_qP2-zR8vX1mN4bT7wYc"
+
+
+def test_the_console_says_which_rule_refused_the_password() -> None:
+    node = shutil.which("node")
+    if node is None:
+        unavailable("node is needed to run the console's errors.js")
+    module = (ROOT / "tahoe_auth" / "console_assets" / "js" / "errors.js").as_uri()
+    script = (
+        f"import {{ plainWords }} from {json.dumps(module)};\n"
+        "const said = (rule, message) => plainWords({ status: 400, reason: 'PASSWORD_REJECTED',"
+        " metadata: rule ? { rule } : {}, message });\n"
+        "console.log(JSON.stringify([said('common', 'x'), said('contains_email', 'x'),"
+        " said('contains_tenant_name', 'x'), said('min_length', 'this tenant requires passwords of at least 12"
+        " characters'), said('', 'password must be at most 1024 characters')]));\n"
+    )
+    run = subprocess.run(
+        [node, "--input-type=module", "-e", script], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    common, email, tenant, short, long = json.loads(run.stdout)
+    assert "too common" in common and "breached" in common
+    assert "email address" in email
+    assert "tenant's name" in tenant
+    assert short == "This tenant requires passwords of at least 12 characters."
+    assert long == "Password must be at most 1024 characters."
