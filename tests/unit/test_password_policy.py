@@ -16,10 +16,12 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
+from tahoe_auth.api import boundary
 from tahoe_auth.api.errors import code_for, to_status
 from tahoe_auth.domain import password_policy as policy
 from tahoe_auth.domain.errors import InvalidArgument, PasswordRejected
 from tahoe_auth.domain.passwords import MAX_LENGTH, MIN_LENGTH
+from tahoe_auth.v1 import auth_pb2, tenant_pb2
 from tests.support import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -268,3 +270,25 @@ def test_the_console_says_which_rule_refused_the_password() -> None:
     assert "tenant's name" in tenant
     assert short == "This tenant requires passwords of at least 12 characters."
     assert long == "Password must be at most 1024 characters."
+
+
+def test_too_long_is_the_policys_answer_only_where_a_password_is_set() -> None:
+    too_long = "k" * (MAX_LENGTH + 1)
+    setting = [
+        tenant_pb2.CreateUserRequest(user=tenant_pb2.User(email="a@b.test"), password=too_long),
+        tenant_pb2.ChangePasswordRequest(current_password="x", new_password=too_long),
+        tenant_pb2.ResetPasswordRequest(user_id="u", new_password=too_long),
+        tenant_pb2.AcceptInvitationRequest(token="iv_x", password=too_long),
+    ]
+    for request in setting:
+        with pytest.raises(PasswordRejected) as raised:
+            boundary.check_request(request)
+        assert raised.value.rule == "max_length", request
+    # A login, or the current password, is never judged by the policy.
+    for request in (
+        auth_pb2.LoginRequest(tenant="t", email="a@b.test", password=too_long),
+        tenant_pb2.ChangePasswordRequest(current_password=too_long, new_password="fine password"),
+    ):
+        with pytest.raises(InvalidArgument) as plain:
+            boundary.check_request(request)
+        assert type(plain.value) is InvalidArgument
