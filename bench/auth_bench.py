@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
 from tests import harness
 
-PASSWORD = "bench password 1234"
+PASSWORD = "quiet kettle orbit 1234"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/tahoe_bench"
 REDIS_URL = "redis://127.0.0.1:6379/14"
 

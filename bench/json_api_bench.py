@@ -44,7 +44,7 @@ from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc, tenant_pb2, tenant_pb2_grpc
 from tests import harness
 from tests.e2e import stack as e2e
 
-PASSWORD = "bench password 1234"
+PASSWORD = "quiet kettle orbit 1234"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/tahoe_bench"
 REDIS_URL = "redis://127.0.0.1:6379/14"
 EXT_AUTHZ_OFF = {

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from tests import harness
 
 ROOT = Path(__file__).resolve().parent.parent
-PASSWORD = "bench password 1234"
+PASSWORD = "quiet kettle orbit 1234"
 TENANT = "bench"
 EMAIL = "owner@bench.test"
 ROUTE = {"required_permission": "transcription:read", "upstream": "transcription"}

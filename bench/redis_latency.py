@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 if TYPE_CHECKING:
     from tahoe_auth.app import App
 
-PASSWORD = "bench password 1234"
+PASSWORD = "quiet kettle orbit 1234"
 
 
 def _burn() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import secrets
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -49,6 +48,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
     from tahoe_auth.app import build_app
+    from tahoe_auth.domain import password_policy
     from tahoe_auth.store.db import SYSTEM
 
     app = build_app(settings)
@@ -59,7 +59,11 @@ def cmd_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
             print(f"tenant {args.tenant!r} exists; nothing to do")
             return 0
         generated = not args.password_stdin
-        password = secrets.token_urlsafe(18) if generated else sys.stdin.readline().rstrip("\n")
+        if generated:
+            names = (args.tenant, args.display_name or args.tenant)
+            password = password_policy.generate(password_policy.context_for({}, names, args.owner_email))
+        else:
+            password = sys.stdin.readline().rstrip("\n")
         tenant, owner = app.tenants.create_tenant_with_owner(args.tenant, args.display_name, args.owner_email, password)
         platform_key = app.platform.create("bootstrap")
         app.keys.ensure_active_key()

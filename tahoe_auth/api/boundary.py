@@ -25,8 +25,8 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from tahoe_auth.domain import passwords, usage
-from tahoe_auth.domain.errors import InvalidArgument
+from tahoe_auth.domain import password_policy, passwords, usage
+from tahoe_auth.domain.errors import InvalidArgument, PasswordRejected
 from tahoe_auth.services import paging
 from tahoe_auth.services.passkeys import MAX_CREDENTIAL_JSON
 from tahoe_auth.services.usage import MAX_BATCH
@@ -108,6 +108,17 @@ MAX_LENGTH: Mapping[str, int] = {
     "url": 2048,
 }
 
+# The fields that set a password: too long there is the password policy's `max_length`
+# rule, answered as the policy answers (PASSWORD_REJECTED naming it).
+NEW_PASSWORD_FIELDS = frozenset(
+    {
+        "CreateUserRequest.password",
+        "ChangePasswordRequest.new_password",
+        "ResetPasswordRequest.new_password",
+        "AcceptInvitationRequest.password",
+    }
+)
+
 MAX_ITEMS: Mapping[str, int] = {
     "events": MAX_BATCH,
     "dimensions": usage.MAX_DIMENSIONS,
@@ -188,7 +199,11 @@ def _check_scalar(field: FieldDescriptor, value: object, name: str, depth: int) 
 def _check_length(field: FieldDescriptor, name: str, length: int) -> None:
     most = _limit(MAX_LENGTH, field, DEFAULT_MAX_LENGTH)
     if length > most:
-        raise InvalidArgument(name, f"{name} must be at most {most} characters")
+        message = f"{name} must be at most {most} characters"
+        owner = field.containing_type.name if field.containing_type is not None else ""
+        if f"{owner}.{field.name}" in NEW_PASSWORD_FIELDS:
+            raise PasswordRejected(name, password_policy.MAX_LENGTH_RULE, message)
+        raise InvalidArgument(name, message)
 
 
 def _check_timestamp(stamp: timestamp_pb2.Timestamp, name: str) -> None:

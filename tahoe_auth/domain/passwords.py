@@ -1,4 +1,4 @@
-"""Password policy and argon2id hashing.
+"""Password hashing with argon2id (the rules a new password must pass: password_policy.py).
 
 Hashing is deliberately slow (about 19 ms of one core at OWASP parameters), so callers
 run it through `BoundedHasher`: niced worker processes, a cap on how many hashes run at
@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from tahoe_auth.domain.errors import InvalidArgument, Unavailable
+from tahoe_auth.domain.errors import Unavailable
 
 MIN_LENGTH = 8
 MAX_LENGTH = 1024
@@ -32,13 +32,6 @@ BUSY = "the server is busy hashing passwords; retry shortly"
 RETRY_AFTER = 1.0
 
 T = TypeVar("T")
-
-
-def check_policy(password: str, field: str = "password") -> None:
-    if len(password) < MIN_LENGTH:
-        raise InvalidArgument(field, f"password must be at least {MIN_LENGTH} characters")
-    if len(password) > MAX_LENGTH:
-        raise InvalidArgument(field, f"password must be at most {MAX_LENGTH} characters")
 
 
 @dataclass(frozen=True)

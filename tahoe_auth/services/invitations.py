@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tahoe_auth.domain import crypto, events, passwords
+from tahoe_auth.domain import crypto, events, password_policy, passwords
 from tahoe_auth.domain.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -168,7 +168,7 @@ class Invitations:
             raise TenantSuspended()
         with self._db.unit_of_work(tenant.id) as uow:
             existing = uow.users.by_email(normalize_email(invitation.email))
-        password_hash = self._new_password_hash(existing, password)
+        password_hash = self._new_password_hash(tenant, invitation.email, existing, password)
         with self._db.unit_of_work(tenant.id) as uow:
             if not uow.invitations.spend(invitation.id, token_hash, self._clock.now()):
                 raise InvitationInvalid()  # spent by a concurrent accept, or revoked meanwhile
@@ -206,13 +206,14 @@ class Invitations:
             raise InvitationInvalid()
         return invitation, tenant
 
-    def _new_password_hash(self, existing: m.User | None, password: str) -> str | None:
+    def _new_password_hash(self, tenant: m.Tenant, email: str, existing: m.User | None, password: str) -> str | None:
         """A new user sets a password. An existing one proves the account is theirs with
         it (else the inviter, who holds the token, could log in as them)."""
         if existing is not None and existing.status != "active":
             raise InvalidCredentials()
         if existing is None or existing.password_hash is None:
-            passwords.check_policy(password)
+            context = password_policy.context_for(tenant.settings, (tenant.slug, tenant.display_name), email)
+            password_policy.check(password, context)
             return self._hasher.hash(password)
         too_long = len(password) > passwords.MAX_LENGTH
         if not self._hasher.verify(None if too_long else existing.password_hash, password).ok:

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tahoe_auth.domain import audit, events, passwords, security_policy
+from tahoe_auth.domain import audit, events, password_policy, passwords, security_policy
 from tahoe_auth.domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from tahoe_auth.domain.fields import check_display_name, check_email, check_slug
 from tahoe_auth.domain.permissions import OWNER
@@ -75,10 +75,11 @@ class TenantAdmin:
         """For `tahoe-auth bootstrap` and tests: a tenant and its owner, with a password."""
         slug = check_slug(slug.strip().lower())
         email = check_email(owner_email)
-        passwords.check_policy(password)
+        display_name = display_name or slug
+        password_policy.check(password, password_policy.context_for({}, (slug, display_name), email))
         password_hash = self._hasher.hash(password)
         with self._db.unit_of_work(SYSTEM) as uow:
-            tenant = uow.tenants.add(m.Tenant(slug=slug, display_name=display_name or slug))
+            tenant = uow.tenants.add(m.Tenant(slug=slug, display_name=display_name))
             user = uow.users.add(
                 m.User(
                     tenant_id=tenant.id, email=email, password_hash=password_hash, password_changed_at=self._clock.now()

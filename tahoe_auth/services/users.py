@@ -7,11 +7,10 @@ of an owner), and the tenant's last active owner cannot be disabled or deleted.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from tahoe_auth.domain import events, passwords
+from tahoe_auth.domain import events, password_policy, passwords
 from tahoe_auth.domain.errors import FailedPrecondition, InvalidArgument, InvalidCredentials
 from tahoe_auth.domain.fields import check_display_name, check_email
 from tahoe_auth.domain.permissions import OWNER
@@ -37,6 +36,10 @@ UPDATABLE = frozenset({"display_name", "email"})
 class UserView:
     row: m.User
     roles: list[str]
+
+
+def _password_context(tenant: m.Tenant, email: str) -> password_policy.PasswordContext:
+    return password_policy.context_for(tenant.settings, (tenant.slug, tenant.display_name), email)
 
 
 class Users:
@@ -69,7 +72,9 @@ class Users:
         tenant_id = access.target_tenant(principal, tenant_id)
         email = check_email(email, "user.email")
         if password:
-            passwords.check_policy(password)
+            with self._db.unit_of_work(tenant_id) as uow:
+                rules = _password_context(uow.tenants.get(tenant_id), email)
+            password_policy.check(password, rules, "password")
         password_hash = self._hasher.hash(password) if password else None
         with self._db.unit_of_work(tenant_id) as uow:
             for role in roles:
@@ -169,9 +174,11 @@ class Users:
         user_id = access.require_user(principal, "changing a password")
         if not principal.session_id:
             raise FailedPrecondition("changing a password needs a login session's access token")
-        passwords.check_policy(new, "new_password")
         with self._db.unit_of_work(principal.tenant_id) as uow:
-            encoded = uow.users.get(user_id).password_hash
+            user = uow.users.get(user_id)
+            encoded = user.password_hash
+            rules = _password_context(uow.tenants.get(principal.tenant_id), user.email)
+        password_policy.check(new, rules, "new_password")
         too_long = len(current) > passwords.MAX_LENGTH
         if not self._hasher.verify(None if too_long else encoded, current).ok:
             raise InvalidCredentials()
@@ -184,10 +191,11 @@ class Users:
         """Sets `new` (or a generated password, returned) and ends every session of the user."""
         principal = ctx.require_principal()
         tenant_id = access.target_tenant(principal, tenant_id)
-        generated = "" if new else secrets.token_urlsafe(18)
-        passwords.check_policy(new or generated, "new_password")
         with self._db.unit_of_work(tenant_id) as uow:
-            self._user_in_reach(uow, principal, user_id)
+            user = self._user_in_reach(uow, principal, user_id)
+            rules = _password_context(uow.tenants.get(tenant_id), user.email)
+        generated = "" if new else password_policy.generate(rules)
+        password_policy.check(new or generated, rules, "new_password")
         self._set_password(ctx, tenant_id, user_id, self._hasher.hash(new or generated), "password.reset")
         ended = self._sessions.revoke_user_sessions(tenant_id, user_id, "password_reset")
         return generated, ended

@@ -14,7 +14,7 @@ from tahoe_auth.domain.errors import RefreshTokenInvalid
 from tahoe_auth.kernel.clock import FakeClock
 from tahoe_auth.services.context import CallContext
 
-PASSWORD = "lifetimes password"
+PASSWORD = "seven quiet kettles"
 
 
 @pytest.fixture

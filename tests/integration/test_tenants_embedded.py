@@ -17,7 +17,7 @@ def test_invite_role_key_and_isolation_on_sqlite(embedded_server: RunningServer)
         metadata=platform,
     )
     accepted = server.tenants.AcceptInvitation(
-        tenant_pb2.AcceptInvitationRequest(token=acme.owner_invitation_token, password="alice's password")
+        tenant_pb2.AcceptInvitationRequest(token=acme.owner_invitation_token, password="her own long passphrase")
     )
     alice = accepted.tokens.access_token
     server.tenants.CreateRole(

@@ -29,6 +29,14 @@ const REASONS = {
   CLIENT_CREDENTIALS_INVALID: "The client id or secret is not right.",
 };
 
+// PASSWORD_REJECTED names the rule in its metadata; for the length rules the server's
+// message, which says the length, is the plainer one.
+const PASSWORD_RULES = {
+  common: "This password is too common: it appears in lists of breached passwords. Choose another.",
+  contains_email: "The password must not contain the email address, nor the name before the @.",
+  contains_tenant_name: "The password must not contain the tenant's name.",
+};
+
 const BY_STATUS = {
   400: "The request was not valid.",
   401: "You are not signed in.",
@@ -49,6 +57,9 @@ function sentence(text) {
 /** What to tell a person about `error` (an ApiError, or anything thrown). */
 export function plainWords(error) {
   if (!error) return "";
+  if (error.reason === "PASSWORD_REJECTED") {
+    return PASSWORD_RULES[error.metadata?.rule] || sentence(error.message) || "The password was refused.";
+  }
   const known = REASONS[error.reason];
   const violations = (error.violations || []).map((v) => sentence(`${v.field}: ${v.description}`)).join(" ");
   // INVALID_ARGUMENT and FAILED_PRECONDITION say what was wrong in their message.
