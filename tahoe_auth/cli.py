@@ -182,6 +182,34 @@ def cmd_service_account_create(args: argparse.Namespace, settings: Settings) -> 
         app.close()
 
 
+def cmd_mfa_reset(args: argparse.Namespace, settings: Settings) -> int:
+    """Remove every second factor (and the recovery codes) of one user, who signs in with
+    their password alone afterwards (or must enroll again, if the tenant requires it): for
+    someone who lost their factors and codes. Audited, with the CLI as the actor."""
+    from tahoe_auth.app import build_app
+    from tahoe_auth.domain.errors import NotFound
+    from tahoe_auth.domain.principal import PLATFORM, Principal
+    from tahoe_auth.services.context import CallContext
+    from tahoe_auth.services.mfa import Answer
+    from tahoe_auth.services.sessions import normalize_email
+    from tahoe_auth.store.db import SYSTEM
+
+    app = build_app(settings)
+    try:
+        with app.db.unit_of_work(SYSTEM) as uow:
+            tenant, user = uow.users.login_subject(args.tenant.strip().lower(), normalize_email(args.email))
+        if tenant is None or user is None:
+            raise NotFound("user", f"no user {args.email!r} in tenant {args.tenant!r}")
+        ctx = CallContext(principal=Principal("", "cli", PLATFORM, platform_admin=True, credential="tahoe-auth cli"))
+        factors = app.second_factors.list_factors(ctx, tenant.id, user.id).factors
+        for factor in factors:
+            app.second_factors.delete_factor(ctx, factor.id, tenant.id, user.id, Answer())
+        print(json.dumps({"tenant_id": tenant.id, "user_id": user.id, "removed_factors": len(factors)}, indent=2))
+        return 0
+    finally:
+        app.close()
+
+
 def cmd_usage_export(args: argparse.Namespace, settings: Settings) -> int:
     from tahoe_auth.app import build_app
 
@@ -256,6 +284,15 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if not problems else 1
 
 
+def _add_mfa_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    mfa = sub.add_parser("mfa", help="users' second factors")
+    mfa_sub = mfa.add_subparsers(dest="mfa_command", required=True)
+    reset = mfa_sub.add_parser("reset", help="remove every second factor of a user who lost theirs (audited)")
+    reset.add_argument("--tenant", required=True, help="tenant slug or id")
+    reset.add_argument("--email", required=True)
+    reset.set_defaults(run=cmd_mfa_reset)
+
+
 def _add_keys_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = sub.add_parser("keys", help="token signing keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -312,6 +349,7 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--tenant", default="", help="tenant slug or id (default: platform-wide)")
     create.set_defaults(run=cmd_service_account_create)
 
+    _add_mfa_commands(sub)
     usage = sub.add_parser("usage", help="usage metering: invoice exports, rollups")
     usage_sub = usage.add_subparsers(dest="usage_command", required=True)
     export = usage_sub.add_parser("export", help="invoice-ready usage of a billing period (JSON or CSV)")
