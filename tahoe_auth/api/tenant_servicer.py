@@ -11,12 +11,13 @@ from typing import TypeAlias
 
 import grpc
 
-from tahoe_auth.api import convert
+from tahoe_auth.api import convert, convert_mfa
 from tahoe_auth.api import convert_tenants as c
 from tahoe_auth.api.interceptors import current_call
 from tahoe_auth.domain.errors import InvalidArgument
 from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services.invitations import Invitations
+from tahoe_auth.services.mfa import IssuedChallenge
 from tahoe_auth.services.roles import Roles
 from tahoe_auth.services.service_accounts import ServiceAccounts
 from tahoe_auth.services.tenants import TenantAdmin
@@ -228,12 +229,14 @@ class TenantServicer(tenant_pb2_grpc.TenantServiceServicer):
         issued, row = self._u.invitations.accept(
             required(request.token, "token"), request.password, request.display_name, current_call()
         )
-        return pb.AcceptInvitationResponse(
-            tokens=convert.token_pair(issued, int(self._u.clock.timestamp())),
-            tenant_id=issued.tenant_id,
-            user_id=issued.user_id,
-            invitation=c.invitation(row, self._u.clock.now()),
+        response = pb.AcceptInvitationResponse(
+            tenant_id=issued.tenant_id, user_id=issued.user_id, invitation=c.invitation(row, self._u.clock.now())
         )
+        if isinstance(issued, IssuedChallenge):
+            response.mfa_challenge.CopyFrom(convert_mfa.challenge(issued))
+        else:
+            response.tokens.CopyFrom(convert.token_pair(issued, int(self._u.clock.timestamp())))
+        return response
 
     # -- service accounts ------------------------------------------------------
 

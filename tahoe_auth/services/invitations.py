@@ -27,6 +27,7 @@ from tahoe_auth.services import access
 from tahoe_auth.services.audit import Actor, AuditLog
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.services.events import emit
+from tahoe_auth.services.mfa import IssuedChallenge
 from tahoe_auth.services.paging import decode_page_token, next_token, page_size_or_default
 from tahoe_auth.services.roles import role_grants
 from tahoe_auth.services.sessions import IssuedTokens, SessionService, normalize_email
@@ -159,7 +160,7 @@ class Invitations:
 
     def accept(
         self, token: str, password: str, display_name: str, ctx: CallContext
-    ) -> tuple[IssuedTokens, m.Invitation]:
+    ) -> tuple[IssuedTokens | IssuedChallenge, m.Invitation]:
         if not token.startswith(TOKEN_PREFIX):
             raise InvitationInvalid()
         token_hash = crypto.sha256_hex(token)

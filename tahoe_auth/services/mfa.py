@@ -23,6 +23,7 @@ from tahoe_auth.domain.errors import (
     FailedPrecondition,
     InvalidArgument,
     MfaCodeInvalid,
+    MfaEnrollmentRequired,
     MfaRequired,
     NotFound,
 )
@@ -516,7 +517,7 @@ class SecondFactors:
             )
 
     def begin_totp(self, ctx: CallContext, name: str) -> TotpEnrollment:
-        principal = self._enrolling_user(ctx)
+        principal = self._adding_user(ctx)
         name = check_display_name(name.strip(), "name") or DEFAULT_TOTP_NAME
         secret = totp.new_secret()
         now = self._clock.now()
@@ -568,7 +569,7 @@ class SecondFactors:
         raise MfaCodeInvalid()
 
     def begin_passkey_registration(self, ctx: CallContext, name: str) -> PasskeyRegistration:
-        principal = self._enrolling_user(ctx)
+        principal = self._adding_user(ctx)
         check_display_name(name.strip(), "name")
         now = self._clock.now()
         token = mfa.new_challenge_token()
@@ -770,8 +771,23 @@ class SecondFactors:
             raise FailedPrecondition("second factors belong to users: sign in as the user")
         return principal
 
+    def _adding_user(self, ctx: CallContext) -> Principal:
+        """Beginning to add a factor. For a user who has one already this is a sensitive
+        change: a password-only session (stolen, or older than the first factor) must not
+        add an authenticator of its own."""
+        principal = self._enrolling_user(ctx)
+        if principal.mfa.enrolled and not principal.mfa.fresh(self._clock.timestamp()):
+            raise MfaRequired(principal.mfa.step_up_seconds)
+        return principal
+
     @staticmethod
     def _target(principal: Principal, tenant_id: str, user_id: str, permission: str) -> tuple[str, str]:
+        if principal.restriction:
+            # An enrollment token (admitted by the method's policy) acts on its own user
+            # only; the checks below would refuse it as restricted.
+            if tenant_id not in ("", principal.tenant_id) or user_id not in ("", principal.subject):
+                raise MfaEnrollmentRequired()
+            return principal.tenant_id, principal.subject
         tenant_id = access.target_tenant(principal, tenant_id)
         if not user_id:
             if principal.subject_type != USER:

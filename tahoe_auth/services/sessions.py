@@ -179,8 +179,15 @@ class SessionService:
         with self._db.unit_of_work(SYSTEM) as uow:
             return uow.users.login_subject(tenant_key, email)
 
-    def start_session(self, tenant_id: str, user_id: str, ctx: CallContext) -> IssuedTokens:
-        """A session for a user whom another use case has identified (accepting an invitation)."""
+    def start_session(self, tenant_id: str, user_id: str, ctx: CallContext) -> IssuedTokens | IssuedChallenge:
+        """A session for a user whom another use case has identified by their password
+        (accepting an invitation): a second factor the user has, or must set up, still
+        comes first, as after a login."""
+        with self._db.unit_of_work(tenant_id) as uow:
+            tenant, user = uow.tenants.get(tenant_id), uow.users.get(user_id)
+        challenge = self._second_factors.login_step(tenant, user, ctx)
+        if challenge is not None:
+            return challenge
         return self._start_session(tenant_id, user_id, ctx, None, audited=False)
 
     def _start_session(

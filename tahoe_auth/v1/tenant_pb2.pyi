@@ -15,6 +15,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from tahoe_auth.v1 import auth_pb2 as _auth_pb2
+from tahoe_auth.v1 import mfa_pb2 as _mfa_pb2
 from tahoe_auth.v1 import principal_pb2 as _principal_pb2
 import builtins as _builtins
 import sys
@@ -1707,12 +1708,19 @@ class AcceptInvitationResponse(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     INVITATION_FIELD_NUMBER: _builtins.int
+    MFA_CHALLENGE_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     user_id: _builtins.str
     @_builtins.property
-    def tokens(self) -> _auth_pb2.TokenPair: ...
+    def tokens(self) -> _auth_pb2.TokenPair:
+        """Empty when the account has a second factor, or the tenant requires one it lacks:
+        then `mfa_challenge` is answered (AuthService.VerifyMfa) as after a Login.
+        """
+
     @_builtins.property
     def invitation(self) -> Global___Invitation: ...
+    @_builtins.property
+    def mfa_challenge(self) -> _mfa_pb2.MfaChallenge: ...
     def __init__(
         self,
         *,
@@ -1720,10 +1728,11 @@ class AcceptInvitationResponse(_message.Message):
         tenant_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
         invitation: Global___Invitation | None = ...,
+        mfa_challenge: _mfa_pb2.MfaChallenge | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["invitation", b"invitation", "tokens", b"tokens"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invitation", b"invitation", "mfa_challenge", b"mfa_challenge", "tokens", b"tokens"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["invitation", b"invitation", "tenant_id", b"tenant_id", "tokens", b"tokens", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invitation", b"invitation", "mfa_challenge", b"mfa_challenge", "tenant_id", b"tenant_id", "tokens", b"tokens", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
