@@ -69,8 +69,8 @@ def test_no_script_reads_or_writes_web_storage() -> None:
 def test_vendored_files_match_their_recorded_digests() -> None:
     table = (VENDOR / "README.md").read_text()
     rows = re.findall(r"^\| (\S+) \|.*\| ([0-9a-f]{64}) \|$", table, flags=re.M)
-    assert {name for name, _ in rows} == {"preact-htm.js", "uplot.js", "uplot.css"}
+    assert {name for name, _ in rows} == {"preact-htm.js", "uplot.js", "uplot.css", "uqr.js"}
     for name, digest in rows:
         assert hashlib.sha256((VENDOR / name).read_bytes()).hexdigest() == digest, f"{name} changed"
-    for licence in ("LICENSE.htm", "LICENSE.preact", "LICENSE.uplot"):
+    for licence in ("LICENSE.htm", "LICENSE.preact", "LICENSE.uplot", "LICENSE.uqr"):
         assert Path(VENDOR / licence).read_text().strip()

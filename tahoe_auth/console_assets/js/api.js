@@ -102,11 +102,67 @@ function userSession(body) {
   };
 }
 
+/**
+ * Password sign-in. Resolves to null once signed in, or to the second step's challenge
+ * (MfaChallenge JSON) when the account has a second factor, or must set one up first.
+ */
 export async function signIn({ tenant, email, password }) {
   const response = await send("POST", `${API}/browser/login`, { body: { tenant, email, password }, headers: CSRF });
   const body = await parse(response);
   if (!response.ok) throw errorFrom(response, body);
+  if (body.mfaChallenge) return body.mfaChallenge;
   publish(userSession(body), "signed-in");
+  return null;
+}
+
+/** The challenge of a passwordless sign-in with a passkey of `tenant`'s. */
+export async function beginPasskeySignIn(tenant) {
+  const body = await publicCall("POST", "/passkeys:beginSignIn", { body: { tenant } });
+  return body.challenge;
+}
+
+async function answerChallenge(challenge, answer) {
+  const response = await send("POST", `${API}/browser/mfa:verify`, { body: { challenge, ...answer }, headers: CSRF });
+  const body = await parse(response);
+  if (!response.ok) throw errorFrom(response, body);
+  return body;
+}
+
+/**
+ * Answers a sign-in challenge: `answer` is { totpCode }, { recoveryCode } or
+ * { passkeyCredentialJson }, or {} once a required enrollment is done. Signs in.
+ */
+export async function completeSignIn(challenge, answer) {
+  publish(userSession(await answerChallenge(challenge, answer)), "signed-in");
+}
+
+/** Answers a step-up challenge: the same session, now with a fresh second factor. */
+export async function completeStepUp(challenge, answer) {
+  publish(userSession(await answerChallenge(challenge, answer)), "refreshed");
+}
+
+let stepUpHandler = null;
+let steppingUp = null;
+
+/**
+ * Who asks the person for a second factor when a call is refused with MFA_REQUIRED:
+ * `handler()` resolves once completeStepUp succeeded, and rejects if they gave up.
+ * Calls refused meanwhile wait for the same step-up, then retry once.
+ */
+export function onStepUpNeeded(handler) {
+  stepUpHandler = handler;
+  return () => {
+    if (stepUpHandler === handler) stepUpHandler = null;
+  };
+}
+
+function stepUp() {
+  steppingUp ??= Promise.resolve()
+    .then(() => stepUpHandler())
+    .finally(() => {
+      steppingUp = null;
+    });
+  return steppingUp;
 }
 
 /** A platform administrator's key, checked by asking for the platform overview. */
@@ -192,8 +248,20 @@ async function authorized(method, path, { body, query, signal } = {}) {
 
 /** JSON in, JSON out: `call("GET", "/tenants/t1/users", { query: { pageSize: 50 } })`. */
 export async function call(method, path, options = {}) {
-  const response = await authorized(method, path, options);
-  const body = await parse(response);
+  let response = await authorized(method, path, options);
+  let body = await parse(response);
+  if (response.status === 403 && session?.kind === "user" && stepUpHandler) {
+    const refused = errorFrom(response, body);
+    if (refused.reason === "MFA_REQUIRED") {
+      try {
+        await stepUp();
+      } catch {
+        throw refused;
+      }
+      response = await authorized(method, path, options);
+      body = await parse(response);
+    }
+  }
   if (!response.ok) throw errorFrom(response, body);
   return body;
 }

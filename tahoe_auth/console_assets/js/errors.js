@@ -27,6 +27,18 @@ const REASONS = {
   CSRF_HEADER_MISSING: "The request was refused as a possible cross-site request.",
   SIGNING_KEY_REVOKED: "Your session was signed with a revoked key. Sign in again.",
   CLIENT_CREDENTIALS_INVALID: "The client id or secret is not right.",
+  MFA_CODE_INVALID:
+    "That did not work: the code is wrong or already used, or this sign-in step expired. Try a new code, or start again.",
+  MFA_REQUIRED: "This needs a recent check of your second factor.",
+  MFA_ENROLLMENT_REQUIRED: "Set up a second factor first: your tenant requires one.",
+};
+
+// A passkey ceremony the browser refused: a DOMException, by its name.
+const PASSKEY_PROBLEMS = {
+  NotAllowedError: "The passkey prompt was cancelled or timed out, or no passkey here matches.",
+  InvalidStateError: "This device already holds a passkey for this account.",
+  SecurityError: "Passkeys need the console's own address: a host name over HTTPS, or localhost.",
+  NotSupportedError: "This browser or device cannot use passkeys.",
 };
 
 // PASSWORD_REJECTED names the rule in its metadata; for the length rules the server's
@@ -57,6 +69,9 @@ function sentence(text) {
 /** What to tell a person about `error` (an ApiError, or anything thrown). */
 export function plainWords(error) {
   if (!error) return "";
+  if (typeof DOMException !== "undefined" && error instanceof DOMException && PASSKEY_PROBLEMS[error.name]) {
+    return PASSKEY_PROBLEMS[error.name];
+  }
   if (error.reason === "PASSWORD_REJECTED") {
     return PASSWORD_RULES[error.metadata?.rule] || sentence(error.message) || "The password was refused.";
   }

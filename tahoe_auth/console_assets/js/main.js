@@ -1,13 +1,14 @@
 // The console's shell: sign-in when there is no session, else the navigation and the
 // page the hash names. A session that ends (expired, revoked, signed out elsewhere)
 // brings back the sign-in page, with the reason.
-import { call, currentSession, onSession, resume, signOut, tenantPath } from "./api.js";
+import { call, completeStepUp, currentSession, onSession, onStepUpNeeded, resume, signOut, tenantPath } from "./api.js";
 import { html, render, useEffect, useState } from "./html.js";
 import { PLATFORM_ROUTES, TENANT_ROUTES, NotFound, routeFor } from "./routes.js";
 import { href, navigate, useRoute } from "./router.js";
 import { SignIn } from "./pages/signin.js";
 import { AcceptInvitation } from "./pages/accept.js";
-import { Notice } from "./ui.js";
+import { ChallengeForm } from "./mfa.js";
+import { Dialog, ErrorNote, Loading, Notice, useLoad } from "./ui.js";
 
 function useSession() {
   const [state, setState] = useState({ session: currentSession(), why: "" });
@@ -74,6 +75,40 @@ function Shell({ session }) {
     </div>`;
 }
 
+/**
+ * Answers MFA_REQUIRED for every page in one place: a dialog asks for the second
+ * factor, then the refused call is sent again (api.js). Closing it gives up.
+ */
+function StepUp() {
+  const [asked, setAsked] = useState(null);
+  useEffect(
+    () => onStepUpNeeded(() => new Promise((resolve, reject) => setAsked({ resolve, reject }))),
+    [],
+  );
+  const challenge = useLoad(
+    (signal) => (asked ? call("POST", "/mfa/challenges", { body: {}, signal }) : Promise.resolve(null)),
+    [asked],
+  );
+  const done = () => {
+    asked?.resolve();
+    setAsked(null);
+  };
+  const cancelled = () => {
+    asked?.reject(new Error("step-up cancelled"));
+    setAsked(null);
+  };
+  const current = challenge.data?.challenge;
+  return html`<${Dialog} title="Confirm it is you" open=${Boolean(asked)} onClose=${cancelled}>
+    <p>This change needs a recent check of your second factor.</p>
+    <${ErrorNote} error=${challenge.error} />
+    ${challenge.loading ? html`<${Loading} />` : null}
+    ${current
+      ? html`<${ChallengeForm} key=${current.challenge} challenge=${current} submitLabel="Confirm"
+          onAnswer=${(answer) => completeStepUp(current.challenge, answer).then(done)} />`
+      : null}
+  <//>`;
+}
+
 const FAREWELL = {
   expired: "Your session has ended. Sign in again to continue.",
   "signed-out": "You are signed out.",
@@ -94,7 +129,7 @@ function App() {
       ${FAREWELL[why] ? html`<${Notice} kind=${why === "expired" ? "warning" : "info"}>${FAREWELL[why]}<//>` : null}
     <//>`;
   }
-  return html`<${Shell} session=${session} />`;
+  return html`<${Shell} session=${session} /><${StepUp} />`;
 }
 
 const root = document.getElementById("app");

@@ -13,6 +13,7 @@ import { InvitationsPage } from "./pages/invitations.js";
 import { WebhooksPage } from "./pages/webhooks.js";
 import { AuditPage } from "./pages/audit.js";
 import { SessionsPage } from "./pages/sessions.js";
+import { SecurityPage } from "./pages/security.js";
 import { PlatformPage, TenantsPage } from "./pages/platform.js";
 
 export const TENANT_ROUTES = [
@@ -26,6 +27,7 @@ export const TENANT_ROUTES = [
   { path: "/webhooks", title: "Webhooks", page: WebhooksPage },
   { path: "/audit", title: "Audit log", page: AuditPage },
   { path: "/sessions", title: "Sessions", page: SessionsPage },
+  { path: "/security", title: "Security", page: SecurityPage },
 ];
 
 export const PLATFORM_ROUTES = [

@@ -146,9 +146,13 @@ export function formValues(form) {
  * A modal dialog (native <dialog>: focus stays inside, Escape closes it, focus returns
  * to what opened it). Rendered while `open`; onClose when it closes either way.
  */
+let dialogCounter = 0;
+
 export function Dialog({ title, open, onClose, children }) {
   const ref = useRef(null);
   const opener = useRef(null);
+  // Its own id: two dialogs can be open at once (a step-up over the form it interrupted).
+  const [titleId] = useState(() => `dialog-title-${++dialogCounter}`);
   // Opened and closed as the DOM is committed, before the page's effects run: a page
   // that moves focus as the dialog closes (to a secret just issued) keeps it there,
   // rather than the browser putting it back on the opener afterwards.
@@ -169,11 +173,11 @@ export function Dialog({ title, open, onClose, children }) {
     if (document.activeElement === document.body) opener.current?.focus?.();
     onClose?.();
   };
-  return html`<dialog ref=${ref} onClose=${closed} aria-labelledby="dialog-title">
+  return html`<dialog ref=${ref} onClose=${closed} aria-labelledby=${titleId}>
     ${open
       ? html`<div class="dialog-body">
           <header class="dialog-header">
-            <h2 id="dialog-title">${title}</h2>
+            <h2 id=${titleId}>${title}</h2>
             <button type="button" class="icon" aria-label="Close" onClick=${() => ref.current?.close()}>×</button>
           </header>
           ${children}

@@ -121,14 +121,20 @@ class Console:
         return path
 
 
+@pytest.fixture(scope="module")
+def console_host() -> str:
+    """The host name the browser uses for the console (passkeys need a name, not an address)."""
+    return "127.0.0.1"
+
+
 @pytest.fixture
-def console(browser: Any, live: e2e.Stack, tmp_path: Path) -> Iterator[Console]:
+def console(browser: Any, live: e2e.Stack, tmp_path: Path, console_host: str) -> Iterator[Console]:
     shots = Path(os.environ.get("TAHOE_SCREENSHOT_DIR") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(EXPECT_TIMEOUT_MS)
     page = context.new_page()
-    opened = Console(page, f"http://127.0.0.1:{live.port}", shots)
+    opened = Console(page, f"http://{console_host}:{live.port}", shots)
 
     def on_console(message: Any) -> None:
         # Chromium reports CSP violations as console errors ("Refused to ...").

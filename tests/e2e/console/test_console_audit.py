@@ -38,6 +38,7 @@ TENANT_PAGES = (
     "Webhooks",
     "Audit log",
     "Sessions",
+    "Security",
 )
 
 

@@ -16,7 +16,7 @@ from tests.e2e import stack as e2e
 from tests.e2e.console.conftest import Console
 from tests.support import Tenant, bearer
 
-TENANT_PAGES = 10  # links in the navigation's tenant section
+TENANT_PAGES = 11  # links in the navigation's tenant section
 
 pytestmark = [pytest.mark.envoy, pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser]
 

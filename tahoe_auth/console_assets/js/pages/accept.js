@@ -4,13 +4,15 @@
 // HttpOnly cookie), not the tokens the accept call returns.
 import { ApiError, publicCall, signIn } from "../api.js";
 import { html, useEffect, useRef, useState } from "../html.js";
-import { href } from "../router.js";
+import { href, navigate } from "../router.js";
 import { ErrorNote, Field, Notice, formValues, useAction } from "../ui.js";
+import { RequiredEnrollment, SecondStep } from "./signin.js";
 
 export function AcceptInvitation({ query = {} }) {
   const heading = useRef(null);
   const token = query.token || "";
   const [accepted, setAccepted] = useState(null);
+  const [signedIn, setSignedIn] = useState(false);
   const run = useAction(async (values) => {
     if (values.password !== values.confirm) {
       throw new ApiError({ message: "The two passwords are not the same." });
@@ -20,15 +22,17 @@ export function AcceptInvitation({ query = {} }) {
     });
     const email = body.invitation?.email || "";
     let signInError = null;
+    let challenge = null;
     try {
-      await signIn({ tenant: body.tenantId, email, password: values.password });
+      // An account with a second factor (or a tenant that requires one) answers it first.
+      challenge = await signIn({ tenant: body.tenantId, email, password: values.password });
       // The accept call opened a session of its own; the console keeps only its cookie's.
       const spare = body.tokens?.accessToken;
       if (spare) await publicCall("POST", "/logout", { body: {}, token: spare }).catch(() => undefined);
     } catch (caught) {
       signInError = caught;
     }
-    setAccepted({ email, signInError });
+    setAccepted({ email, signInError, challenge });
   });
   useEffect(() => {
     document.title = "Accept an invitation · Tahoe Auth console";
@@ -51,8 +55,14 @@ export function AcceptInvitation({ query = {} }) {
       ${accepted.signInError
         ? html`<${ErrorNote} error=${accepted.signInError} />
             <p><a href=${href("/")}>Sign in</a> with your email and the password you chose.</p>`
-        : html`<p>You are signed in.</p>
-            <p><a href=${href("/")}>Open the console</a></p>`}`;
+        : accepted.challenge && !signedIn
+          ? accepted.challenge.enrollmentRequired
+            ? html`<${RequiredEnrollment} challenge=${accepted.challenge} onSignedIn=${() => setSignedIn(true)}
+                onRestart=${() => navigate("/")} />`
+            : html`<${SecondStep} challenge=${accepted.challenge} onSignedIn=${() => setSignedIn(true)}
+                onRestart=${() => navigate("/")} />`
+          : html`<p>You are signed in.</p>
+              <p><a href=${href("/")}>Open the console</a></p>`}`;
   } else {
     content = html`<p>Choose a password to join the tenant. If you already have an account in it, enter
         your current password instead.</p>
