@@ -341,3 +341,31 @@ def test_a_wrong_passkey_sign_in_is_refused_in_plain_words(console: Console, liv
     expect(page.get_by_role("heading", level=1, name="Sign in to Tahoe Auth")).to_be_visible()
     page.reload()  # and no session cookie was set
     expect(page.get_by_role("heading", level=1, name="Sign in to Tahoe Auth")).to_be_visible(timeout=SLOW)
+
+
+def test_an_administrator_removes_a_members_lost_factor_on_the_users_page(
+    console: Console, live: e2e.Stack, tenant: Tenant
+) -> None:
+    page = console.page
+    email = f"lost-phone@{tenant.slug}.test"
+    member_id, member_token = live.auth.add_user(tenant, ["member"], email=email)
+    stub = mfa_pb2_grpc.MfaServiceStub(live.auth.channel)
+    started = stub.BeginTotpEnrollment(
+        mfa_pb2.BeginTotpEnrollmentRequest(name="Old phone"), metadata=bearer(member_token)
+    )
+    app = pyotp.parse_uri(started.otpauth_uri)
+    stub.ConfirmTotpEnrollment(
+        mfa_pb2.ConfirmTotpEnrollmentRequest(factor_id=started.factor_id, code=app.now()), metadata=bearer(member_token)
+    )
+    member = Tenant(tenant.id, tenant.slug, member_id, email, tenant.owner_password)
+    assert live.auth.login(member).HasField("mfa_challenge")
+
+    console.sign_in(tenant)
+    console.go("Users")
+    page.get_by_role("button", name=f"Second factors of {email}").click()
+    factors = dialog(console, f"Second factors of {email}")
+    expect(factors.get_by_role("row").filter(has_text="Old phone")).to_contain_text("Authenticator app", timeout=SLOW)
+    factors.get_by_role("button", name="Remove Old phone").click()
+    expect(factors.get_by_text("Old phone was removed.")).to_be_visible(timeout=SLOW)
+    expect(factors.get_by_text("No second factor")).to_be_visible()
+    assert live.auth.login(member).HasField("tokens")

@@ -1,7 +1,8 @@
 // Users: the tenant's people with their status and roles. Filter by status or role
 // (the server's filters) and search by email or name (over the users loaded so far,
 // since the API has no text search); invite or create a user; disable, enable, delete;
-// reset a password; assign and remove roles.
+// reset a password; assign and remove roles; remove a user's second factors (someone
+// who lost their phone).
 import { call, currentSession, tenantPath } from "../api.js";
 import { html, useEffect, useMemo, useState } from "../html.js";
 import {
@@ -23,6 +24,7 @@ import {
   useLoad,
 } from "../ui.js";
 import { InviteDialog, loadRoles } from "./invitations.js";
+import { FACTOR_TYPES } from "../mfa.js";
 
 const PAGE_SIZE = 100;
 const STATES = [
@@ -175,6 +177,51 @@ function ResetPasswordDialog({ user, onClose }) {
   <//>`;
 }
 
+/** A user's second factors, for an administrator (users:reset_mfa) to remove. */
+function FactorsDialog({ user, onClose }) {
+  const session = currentSession();
+  const query = { userId: user?.id, tenantId: session?.tenantId };
+  const { data, error, loading, reload } = useLoad(
+    (signal) => (user ? call("GET", "/mfa/factors", { signal, query }) : Promise.resolve(null)),
+    [user?.id],
+  );
+  const [removed, setRemoved] = useState("");
+  const remove = useAction(async (factor) => {
+    await call("POST", `/mfa/factors/${encodeURIComponent(factor.id)}:delete`, { body: query });
+    setRemoved(`${factor.name} was removed.`);
+    reload();
+  });
+  const factors = data?.factors || [];
+  return html`<${Dialog} title=${user ? `Second factors of ${user.email}` : "Second factors"} open=${!!user}
+      onClose=${() => {
+        setRemoved("");
+        onClose();
+      }}>
+    ${user
+      ? html`<${ErrorNote} error=${error || remove.error} />
+          ${removed ? html`<${Notice} kind="success">${removed}<//>` : null}
+          ${loading && !data
+            ? html`<${Loading} />`
+            : html`<${Table} caption=${`Second factors of ${user.email}`} rows=${factors}
+                empty="No second factor: they sign in with their password alone."
+                columns=${[
+                  { label: "Name", cell: (f) => f.name },
+                  { label: "Kind", cell: (f) => FACTOR_TYPES[f.type] || f.type },
+                  { label: "Last used", cell: (f) => html`<${Time} value=${f.lastUsedTime} />` },
+                  {
+                    label: "Actions",
+                    cell: (f) => html`<button type="button" class="danger small" disabled=${remove.pending}
+                      aria-label=${`Remove ${f.name}`} onClick=${() => remove.run(f)}>Remove</button>`,
+                  },
+                ]} />
+              ${data
+                ? html`<p class="small muted">${data.recoveryCodesRemaining} recovery codes left.
+                    ${data.mfaRequired ? " The tenant requires a factor of them: with none left they set one up at their next sign-in." : ""}</p>`
+                : null}`}`
+      : null}
+  <//>`;
+}
+
 async function loadFirst(signal, state, role) {
   const [list, roles] = await Promise.all([
     call("GET", tenantPath("/users"), { query: { pageSize: PAGE_SIZE, state, role }, signal }),
@@ -291,6 +338,8 @@ export function UsersPage({ query = {} }) {
                     onClick=${() => setDialog({ kind: "roles", user: u })}>Roles</button>
                   <button type="button" class="small" aria-label=${`Reset password of ${u.email}`}
                     onClick=${() => setDialog({ kind: "reset", user: u })}>Reset password</button>
+                  <button type="button" class="small" aria-label=${`Second factors of ${u.email}`}
+                    onClick=${() => setDialog({ kind: "factors", user: u })}>Second factors</button>
                   ${u.state === "USER_STATE_DISABLED"
                     ? html`<button type="button" class="small" disabled=${act.pending}
                         aria-label=${`Enable ${u.email}`} onClick=${() => act.run("enable", u)}>Enable</button>`
@@ -326,5 +375,6 @@ export function UsersPage({ query = {} }) {
         update(user);
       }} />
     <${ResetPasswordDialog} user=${dialog.kind === "reset" ? dialog.user : null} onClose=${close} />
+    <${FactorsDialog} user=${dialog.kind === "factors" ? dialog.user : null} onClose=${close} />
   <//>`;
 }
