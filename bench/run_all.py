@@ -18,6 +18,7 @@ SCRIPTS = {
     "rolling_restart_bench.py": False,
     "json_api_bench.py": True,
     "console_bench.py": False,
+    "password_reset_timing.py": False,
 }
 
 

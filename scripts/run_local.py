@@ -157,6 +157,8 @@ Tahoe Auth is running (embedded defaults: SQLite in ./var, in-process store).
   transcription  {DEMO_ADDR}   the demo upstream (trusts only Envoy's verified identity)
   Console        {console}   the web console: sign in with a tenant below
                  (localhost, not 127.0.0.1: browsers take passkeys only for a host name)
+  Mail           {VAR / "mail"}/   each mail the server sends (invitations, password resets), as .eml
+                 (set TAHOE_SMTP_URL=smtp://user:password@host:587 to send them for real)
 Tenants 'demo' ({TENANTS["demo"]} / {demo["demo"]["owner_password"]}) and 'acme' ({TENANTS["acme"]} / \
 {demo["acme"]["owner_password"]}); saved in var/demo.json.
 
@@ -240,6 +242,9 @@ def main() -> int:
     # Envoy reaches the gRPC port from loopback: believe the client address it forwards
     # for the JSON API (so that limits and sessions see each client, not Envoy).
     env.setdefault("TAHOE_TRUSTED_PROXIES", "127.0.0.1/32,::1")
+    # Links in mail (invitations, password resets) open the console through Envoy;
+    # with no TAHOE_SMTP_URL the mail is written to var/mail/ instead of sent.
+    env.setdefault("TAHOE_PUBLIC_URL", f"http://localhost:{ENVOY_ADDR.rpartition(':')[2]}")
     VAR.mkdir(exist_ok=True)
     processes: list[subprocess.Popen[bytes]] = []
     try:

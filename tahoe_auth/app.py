@@ -15,12 +15,14 @@ from tahoe_auth.authz.check import Gatekeeper
 from tahoe_auth.authz.explain import DecisionExplainer
 from tahoe_auth.authz.ratelimit import RateLimiter
 from tahoe_auth.authz.upstream import IdentityTokens
-from tahoe_auth.config import Settings
+from tahoe_auth.config import ConfigError, Settings
 from tahoe_auth.domain import apikeys, crypto, passwords
 from tahoe_auth.domain.principal import SERVICE
 from tahoe_auth.kernel.changes import ChangeListener, ChangeNotifier
 from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.kernel.metrics import CACHES, CACHES_TRUSTED
+from tahoe_auth.mail.transport import MailUrlError, Transport, transport_from_url
+from tahoe_auth.services.account_mail import AccountMail, Links
 from tahoe_auth.services.api_keys import ApiKeys
 from tahoe_auth.services.audit import AuditLog, AuditReader, AuditVerifier
 from tahoe_auth.services.change_feed import ChangeFeed
@@ -30,11 +32,13 @@ from tahoe_auth.services.invitations import Invitations
 from tahoe_auth.services.keys import KeyManager
 from tahoe_auth.services.last_used import LastUsedRecorder
 from tahoe_auth.services.login_stats import LoginStats
+from tahoe_auth.services.mail import MailQueue, MailWorker
 from tahoe_auth.services.mfa import SecondFactors
 from tahoe_auth.services.passkeys import Passkeys
 from tahoe_auth.services.platform import PlatformCredentials
 from tahoe_auth.services.quotas import Quotas
 from tahoe_auth.services.roles import Roles
+from tahoe_auth.services.self_service import SelfService
 from tahoe_auth.services.service_accounts import ServiceAccounts
 from tahoe_auth.services.sessions import SessionService
 from tahoe_auth.services.tenant_config import TenantConfigCache, database_loader
@@ -101,6 +105,8 @@ class App:
     denials: DenialAuditor
     webhooks: WebhookAdmin
     webhook_worker: WebhookWorker
+    self_service: SelfService
+    mail_worker: MailWorker
     login_stats: LoginStats
     dashboards: Dashboards
     change_listeners: tuple[ChangeListener, ...]
@@ -113,11 +119,14 @@ class App:
         self.usage_pipeline.start()
         if self.settings.webhook_worker:
             self.webhook_worker.start()
+        if self.settings.mail_worker:
+            self.mail_worker.start()
 
     def close(self) -> None:
         self.changes.stop()
         self.keys.stop()
         self.webhook_worker.stop()
+        self.mail_worker.stop()
         self.denials.stop()
         self.login_stats.stop()
         self.usage_watch.stop()
@@ -223,7 +232,18 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
     sessions = SessionService(
         db, keys, hasher, throttle, notifier, settings, clock, audit_log, login_stats, second_factors
     )
-    invitations = Invitations(db, hasher, sessions, notifier, clock, audit_log)
+    account_mail = AccountMail(MailQueue(settings.master_key, clock), Links(settings.public_url), clock)
+    invitations = Invitations(db, hasher, sessions, notifier, clock, audit_log, account_mail)
+    self_service = SelfService(db, hasher, sessions, account_mail, notifier, clock, audit_log)
+    mail_worker = MailWorker(
+        db,
+        account_mail.queue,
+        mail_transport(settings),
+        settings.mail_from,
+        audit_log,
+        clock,
+        before_round=[self_service.process_reset_requests],
+    )
     register_caches(authenticator, platform_keys)
     policy = egress_policy(settings)
     webhooks = WebhookAdmin(db, settings.master_key, policy, audit_log, clock)
@@ -269,7 +289,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         second_factors=second_factors,
         tenants=TenantAdmin(db, hasher, clock, notifier, invitations, audit_log),
         platform=platform,
-        users=Users(db, hasher, sessions, notifier, clock, audit_log),
+        users=Users(db, hasher, sessions, notifier, clock, audit_log, account_mail),
         roles=Roles(db, notifier, audit_log),
         invitations=invitations,
         api_keys=ApiKeys(db, api_key_hmac, last_used, notifier, clock, audit_log),
@@ -293,10 +313,19 @@ def build_app(settings: Settings, *, clock: Clock | None = None, store: KeyValue
         denials=denials,
         webhooks=webhooks,
         webhook_worker=WebhookWorker(db, webhooks.box, policy, audit_log, clock, worker_config(settings)),
+        self_service=self_service,
+        mail_worker=mail_worker,
         login_stats=login_stats,
         dashboards=Dashboards(db, clock),
         change_listeners=listeners,
     )
+
+
+def mail_transport(settings: Settings) -> Transport:
+    try:
+        return transport_from_url(settings.smtp_url, settings.var_dir)
+    except MailUrlError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def egress_policy(settings: Settings) -> EgressPolicy:

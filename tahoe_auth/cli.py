@@ -240,7 +240,7 @@ def cmd_usage_rollup(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    """The webhook delivery worker alone (several may run against PostgreSQL)."""
+    """The webhook delivery and mail workers alone (several may run against PostgreSQL)."""
     import signal
     import threading
 
@@ -253,6 +253,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         worker = app.webhook_worker
         if args.once:
             worker.drain(limit=args.limit)
+            app.mail_worker.drain(limit=args.limit)
             return 0
         if args.http_addr:
             host, _, port = args.http_addr.rpartition(":")
@@ -261,6 +262,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())
         signal.signal(signal.SIGINT, lambda *_: stopped.set())
         worker.start()
+        app.mail_worker.start()
         stopped.wait()
         return 0
     finally:
@@ -362,7 +364,8 @@ def parser() -> argparse.ArgumentParser:
     rollup.set_defaults(run=cmd_usage_rollup)
 
     worker = sub.add_parser(
-        "worker", help="deliver webhooks from the outbox (serve runs one too, TAHOE_WEBHOOK_WORKER)"
+        "worker",
+        help="deliver webhooks and mail from their queues (serve runs both: TAHOE_WEBHOOK_WORKER, TAHOE_MAIL_WORKER)",
     )
     worker.add_argument("--once", action="store_true", help="deliver what is due now, then exit")
     worker.add_argument("--limit", type=float, default=60.0, help="with --once: stop after this many seconds")

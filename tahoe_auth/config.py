@@ -102,6 +102,12 @@ class Settings:
     webauthn_rp_id: str = "localhost"
     webauthn_rp_name: str = "Tahoe Auth"
     webauthn_origins: tuple[str, ...] = ("http://localhost:8080",)
+    # Mail: where it goes (tahoe_auth/mail/transport.py; empty: files under var/mail/),
+    # the From address, the base URL of the links in it, and the worker inside `serve`.
+    smtp_url: str = ""
+    mail_from: str = "no-reply@localhost"
+    public_url: str = "http://localhost:8080"
+    mail_worker: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -172,6 +178,10 @@ class Settings:
             webauthn_rp_id=rp_id,
             webauthn_rp_name=reader.text("TAHOE_WEBAUTHN_RP_NAME", cls.webauthn_rp_name),
             webauthn_origins=_webauthn_origins(env.get("TAHOE_WEBAUTHN_ORIGINS", ""), rp_id),
+            smtp_url=reader.text("TAHOE_SMTP_URL", ""),
+            mail_from=_mail_from(reader.text("TAHOE_MAIL_FROM", cls.mail_from)),
+            public_url=_public_url(reader.text("TAHOE_PUBLIC_URL", cls.public_url)),
+            mail_worker=reader.boolean("TAHOE_MAIL_WORKER", True),
         )
         if settings.authz_workers > 1 and not settings.redis_url:
             raise ConfigError(
@@ -188,6 +198,20 @@ class Settings:
         if settings.session_absolute_ttl < settings.session_idle_ttl:
             raise ConfigError("TAHOE_SESSION_ABSOLUTE_TTL must not be shorter than TAHOE_SESSION_IDLE_TTL")
         return settings
+
+
+def _mail_from(value: str) -> str:
+    if "@" not in value or any(c in value for c in ' <>\r\n"') or len(value) > 254:
+        raise ConfigError("TAHOE_MAIL_FROM must be a bare address like no-reply@example.com")
+    return value
+
+
+def _public_url(value: str) -> str:
+    if not value.startswith(("https://", "http://")) or any(c in value for c in " #?\r\n"):
+        raise ConfigError(
+            "TAHOE_PUBLIC_URL must be an http(s) URL without query or fragment, like https://auth.example.com"
+        )
+    return value.rstrip("/")
 
 
 class _Reader:

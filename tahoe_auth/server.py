@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 
 from tahoe_auth import tracing
 from tahoe_auth.api import ext_authz
+from tahoe_auth.api.account_servicer import AccountServicer
 from tahoe_auth.api.audit_servicer import AuditServicer
 from tahoe_auth.api.auth_servicer import AuthServicer
 from tahoe_auth.api.browser_servicer import BrowserSessionServicer
@@ -63,6 +64,8 @@ from tahoe_auth.domain.principal import USER
 from tahoe_auth.health import HealthReporter
 from tahoe_auth.http_side import SideServer
 from tahoe_auth.v1 import (
+    account_pb2,
+    account_pb2_grpc,
     audit_pb2,
     audit_pb2_grpc,
     auth_pb2,
@@ -102,6 +105,7 @@ KEYS = "/tahoe_auth.v1.KeyService/"
 BROWSER = "/tahoe_auth.v1.BrowserSessionService/"
 DASHBOARD = "/tahoe_auth.v1.DashboardService/"
 MFA = "/tahoe_auth.v1.MfaService/"
+ACCOUNT = "/tahoe_auth.v1.AccountService/"
 PUBLIC = MethodPolicy(public=True)
 # Methods that may hash a password: on their own threads, admitted by HashAdmission.
 PUBLIC_HASHING = MethodPolicy(public=True, hashes_password=True)
@@ -237,6 +241,11 @@ POLICIES: dict[str, MethodPolicy] = {
     MFA + "DeleteMfaFactor": SELF_SERVICE,  # own: a fresh code or step-up (the use case)
     MFA + "RegenerateRecoveryCodes": SELF_SERVICE,
     MFA + "CreateStepUpChallenge": SELF_SERVICE,
+    # Mailed links: the token (or, for a reset request, nothing secret) is in the body.
+    ACCOUNT + "RequestPasswordReset": PUBLIC,
+    ACCOUNT + "ResetPasswordWithToken": PUBLIC_HASHING,
+    ACCOUNT + "VerifyEmail": PUBLIC,
+    ACCOUNT + "SendVerificationEmail": SELF_SERVICE,  # another user's: users:update (the use case)
     # Denials and failed logins are audit data; the breakdown is usage.
     DASHBOARD + "GetTenantOverview": AUDIT_READ,
     DASHBOARD + "GetUsageBreakdown": USAGE_READ,
@@ -256,6 +265,7 @@ GOVERNED_SERVICES = [
     decision_pb2.DESCRIPTOR.services_by_name["DecisionService"],
     dashboard_pb2.DESCRIPTOR.services_by_name["DashboardService"],
     mfa_pb2.DESCRIPTOR.services_by_name["MfaService"],
+    account_pb2.DESCRIPTOR.services_by_name["AccountService"],
 ]
 # Reported to health checks (Envoy checks the ext_authz service by name) and reflection.
 RATE_LIMIT_SERVICE = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
@@ -319,6 +329,7 @@ def create_server(app: App, address: str) -> tuple[grpc.Server, int, HealthRepor
     keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(app.keys, app.clock), server)
     dashboard_pb2_grpc.add_DashboardServiceServicer_to_server(DashboardServicer(app.dashboards), server)
     mfa_pb2_grpc.add_MfaServiceServicer_to_server(MfaServicer(app.second_factors), server)
+    account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(app.self_service), server)
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(EnvoyRateLimitServicer(app.limiter), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

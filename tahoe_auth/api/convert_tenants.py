@@ -110,7 +110,13 @@ def settings_to_dict(settings: tenant_pb2.TenantSettings) -> dict[str, Any]:
     }
     if settings.HasField("security"):
         values["security"] = security_to_dict(settings.security)
+    if settings.HasField("mail"):
+        values["mail"] = mail_to_dict(settings.mail)
     return values
+
+
+def mail_to_dict(settings: tenant_pb2.MailSettings) -> dict[str, Any]:
+    return {"sender_name": settings.sender_name, "locale": settings.locale}
 
 
 def tenant_changes(tenant: tenant_pb2.Tenant, mask: field_mask_pb2.FieldMask) -> dict[str, Any]:
@@ -123,6 +129,7 @@ def tenant_changes(tenant: tenant_pb2.Tenant, mask: field_mask_pb2.FieldMask) ->
     values["settings.rate_limits"] = values["settings"]["rate_limits"]
     values["settings.quotas"] = values["settings"]["quotas"]
     values["settings.security"] = security_to_dict(tenant.settings.security)
+    values["settings.mail"] = mail_to_dict(tenant.settings.mail)
     unknown = [p for p in mask.paths if p not in values]
     if unknown:
         raise InvalidArgument("update_mask", f"cannot update {', '.join(unknown)}")
@@ -135,6 +142,10 @@ def tenant(row: Any) -> tenant_pb2.Tenant:
     settings.rate_limits.update(stored.get("rate_limits") or {})
     settings.quotas.update(stored.get("quotas") or {})
     settings.security.CopyFrom(security(stored))
+    stored_mail = stored.get("mail") or {}
+    settings.mail.CopyFrom(
+        tenant_pb2.MailSettings(sender_name=stored_mail.get("sender_name", ""), locale=stored_mail.get("locale", ""))
+    )
     return tenant_pb2.Tenant(
         id=row.id,
         slug=row.slug,
@@ -161,6 +172,8 @@ def user(view: UserView) -> tenant_pb2.User:
         create_time=timestamp(row.created_at),
         update_time=timestamp(row.updated_at),
         has_password=row.password_hash is not None,
+        email_verified=row.email_verified_at is not None,
+        email_verify_time=timestamp(row.email_verified_at),
     )
 
 

@@ -27,6 +27,7 @@ from tahoe_auth.domain.ratelimit import Policy, PolicyCheck, RateLimitDecision, 
 
 AUTH = "/tahoe_auth.v1.AuthService/"
 BROWSER = "/tahoe_auth.v1.BrowserSessionService/"
+ACCOUNT = "/tahoe_auth.v1.AccountService/"
 
 LOGIN_PER_ADDRESS = Policy("login_per_address", 60, 60.0, Strategy.GCRA)
 LOGIN_PER_ACCOUNT = Policy("login_per_account", 10, 60.0, Strategy.GCRA)
@@ -39,7 +40,15 @@ SERVICE_TOKEN_PER_ADDRESS = Policy("service_token_per_address", 600, 60.0, Strat
 # the user count them too, services/mfa.py), so per address like Login.
 MFA_PER_ADDRESS = Policy("mfa_per_address", 60, 60.0, Strategy.GCRA)
 
-# method -> policies; a policy whose name ends in `_per_account` counts per Login account.
+# "Forgot password" mails a link: per address, and per account named (alike whether or
+# not it exists, so the limit says nothing about which accounts do). Following a
+# mailed link spends a token: guesses per address, like an invitation's.
+PASSWORD_RESET_PER_ADDRESS = Policy("password_reset_per_address", 10, 60.0, Strategy.GCRA)
+PASSWORD_RESET_PER_ACCOUNT = Policy("password_reset_per_account", 3, 900.0, Strategy.GCRA)
+LINK_PER_ADDRESS = Policy("mailed_link_per_address", 30, 60.0, Strategy.GCRA)
+
+# method -> policies; a policy whose name ends in `_per_account` counts per account named
+# in the request (its `tenant` and `email`: Login's, RequestPasswordReset's).
 METHOD_LIMITS: Mapping[str, tuple[Policy, ...]] = {
     AUTH + "Login": (LOGIN_PER_ADDRESS, LOGIN_PER_ACCOUNT),
     AUTH + "Refresh": (REFRESH_PER_ADDRESS,),
@@ -54,6 +63,9 @@ METHOD_LIMITS: Mapping[str, tuple[Policy, ...]] = {
     AUTH + "BeginPasskeySignIn": (MFA_PER_ADDRESS,),
     BROWSER + "BrowserVerifyMfa": (MFA_PER_ADDRESS,),
     "/tahoe_auth.v1.TenantService/AcceptInvitation": (INVITATION_PER_ADDRESS,),
+    ACCOUNT + "RequestPasswordReset": (PASSWORD_RESET_PER_ADDRESS, PASSWORD_RESET_PER_ACCOUNT),
+    ACCOUNT + "ResetPasswordWithToken": (LINK_PER_ADDRESS,),
+    ACCOUNT + "VerifyEmail": (LINK_PER_ADDRESS,),
 }
 
 

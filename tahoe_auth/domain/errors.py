@@ -73,6 +73,13 @@ class RefreshTokenReused(Unauthenticated):
         super().__init__("refresh token was already used; the session has been revoked")
 
 
+class LinkInvalid(Unauthenticated):
+    reason = "LINK_INVALID"
+
+    def __init__(self) -> None:
+        super().__init__("the link is invalid, already used or expired: ask for a new one")
+
+
 class InvitationInvalid(Unauthenticated):
     reason = "INVITATION_INVALID"
 

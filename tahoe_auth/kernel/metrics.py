@@ -199,3 +199,14 @@ class CacheCollector(Collector):
 
 CACHES = CacheCollector()
 REGISTRY.register(CACHES)
+
+MAIL_ATTEMPTS = Counter(
+    "tahoe_mail_attempts_total",
+    "Mail sending attempts by outcome: sent, retrying, dead",
+    ["outcome"],
+)
+
+MAIL_DUE = Gauge(
+    "tahoe_mail_messages_due",
+    "Mail messages due now and not yet sent (as last seen by this process's mail worker)",
+)

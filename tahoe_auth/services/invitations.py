@@ -24,6 +24,7 @@ from tahoe_auth.domain.principal import USER, Principal
 from tahoe_auth.kernel.changes import ChangeNotifier
 from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services import access
+from tahoe_auth.services.account_mail import AccountMail
 from tahoe_auth.services.audit import Actor, AuditLog
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.services.events import emit
@@ -54,6 +55,17 @@ def actor(principal: Principal) -> str:
     return principal.subject if principal.subject_type == USER else f"{principal.subject_type}:{principal.subject}"
 
 
+def _inviter(uow: UnitOfWork, by: Principal) -> str:
+    """Who invited, in the mail's words: a user's name or email, else the tenant's admins."""
+    if by.subject_type == USER and by.tenant_id:
+        try:
+            user = uow.users.get(by.subject)
+        except NotFound:
+            return "An administrator"
+        return user.display_name or user.email
+    return "An administrator"
+
+
 def check_ttl(ttl: dt.timedelta | None) -> dt.timedelta:
     if ttl is None:
         return DEFAULT_TTL
@@ -71,8 +83,10 @@ class Invitations:
         notifier: ChangeNotifier,
         clock: Clock,
         audit_log: AuditLog,
+        account_mail: AccountMail,
     ) -> None:
         self._audit = audit_log
+        self._mail = account_mail
         self._db = db
         self._hasher = hasher
         self._sessions = sessions
@@ -97,6 +111,7 @@ class Invitations:
             )
         )
         self._record(uow, row, resent=False)
+        self._mail.invitation(uow, uow.tenants.get(tenant_id), row, token, _inviter(uow, by))
         return row, token
 
     def create(
@@ -143,6 +158,7 @@ class Invitations:
             row.token_hash = crypto.sha256_hex(token)
             row.expires_at = self._clock.now() + check_ttl(ttl)
             self._record(uow, row, resent=True)
+            self._mail.invitation(uow, uow.tenants.get(tenant_id), row, token, _inviter(uow, principal))
             self._audit.record(uow, ctx, tenant_id, "invitation.resend", f"invitation:{row.id}")
             uow.commit()
         return row, token
@@ -229,10 +245,13 @@ class Invitations:
         password_hash: str | None,
         display_name: str,
     ) -> m.User:
+        # The invitation's token went to the address: following it proves the address.
+        now = self._clock.now()
         if existing is not None:
             user = uow.users.get(existing.id)
             if password_hash is not None:
-                user.password_hash, user.password_changed_at = password_hash, self._clock.now()
+                user.password_hash, user.password_changed_at = password_hash, now
+            user.email_verified_at = user.email_verified_at or now
             return user
         return uow.users.add(
             m.User(
@@ -240,7 +259,8 @@ class Invitations:
                 email=invitation.email,
                 display_name=check_display_name(display_name),
                 password_hash=password_hash,
-                password_changed_at=self._clock.now(),
+                password_changed_at=now,
+                email_verified_at=now,
             )
         )
 

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tahoe_auth.domain import audit, events, password_policy, passwords, security_policy
+from tahoe_auth.domain import audit, events, mail, password_policy, passwords, security_policy
 from tahoe_auth.domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from tahoe_auth.domain.fields import check_display_name, check_email, check_slug
 from tahoe_auth.domain.permissions import OWNER
@@ -28,9 +28,18 @@ ACTIVE, SUSPENDED = "active", "suspended"
 DEFAULT_PLAN = "free"
 # Fields a tenant's own administrators may change; the rest (slug, plan, limits)
 # belong to the platform.
-TENANT_EDITABLE = frozenset({"display_name", "settings.security"})
+TENANT_EDITABLE = frozenset({"display_name", "settings.security", "settings.mail"})
 UPDATABLE = frozenset(
-    {"display_name", "slug", "plan", "settings", "settings.rate_limits", "settings.quotas", "settings.security"}
+    {
+        "display_name",
+        "slug",
+        "plan",
+        "settings",
+        "settings.rate_limits",
+        "settings.quotas",
+        "settings.security",
+        "settings.mail",
+    }
 )
 
 
@@ -42,9 +51,13 @@ def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     parse_limits(rate_limits, field="settings.rate_limits")
     parse_quotas({m: q for m, q in quotas.items() if q is not None}, "settings.quotas")
     security = security_policy.parse_security(settings.get("security"))
-    checked = {key: value for key, value in settings.items() if key not in ("rate_limits", "quotas", "security")}
+    mail_settings = mail.parse_settings(settings.get("mail"))
+    skip = ("rate_limits", "quotas", "security", "mail")
+    checked = {key: value for key, value in settings.items() if key not in skip}
     if security != security_policy.DEFAULT_POLICY:
         checked["security"] = security.to_settings()
+    if mail_settings:
+        checked["mail"] = mail_settings
     if rate_limits:
         checked["rate_limits"] = rate_limits
     if quotas:
@@ -163,7 +176,7 @@ class TenantAdmin:
         settings = dict(tenant.settings or {})
         if "settings" in changes:
             settings = dict(changes["settings"])
-        for part in ("rate_limits", "quotas", "security"):
+        for part in ("rate_limits", "quotas", "security", "mail"):
             if f"settings.{part}" in changes:
                 settings[part] = changes[f"settings.{part}"]
         tenant.settings = check_settings(settings)

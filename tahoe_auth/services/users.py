@@ -18,6 +18,7 @@ from tahoe_auth.domain.principal import Principal
 from tahoe_auth.kernel.changes import ChangeNotifier
 from tahoe_auth.kernel.clock import Clock
 from tahoe_auth.services import access
+from tahoe_auth.services.account_mail import AccountMail
 from tahoe_auth.services.audit import AuditLog
 from tahoe_auth.services.context import CallContext
 from tahoe_auth.services.events import emit
@@ -51,8 +52,10 @@ class Users:
         notifier: ChangeNotifier,
         clock: Clock,
         audit_log: AuditLog,
+        account_mail: AccountMail,
     ) -> None:
         self._audit = audit_log
+        self._mail = account_mail
         self._db = db
         self._hasher = hasher
         self._sessions = sessions
@@ -92,6 +95,7 @@ class Users:
                 uow.role_bindings.add(tenant_id, user.id, role)
             data = {"user_id": user.id, "email": email, "roles": sorted(set(roles))}
             emit(uow, tenant_id, events.USER_CREATED, data)
+            self._mail.email_verification(uow, uow.tenants.get(tenant_id), user)
             self._audit.record(uow, ctx, tenant_id, "user.create", f"user:{user.id}", details=data)
             uow.commit()
         return UserView(user, sorted(set(roles)))
@@ -123,9 +127,17 @@ class Users:
             user = self._user_in_reach(uow, principal, user_id)
             if "display_name" in changes:
                 user.display_name = check_display_name(changes["display_name"], "user.display_name")
+            old_email = user.email
             if "email" in changes:
                 user.email = check_email(changes["email"], "user.email")
             uow.users.flush_unique(user)
+            if user.email != old_email:
+                # A new address is unproven until its link is followed; the old one
+                # hears of the change (someone who took over the account cannot hide it).
+                user.email_verified_at = None
+                tenant = uow.tenants.get(tenant_id)
+                self._mail.email_verification(uow, tenant, user)
+                self._mail.email_changed(uow, tenant, old_email, user.email)
             roles = uow.role_bindings.roles_of(user_id)
             emit(uow, tenant_id, events.USER_UPDATED, {"user_id": user_id, "changed": sorted(changes)})
             self._audit.record(uow, ctx, tenant_id, "user.update", f"user:{user_id}", details=dict(changes))

@@ -27,6 +27,7 @@ from tahoe_auth.store import repositories as r
 from tahoe_auth.store.audit_repository import AuditRepository
 from tahoe_auth.store.change_log import ChangeLogRepository
 from tahoe_auth.store.dashboard_repository import DashboardRepository
+from tahoe_auth.store.mail_repository import MailRepository
 from tahoe_auth.store.mfa_repository import MfaRepository
 from tahoe_auth.store.models import PlatformServiceAccount, ServiceAccount, TenantScoped
 from tahoe_auth.store.usage_repository import UsageRepository
@@ -203,6 +204,7 @@ class UnitOfWork:
         self.outbox = OutboxRepository(session)
         self.webhooks = WebhookRepository(session)
         self.mfa = MfaRepository(session)
+        self.mail = MailRepository(session)
 
     def record_change(self, channel: str, message: str) -> int:
         return self.changes.append(channel, message)

@@ -114,6 +114,9 @@ class User(TenantScoped, Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     password_changed_at: Mapped[dt.datetime | None]
+    # When the user proved the address receives mail (a verification link, or an
+    # invitation accepted); None until then and again after the address changes.
+    email_verified_at: Mapped[dt.datetime | None]
 
 
 class RoleBinding(TenantScoped, Base):
@@ -502,6 +505,70 @@ class OutboxEvent(TenantScoped, Base):
     traceparent: Mapped[str] = mapped_column(String(64), default=current_traceparent, server_default="")
     # Set once the webhook dispatcher has fanned the event out to its endpoints.
     dispatched_at: Mapped[dt.datetime | None]
+
+
+class MailMessage(TenantScoped, Base):
+    """One mail to send, queued in the transaction of the change it is about (the mail
+    channel's outbox). Its variables, which may hold a link with a token, are sealed
+    under a key derived from the master key and wiped once it is sent or dead.
+
+    Due when status is pending or retrying and next_attempt_at has passed; a worker
+    claims it by pushing next_attempt_at out by its lease (at least once, as webhooks)."""
+
+    __tablename__ = "mail_messages"
+    __table_args__ = (
+        Index("ix_mail_messages_due", "status", "next_attempt_at"),
+        Index("ix_mail_messages_tenant", "tenant_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    template: Mapped[str] = mapped_column(String(64))
+    locale: Mapped[str] = mapped_column(String(16), default="en")
+    to_address: Mapped[str] = mapped_column(String(320))
+    sender_name: Mapped[str] = mapped_column(String(100), default="")
+    variables_sealed: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[dt.datetime]
+    last_attempt_at: Mapped[dt.datetime | None]
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+    sent_at: Mapped[dt.datetime | None]
+    request_id: Mapped[str] = mapped_column(String(128), default=current_request_id, server_default="")
+
+
+class AccountToken(TenantScoped, Base):
+    """A mailed link's token: a password reset or an email verification. Only its
+    SHA-256 is stored; single use (used_at), short-lived (expires_at). `email` is the
+    address the link was sent to: a verification counts only while it is still the
+    user's address, a reset only while the account's email is the one it went to."""
+
+    __tablename__ = "account_tokens"
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(Id, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+
+
+class PasswordResetRequest(Base):
+    """A "forgot password" request, kept until the mail worker has looked at it. Written
+    alike whether or not the account exists (one insert either way, in the same time);
+    the worker finds out, mails a link if there is an account, and deletes the row.
+    Not tenant-scoped: the tenant may not exist."""
+
+    __tablename__ = "password_reset_requests"
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    tenant_key: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str] = mapped_column(String(320))
+    client_address: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    request_id: Mapped[str] = mapped_column(String(128), default=current_request_id, server_default="")
 
 
 # --- audit log and webhooks ----------------------------------------------------------------

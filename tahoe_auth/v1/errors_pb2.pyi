@@ -102,6 +102,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The password breaks the password policy. Metadata: `field`, `rule` (one of
     `min_length`, `max_length`, `common`, `contains_email`, `contains_tenant_name`).
     """
+    ERROR_REASON_LINK_INVALID: _ErrorReason.ValueType  # 64
+    """A mailed link's token (password reset, email verification) that is unknown, used,
+    expired, or for an address the account no longer has.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason values are sent as `google.rpc.ErrorInfo.reason` (without the
@@ -187,5 +191,9 @@ challenge is unknown, answered or expired: one reason for all of them.
 ERROR_REASON_PASSWORD_REJECTED: ErrorReason.ValueType  # 63
 """The password breaks the password policy. Metadata: `field`, `rule` (one of
 `min_length`, `max_length`, `common`, `contains_email`, `contains_tenant_name`).
+"""
+ERROR_REASON_LINK_INVALID: ErrorReason.ValueType  # 64
+"""A mailed link's token (password reset, email verification) that is unknown, used,
+expired, or for an address the account no longer has.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -125,6 +125,7 @@ class TenantSettings(_message.Message):
     RATE_LIMITS_FIELD_NUMBER: _builtins.int
     QUOTAS_FIELD_NUMBER: _builtins.int
     SECURITY_FIELD_NUMBER: _builtins.int
+    MAIL_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def rate_limits(self) -> _struct_pb2.Struct:
         """e.g. {"per_tenant": {"limit": 1000, "period": 60, "strategy": "gcra"}}"""
@@ -137,20 +138,51 @@ class TenantSettings(_message.Message):
     def security(self) -> Global___SecurityPolicy:
         """Second factors, step-up and passwords. The tenant's owners may change it."""
 
+    @_builtins.property
+    def mail(self) -> Global___MailSettings:
+        """The tenant's mail: sender name and language. The tenant's owners may change it."""
+
     def __init__(
         self,
         *,
         rate_limits: _struct_pb2.Struct | None = ...,
         quotas: _struct_pb2.Struct | None = ...,
         security: Global___SecurityPolicy | None = ...,
+        mail: Global___MailSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["quotas", b"quotas", "rate_limits", b"rate_limits", "security", b"security"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["mail", b"mail", "quotas", b"quotas", "rate_limits", b"rate_limits", "security", b"security"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["quotas", b"quotas", "rate_limits", b"rate_limits", "security", b"security"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mail", b"mail", "quotas", b"quotas", "rate_limits", b"rate_limits", "security", b"security"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TenantSettings: _TypeAlias = TenantSettings  # noqa: Y015
+
+@_typing.final
+class MailSettings(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SENDER_NAME_FIELD_NUMBER: _builtins.int
+    LOCALE_FIELD_NUMBER: _builtins.int
+    sender_name: _builtins.str
+    """The From name of the tenant's mail (the address is the deployment's
+    TAHOE_MAIL_FROM). Empty: the tenant's display name. At most 100 characters.
+    """
+    locale: _builtins.str
+    """The templates' language (BCP 47, like "en" or "pt-BR"); empty or unknown: English."""
+    def __init__(
+        self,
+        *,
+        sender_name: _builtins.str = ...,
+        locale: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["locale", b"locale", "sender_name", b"sender_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MailSettings: _TypeAlias = MailSettings  # noqa: Y015
 
 @_typing.final
 class SecurityPolicy(_message.Message):
@@ -534,6 +566,8 @@ class User(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     HAS_PASSWORD_FIELD_NUMBER: _builtins.int
+    EMAIL_VERIFIED_FIELD_NUMBER: _builtins.int
+    EMAIL_VERIFY_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only."""
     tenant_id: _builtins.str
@@ -545,6 +579,10 @@ class User(_message.Message):
     """Output only."""
     has_password: _builtins.bool
     """Output only: false until the user has a password (e.g. created without one)."""
+    email_verified: _builtins.bool
+    """Output only: the address proved to receive mail (a verification link, a password
+    reset link, or an accepted invitation). An email change clears it.
+    """
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Output only: change with AssignRole and RemoveRole."""
@@ -555,6 +593,10 @@ class User(_message.Message):
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only."""
+
+    @_builtins.property
+    def email_verify_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
 
     def __init__(
@@ -569,10 +611,12 @@ class User(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         has_password: _builtins.bool = ...,
+        email_verified: _builtins.bool = ...,
+        email_verify_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "email_verify_time", b"email_verify_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "email", b"email", "has_password", b"has_password", "id", b"id", "roles", b"roles", "state", b"state", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "email", b"email", "email_verified", b"email_verified", "email_verify_time", b"email_verify_time", "has_password", b"has_password", "id", b"id", "roles", b"roles", "state", b"state", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

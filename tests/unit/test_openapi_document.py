@@ -19,6 +19,7 @@ from google.protobuf import descriptor_pb2
 from openapi_spec_validator import validate
 
 from tahoe_auth.v1 import (
+    account_pb2,
     audit_pb2,
     auth_pb2,
     dashboard_pb2,
@@ -34,6 +35,7 @@ from tahoe_auth.v1 import (
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT = ROOT / "envoy" / "openapi.json"
 MODULES = (
+    account_pb2,
     audit_pb2,
     auth_pb2,
     dashboard_pb2,

@@ -30,6 +30,7 @@ const REASONS = {
   MFA_CODE_INVALID:
     "That did not work: the code is wrong or already used, or this sign-in step expired. Try a new code, or start again.",
   MFA_REQUIRED: "This needs a recent check of your second factor.",
+  LINK_INVALID: "This link no longer works: it was used, a newer one replaced it, or it expired. Ask for a new one.",
   MFA_ENROLLMENT_REQUIRED: "Set up a second factor first: your tenant requires one.",
 };
 

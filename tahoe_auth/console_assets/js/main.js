@@ -7,6 +7,7 @@ import { PLATFORM_ROUTES, TENANT_ROUTES, NotFound, routeFor } from "./routes.js"
 import { href, navigate, useRoute } from "./router.js";
 import { SignIn } from "./pages/signin.js";
 import { AcceptInvitation } from "./pages/accept.js";
+import { ResetPassword, VerifyEmail } from "./pages/recovery.js";
 import { ChallengeForm } from "./mfa.js";
 import { Dialog, ErrorNote, Loading, Notice, useLoad } from "./ui.js";
 
@@ -123,6 +124,8 @@ function App() {
     resume().finally(() => setResuming(false));
   }, []);
   if (route.path === "/accept") return html`<${AcceptInvitation} query=${route.query} />`;
+  if (route.path === "/reset-password") return html`<${ResetPassword} query=${route.query} />`;
+  if (route.path === "/verify-email") return html`<${VerifyEmail} query=${route.query} />`;
   if (resuming) return html`<p class="loading" role="status">Loading the console…</p>`;
   if (!session) {
     return html`<${SignIn}>

@@ -1,6 +1,7 @@
 // Security: your own second factors (authenticator apps, passkeys), recovery codes, and,
-// for those who may change the tenant (tenant:write), its security policy: who must
-// have a second factor, the step-up window, the minimum password length.
+// for those who may change the tenant (tenant:write), its security policy (who must
+// have a second factor, the step-up window, the minimum password length) and its mail
+// (the sender name and language of invitations and password mails).
 import { call, tenantPath } from "../api.js";
 import { html, useEffect, useState } from "../html.js";
 import { FACTOR_TYPES, PasskeySetup, RecoveryCodes, TotpSetup } from "../mfa.js";
@@ -161,6 +162,45 @@ function TenantPolicy({ session, onSaved }) {
   </form>`;
 }
 
+/** The tenant's mail: the From name and the templates' language. */
+function TenantMail({ session }) {
+  const { data, error, loading, reload } = useLoad(async (signal) => {
+    const decision = await call("POST", "/decisions:explain", {
+      signal,
+      body: { requiredPermission: "tenant:write", resourceTenantId: session.tenantId },
+    });
+    const { tenant } = await call("GET", tenantPath(), { signal });
+    return { allowed: decision.allowed, mail: tenant.settings?.mail || {}, name: tenant.displayName };
+  }, [session.tenantId]);
+  const [saved, setSaved] = useState(false);
+  const save = useAction(async (values) => {
+    setSaved(false);
+    await call("PATCH", tenantPath(), {
+      query: { updateMask: "settings.mail" },
+      body: { id: session.tenantId, settings: { mail: { senderName: values.senderName.trim(), locale: values.locale.trim() } } },
+    });
+    setSaved(true);
+    reload();
+  });
+  if (loading && !data) return html`<${Loading} />`;
+  if (error) return html`<${ErrorNote} error=${error} />`;
+  if (!data.allowed) {
+    return html`<p>Mail from this tenant comes from “${data.mail.senderName || data.name}”.</p>`;
+  }
+  return html`<form aria-label="Tenant mail" onSubmit=${(event) => {
+      event.preventDefault();
+      save.run(formValues(event.currentTarget));
+    }}>
+    <${ErrorNote} error=${save.error} />
+    ${saved ? html`<${Notice} kind="success">The mail settings were saved.<//>` : null}
+    <${Field} label="Sender name" name="senderName" maxlength="100" defaultValue=${data.mail.senderName || ""}
+      placeholder=${data.name} hint="The name invitations and password mails come from. Empty: the tenant's name." />
+    <${Field} label="Language" name="locale" maxlength="16" defaultValue=${data.mail.locale || ""} placeholder="en"
+      hint="The mails' language, like en or pt-BR. A language without templates gets English." />
+    <${FormButtons} label="Save the mail settings" busyLabel="Saving…" pending=${save.pending} onCancel=${reload} />
+  </form>`;
+}
+
 export function SecurityPage({ session }) {
   const isUser = session.kind === "user";
   // A saved policy can change whether the user must have a factor: the list says so.
@@ -179,6 +219,10 @@ export function SecurityPage({ session }) {
     <section aria-labelledby="policy-heading">
       <h2 id="policy-heading">Tenant security policy</h2>
       <${TenantPolicy} session=${session} onSaved=${() => setPolicyVersion((v) => v + 1)} />
+    </section>
+    <section aria-labelledby="mail-heading">
+      <h2 id="mail-heading">Tenant mail</h2>
+      <${TenantMail} session=${session} />
     </section>
   <//>`;
 }

@@ -7,6 +7,7 @@ import { html, useEffect, useRef, useState } from "../html.js";
 import { ChallengeForm, FactorSetup } from "../mfa.js";
 import { ErrorNote, Field, formValues, useAction } from "../ui.js";
 import { passkeysSupported, usePasskey } from "../webauthn.js";
+import { ForgotPassword } from "./recovery.js";
 
 /** Answers a sign-in's challenge; `onSignedIn` once the session is there. */
 export function SecondStep({ challenge, onRestart, onSignedIn }) {
@@ -40,6 +41,7 @@ export function RequiredEnrollment({ challenge, onRestart, onSignedIn }) {
 export function SignIn({ children }) {
   const [platform, setPlatform] = useState(false);
   const [challenge, setChallenge] = useState(null);
+  const [forgot, setForgot] = useState(null);
   const heading = useRef(null);
   const form = useRef(null);
   const user = useAction(async (values) => setChallenge(await signIn(values)));
@@ -85,6 +87,8 @@ export function SignIn({ children }) {
       </button>
       <button type="button" class="link" onClick=${() => setPlatform(false)}>Sign in as a tenant user</button>
     </form>`;
+  } else if (forgot) {
+    body = html`<${ForgotPassword} tenant=${forgot.tenant} onBack=${() => setForgot(null)} />`;
   } else if (challenge?.enrollmentRequired) {
     body = html`<${RequiredEnrollment} challenge=${challenge} onRestart=${restart} />`;
   } else if (challenge) {
@@ -104,6 +108,9 @@ export function SignIn({ children }) {
             ${passkey.pending ? "Waiting for the passkey…" : "Sign in with a passkey"}
           </button>`
         : null}
+      <button type="button" class="link" onClick=${() => setForgot({ tenant: form.current?.elements.tenant.value.trim() || "" })}>
+        Forgot your password?
+      </button>
       <button type="button" class="link" onClick=${() => setPlatform(true)}>
         Platform administrator? Sign in with a key
       </button>
@@ -112,7 +119,7 @@ export function SignIn({ children }) {
   return html`<main id="main" class="signin">
     <div class="card">
       <h1 tabindex="-1" ref=${heading}>Sign in to Tahoe Auth</h1>
-      ${challenge ? null : children}
+      ${challenge || forgot ? null : children}
       ${body}
     </div>
   </main>`;

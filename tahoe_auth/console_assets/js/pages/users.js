@@ -259,6 +259,11 @@ export function UsersPage({ query = {} }) {
   const update = (user) => setChanged((c) => ({ ...c, [user.id]: user }));
   const act = useAction(async (verb, user) => {
     setDone("");
+    if (verb === "verify") {
+      await call("POST", userPath(user, ":sendVerificationEmail"), { body: {} });
+      setDone(`A confirmation link is on its way to ${user.email}.`);
+      return;
+    }
     if (verb === "delete") {
       await call("DELETE", userPath(user));
       setRemoved((r) => ({ ...r, [user.id]: true }));
@@ -320,7 +325,15 @@ export function UsersPage({ query = {} }) {
                 label: "User",
                 cell: (u) => html`<div>${u.email}</div>
                   ${u.displayName ? html`<div class="muted small">${u.displayName}</div>` : null}
-                  ${u.hasPassword === false ? html`<div class="muted small">No password yet</div>` : null}`,
+                  ${u.hasPassword === false ? html`<div class="muted small">No password yet</div>` : null}
+                  <div class="small" data-email-verified=${u.emailVerified ? "true" : "false"}>
+                    ${u.emailVerified
+                      ? html`<span class="muted">Email confirmed</span>`
+                      : html`<span class="muted">Email not confirmed</span>
+                          <button type="button" class="link small" disabled=${act.pending}
+                            aria-label=${`Send a confirmation link to ${u.email}`}
+                            onClick=${() => act.run("verify", u)}>Send a link</button>`}
+                  </div>`,
               },
               { label: "Status", cell: (u) => html`<${Badge} value=${u.state} />` },
               {
