@@ -21,10 +21,12 @@ from tests.support import RunningServer, bearer
 
 DENIED = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED}
 PUBLIC_REFUSALS = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT}
-# Public methods that start a ceremony for whoever asks, naming a tenant but no account:
-# they answer for any tenant, existing or not, with nothing of its own (a random challenge
-# for a passkey to sign); what would identify the tenant is checked as for every method.
-CEREMONY_STARTS = {"BeginPasskeySignIn"}
+# Public methods that start a ceremony for whoever asks, naming a tenant but no account
+# of the caller's: they answer for any tenant, existing or not, with nothing of its own
+# (a random challenge for a passkey to sign; an empty answer to "forgot password", whose
+# link goes only to the account's own address); what would identify the tenant is
+# checked as for every method.
+CEREMONY_STARTS = {"BeginPasskeySignIn", "RequestPasswordReset"}
 METHODS = [(service, method) for service in server_module.GOVERNED_SERVICES for method in service.methods]
 METHOD_IDS = [f"{s.name}.{m.name}" for s, m in METHODS]
 
