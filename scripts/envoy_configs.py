@@ -2,7 +2,8 @@
 
 envoy/envoy.compose.yaml: for docker-compose.yml, the same text with the compose
 services' addresses (DNS names `auth` and `transcription`), listening on all
-interfaces inside its container.
+interfaces inside its container. deploy/k8s/base/envoy.compose.yaml is the same file
+for the Kubernetes manifests (the Services there have the same names).
 
 envoy/envoy.grpc.yaml: Check over gRPC (tahoe-auth serve's TAHOE_GRPC_ADDR,
 `envoy.service.auth.v3.Authorization/Check`) instead of Envoy's HTTP ext_authz. Same
@@ -35,6 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "envoy" / "envoy.yaml"
 TARGET = ROOT / "envoy" / "envoy.grpc.yaml"
 COMPOSE_TARGET = ROOT / "envoy" / "envoy.compose.yaml"
+# The Kubernetes base's copy (kustomize reads files inside its own directory only).
+KUBERNETES_TARGET = ROOT / "deploy" / "k8s" / "base" / "envoy.compose.yaml"
 # envoy.yaml's loopback addresses -> the compose network's (each must appear exactly once)
 COMPOSE_ADDRESSES = {
     "{address: 127.0.0.1, port_value: 9901}": "{address: 0.0.0.0, port_value: 9901}",
@@ -193,7 +196,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if a committed file is stale")
     args = parser.parse_args()
-    outputs = {TARGET: render(), COMPOSE_TARGET: render_compose()}
+    compose = render_compose()
+    outputs = {TARGET: render(), COMPOSE_TARGET: compose, KUBERNETES_TARGET: compose}
     if args.check:
         stale = [path for path, text in outputs.items() if not path.exists() or path.read_text() != text]
         for path in stale:
