@@ -211,6 +211,8 @@ class Deployment:
     envoy: harness.Envoy
     token: str
     transport: str = "http"
+    tenant: str = ""  # the tenant's slug, and its owner's email (password: PASSWORD)
+    email: str = ""
 
     @property
     def cluster(self) -> str:
@@ -278,7 +280,7 @@ def deployment(
         else:
             config = e2e.envoy_config([i.grpc_port for i in instances], demo.port, path=grpc_envoy_config(root))
         envoy = stack.enter_context(harness.run_envoy(config, tmp))
-        running = Deployment(instances, envoy, login.tokens.access_token, transport)
+        running = Deployment(instances, envoy, login.tokens.access_token, transport, slug, email)
         wait_for(lambda: all(h.healthy for h in running.hosts().values()), 30, "every instance healthy in Envoy")
         status = e2e.request(envoy.listener_port, "GET", "/v1/jobs", {"authorization": f"Bearer {running.token}"})
         assert status.status == 200, status
