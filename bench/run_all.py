@@ -19,6 +19,7 @@ SCRIPTS = {
     "json_api_bench.py": True,
     "console_bench.py": False,
     "password_reset_timing.py": False,
+    "instances_bench.py": False,
 }
 
 

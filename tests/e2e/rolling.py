@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
@@ -235,7 +236,12 @@ class Deployment:
 
 @contextlib.contextmanager
 def deployment(
-    env: Mapping[str, str], tmp: Path, count: int = 2, source: Path | None = None, transport: str = "http"
+    env: Mapping[str, str],
+    tmp: Path,
+    count: int = 2,
+    source: Path | None = None,
+    transport: str = "http",
+    configure: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Iterator[Deployment]:
     """`count` instances sharing `env`'s PostgreSQL and Redis behind Envoy with the
     committed config for Check's `transport` (envoy/envoy.yaml over HTTP, envoy.grpc.yaml
@@ -279,6 +285,8 @@ def deployment(
             )
         else:
             config = e2e.envoy_config([i.grpc_port for i in instances], demo.port, path=grpc_envoy_config(root))
+        if configure is not None:  # a benchmark's change to the committed config
+            config = configure(config)
         envoy = stack.enter_context(harness.run_envoy(config, tmp))
         running = Deployment(instances, envoy, login.tokens.access_token, transport, slug, email)
         wait_for(lambda: all(h.healthy for h in running.hosts().values()), 30, "every instance healthy in Envoy")
