@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tahoe_auth.domain.errors import InvalidArgument
 from tahoe_auth.domain.ratelimit import DEFAULT_LIMITS, LimitSet, parse_limits
@@ -271,11 +271,115 @@ class _Reader:
         return value
 
 
+SENTINEL_SCHEME = "redis+sentinel://"
+DEFAULT_SENTINEL_PORT = 26379
+_SENTINEL_PARAMS = frozenset({"sentinel_username", "sentinel_password"})
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """TAHOE_REDIS_URL in its Sentinel form, parsed:
+    `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/<master name>[/<db>]`
+    with optional `?sentinel_username=..&sentinel_password=..`.
+
+    The user and password are the master's (its `requirepass` or ACL user), as in a
+    redis:// URL; the sentinels' own credentials, when they have any, are the query
+    parameters. Ports default to 26379. Timeouts are TAHOE_REDIS_TIMEOUT's, for the
+    sentinels and the master alike."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url.startswith(SENTINEL_SCHEME)
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """Raises ConfigError naming what is wrong (never echoing the URL: it may hold a password)."""
+    if not is_sentinel_url(url):
+        raise ConfigError(f"TAHOE_REDIS_URL: a Sentinel URL starts with {SENTINEL_SCHEME}")
+    rest = url[len(SENTINEL_SCHEME) :]
+    if "#" in rest:
+        raise ConfigError("TAHOE_REDIS_URL: a Sentinel URL has no #fragment")
+    rest, _, query = rest.partition("?")
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = (unquote(secret) if colon else None) or None
+    sentinels = tuple(_sentinel_address(item) for item in hosts.split(","))
+    segments = path.split("/") if slash else []
+    if not segments or not segments[0] or len(segments) > 2:
+        raise ConfigError("TAHOE_REDIS_URL: a Sentinel URL ends in /<master name> or /<master name>/<db>")
+    db = 0
+    if len(segments) == 2:
+        if not _digits(segments[1]):
+            raise ConfigError("TAHOE_REDIS_URL: the database (after the master name) is a number")
+        db = int(segments[1])
+    params = _sentinel_params(query)
+    return SentinelUrl(
+        sentinels,
+        unquote(segments[0]),
+        db,
+        username,
+        password,
+        params.get("sentinel_username"),
+        params.get("sentinel_password"),
+    )
+
+
+def _sentinel_address(item: str) -> tuple[str, int]:
+    item = item.strip()
+    if item.startswith("["):  # [IPv6]:port
+        host, bracket, port = item[1:].partition("]")
+        if not bracket or (port and not port.startswith(":")):
+            raise ConfigError("TAHOE_REDIS_URL: a sentinel address is host:port or [IPv6]:port")
+        port = port[1:]
+    else:
+        host, _, port = item.partition(":")
+    if not host or (port and not (_digits(port) and 0 < int(port) <= 65535)):
+        raise ConfigError("TAHOE_REDIS_URL: every sentinel is host[:port], comma-separated, port 1..65535")
+    return host, int(port) if port else DEFAULT_SENTINEL_PORT
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _sentinel_params(query: str) -> dict[str, str]:
+    if not query:
+        return {}
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise ConfigError("TAHOE_REDIS_URL: the query is name=value pairs joined by &") from None
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in _SENTINEL_PARAMS:
+            known = ", ".join(sorted(_SENTINEL_PARAMS))
+            raise ConfigError(f"TAHOE_REDIS_URL: unknown parameter {name!r} (a Sentinel URL takes {known})")
+        if name in params:
+            raise ConfigError(f"TAHOE_REDIS_URL: parameter {name!r} given twice")
+        params[name] = value
+    return params
+
+
 def _redis_url(value: str | None) -> str | None:
     if not value:
         return None
+    if is_sentinel_url(value):
+        parse_sentinel_url(value)  # malformed: refused at start, not at the first call
+        return value
     if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("TAHOE_REDIS_URL must start with redis://, rediss:// or unix://")
+        raise ConfigError("TAHOE_REDIS_URL must start with redis://, rediss://, unix:// or redis+sentinel://")
     return value
 
 

@@ -10,9 +10,12 @@ fixed_window (window, count), sliding_window (window, count, previous), gcra (ta
 
 Redis Cluster: one call touches every key of the request, and a request's keys may sit
 in two hash tags (`{<tenant>}` and `{global}` for the per-address limit). That is fine
-on a single Redis (with or without replicas / Sentinel), which is what this module
-assumes; on a cluster, split the checks by hash tag and pipeline one call per tag
-(atomicity then holds per tag).
+on a single Redis master (with or without replicas / Sentinel), which is what this
+module assumes; on a cluster, split the checks by hash tag and pipeline one call per tag
+(atomicity then holds per tag). With Sentinel a call that meets a failover (a dropped
+connection, READONLY from the demoted master) is retried once on the new master; the
+new master has not loaded the script (script caches are not replicated): NOSCRIPT
+loads it, as after a restart.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ from tahoe_auth.domain.ratelimit import (
     overall_allowed,
     step,
 )
+from tahoe_auth.kernel.metrics import STORE_FAILURES
 from tahoe_auth.store.kv import StoreUnavailable
+from tahoe_auth.store.redis_store import failover_signal, uses_sentinel
 
 
 class LimiterBackend(Protocol):
@@ -200,7 +205,10 @@ class RedisLimiterBackend:
 
     def __init__(self, client: redis.Redis) -> None:
         pool = client.connection_pool
+        # With Sentinel these are Sentinel-managed too: each connect asks for the master.
         self._new_connection: Callable[[], Connection] = lambda: pool.connection_class(**pool.connection_kwargs)
+        self._pool = pool
+        self._sentinel = uses_sentinel(client)
         self._sha = hashlib.sha1(CHECK_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
         self._local = threading.local()
         self._policy_args: dict[Any, tuple[int, ...]] = {}
@@ -210,6 +218,13 @@ class RedisLimiterBackend:
         if connection is None:
             connection = self._new_connection()
             self._local.connection = connection
+        elif self._sentinel:
+            # Outside the pool, so not closed when the sentinels name a new master (the
+            # store asks them every second): on another master, reconnect now rather
+            # than write to the old one until it is demoted.
+            master = self._pool.master_address  # type: ignore[attr-defined]
+            if master is not None and (connection.host, connection.port) != master:
+                connection.disconnect()  # type: ignore[no-untyped-call]
         return connection
 
     def _args(self, check: PolicyCheck) -> tuple[int, ...]:
@@ -236,7 +251,17 @@ class RedisLimiterBackend:
             reply = self._run(connection, command)
         except redis.RedisError as exc:
             connection.disconnect()  # type: ignore[no-untyped-call]
-            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            if not (self._sentinel and failover_signal(exc)):
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            # A Sentinel failover: once more, at once, on a connection to the master the
+            # sentinels now name (READONLY: the script wrote nothing; a dropped reply
+            # may count this request twice).
+            STORE_FAILURES.labels("redis_failover", "retry").inc()
+            try:
+                reply = self._run(connection, command)
+            except redis.RedisError as again:
+                connection.disconnect()  # type: ignore[no-untyped-call]
+                raise StoreUnavailable(f"{type(again).__name__}: {again}") from again
         return [
             Outcome(bool(reply[i]), int(reply[i + 1]), int(reply[i + 2]), int(reply[i + 3]))
             for i in range(1, len(reply), 4)
