@@ -5,16 +5,10 @@ from __future__ import annotations
 import grpc
 
 from tahoe_auth.api import convert
+from tahoe_auth.api.convert import required
 from tahoe_auth.api.interceptors import current_call
-from tahoe_auth.domain.errors import InvalidArgument
 from tahoe_auth.services.self_service import SelfService
 from tahoe_auth.v1 import account_pb2, account_pb2_grpc
-
-
-def _required(value: str, field: str) -> str:
-    if not value:
-        raise InvalidArgument(field, f"{field} is required")
-    return value
 
 
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):
@@ -25,7 +19,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.RequestPasswordResetRequest, context: grpc.ServicerContext
     ) -> account_pb2.RequestPasswordResetResponse:
         self._self_service.request_password_reset(
-            _required(request.tenant, "tenant"), _required(request.email, "email"), current_call()
+            required(request.tenant, "tenant"), required(request.email, "email"), current_call()
         )
         return account_pb2.RequestPasswordResetResponse()
 
@@ -33,7 +27,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.ResetPasswordWithTokenRequest, context: grpc.ServicerContext
     ) -> account_pb2.ResetPasswordWithTokenResponse:
         user, ended = self._self_service.reset_with_token(
-            _required(request.token, "token"), _required(request.new_password, "new_password"), current_call()
+            required(request.token, "token"), required(request.new_password, "new_password"), current_call()
         )
         return account_pb2.ResetPasswordWithTokenResponse(
             tenant_id=user.tenant_id, user_id=user.id, email=user.email, sessions_ended=ended
@@ -42,7 +36,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     def VerifyEmail(
         self, request: account_pb2.VerifyEmailRequest, context: grpc.ServicerContext
     ) -> account_pb2.VerifyEmailResponse:
-        user = self._self_service.verify_email(_required(request.token, "token"), current_call())
+        user = self._self_service.verify_email(required(request.token, "token"), current_call())
         return account_pb2.VerifyEmailResponse(
             tenant_id=user.tenant_id,
             user_id=user.id,

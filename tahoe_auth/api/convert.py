@@ -7,6 +7,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
+from tahoe_auth.domain.errors import InvalidArgument
 from tahoe_auth.domain.principal import API_KEY, PLATFORM, SERVICE, USER, Principal
 from tahoe_auth.v1 import auth_pb2, principal_pb2, usage_pb2
 
@@ -16,6 +17,13 @@ SUBJECT_TYPES = {
     SERVICE: principal_pb2.SUBJECT_TYPE_SERVICE,
     PLATFORM: principal_pb2.SUBJECT_TYPE_UNSPECIFIED,
 }
+
+
+def required(value: str, field: str) -> str:
+    """A request field that must not be empty (proto3 has no required fields)."""
+    if not value:
+        raise InvalidArgument(field, f"{field} is required")
+    return value
 
 
 def timestamp(value: dt.datetime | float | int | None) -> timestamp_pb2.Timestamp | None:

@@ -5,16 +5,10 @@ from __future__ import annotations
 import grpc
 
 from tahoe_auth.api import convert, convert_mfa
+from tahoe_auth.api.convert import required
 from tahoe_auth.api.interceptors import current_call
-from tahoe_auth.domain.errors import InvalidArgument
 from tahoe_auth.services.mfa import SecondFactors
 from tahoe_auth.v1 import mfa_pb2, mfa_pb2_grpc
-
-
-def _required(value: str, field: str) -> str:
-    if not value:
-        raise InvalidArgument(field, f"{field} is required")
-    return value
 
 
 class MfaServicer(mfa_pb2_grpc.MfaServiceServicer):
@@ -46,7 +40,7 @@ class MfaServicer(mfa_pb2_grpc.MfaServiceServicer):
         self, request: mfa_pb2.ConfirmTotpEnrollmentRequest, context: grpc.ServicerContext
     ) -> mfa_pb2.ConfirmTotpEnrollmentResponse:
         added = self._factors.confirm_totp(
-            current_call(), _required(request.factor_id, "factor_id"), _required(request.code, "code")
+            current_call(), required(request.factor_id, "factor_id"), required(request.code, "code")
         )
         return mfa_pb2.ConfirmTotpEnrollmentResponse(
             factor=convert_mfa.factor(added.factor), recovery_codes=added.recovery_codes
@@ -67,8 +61,8 @@ class MfaServicer(mfa_pb2_grpc.MfaServiceServicer):
     ) -> mfa_pb2.FinishPasskeyRegistrationResponse:
         added = self._factors.finish_passkey_registration(
             current_call(),
-            _required(request.registration_id, "registration_id"),
-            _required(request.credential_json, "credential_json"),
+            required(request.registration_id, "registration_id"),
+            required(request.credential_json, "credential_json"),
             request.name,
         )
         return mfa_pb2.FinishPasskeyRegistrationResponse(
@@ -80,7 +74,7 @@ class MfaServicer(mfa_pb2_grpc.MfaServiceServicer):
     ) -> mfa_pb2.DeleteMfaFactorResponse:
         self._factors.delete_factor(
             current_call(),
-            _required(request.factor_id, "factor_id"),
+            required(request.factor_id, "factor_id"),
             request.tenant_id,
             request.user_id,
             convert_mfa.answer(request.totp_code, request.recovery_code, ""),

@@ -13,6 +13,7 @@ import grpc
 
 from tahoe_auth.api import convert, convert_mfa
 from tahoe_auth.api import convert_tenants as c
+from tahoe_auth.api.convert import required
 from tahoe_auth.api.interceptors import current_call
 from tahoe_auth.domain.errors import InvalidArgument
 from tahoe_auth.kernel.clock import Clock
@@ -26,12 +27,6 @@ from tahoe_auth.v1 import tenant_pb2 as pb
 from tahoe_auth.v1 import tenant_pb2_grpc
 
 Ctx: TypeAlias = grpc.ServicerContext
-
-
-def required(value: str, field: str) -> str:
-    if not value:
-        raise InvalidArgument(field, f"{field} is required")
-    return value
 
 
 @dataclass(frozen=True)

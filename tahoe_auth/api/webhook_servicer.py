@@ -8,6 +8,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from tahoe_auth.api import convert
+from tahoe_auth.api.convert import required
 from tahoe_auth.api.interceptors import current_call
 from tahoe_auth.domain import events
 from tahoe_auth.domain.errors import InvalidArgument
@@ -74,12 +75,6 @@ def _spec(message: pb.WebhookEndpoint) -> EndpointSpec:
     return EndpointSpec(message.url, message.description, tuple(message.event_types), message.enabled)
 
 
-def _required(value: str, field: str) -> str:
-    if not value:
-        raise InvalidArgument(field, f"{field} is required")
-    return value
-
-
 class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
     def __init__(self, admin: WebhookAdmin, clock: Clock) -> None:
         self._admin = admin
@@ -98,7 +93,7 @@ class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
     def GetWebhookEndpoint(
         self, request: pb.GetWebhookEndpointRequest, context: grpc.ServicerContext
     ) -> pb.GetWebhookEndpointResponse:
-        row = self._admin.get(current_call(), request.tenant_id, _required(request.endpoint_id, "endpoint_id"))
+        row = self._admin.get(current_call(), request.tenant_id, required(request.endpoint_id, "endpoint_id"))
         return pb.GetWebhookEndpointResponse(endpoint=endpoint(row, self._now()))
 
     def ListWebhookEndpoints(
@@ -113,7 +108,7 @@ class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
     def UpdateWebhookEndpoint(
         self, request: pb.UpdateWebhookEndpointRequest, context: grpc.ServicerContext
     ) -> pb.UpdateWebhookEndpointResponse:
-        endpoint_id = _required(request.endpoint.id, "endpoint.id")
+        endpoint_id = required(request.endpoint.id, "endpoint.id")
         row = self._admin.update(
             current_call(), request.tenant_id, endpoint_id, _spec(request.endpoint), list(request.update_mask.paths)
         )
@@ -122,7 +117,7 @@ class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
     def DeleteWebhookEndpoint(
         self, request: pb.DeleteWebhookEndpointRequest, context: grpc.ServicerContext
     ) -> pb.DeleteWebhookEndpointResponse:
-        self._admin.delete(current_call(), request.tenant_id, _required(request.endpoint_id, "endpoint_id"))
+        self._admin.delete(current_call(), request.tenant_id, required(request.endpoint_id, "endpoint_id"))
         return pb.DeleteWebhookEndpointResponse()
 
     def RotateWebhookSecret(
@@ -130,7 +125,7 @@ class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
     ) -> pb.RotateWebhookSecretResponse:
         overlap = request.previous_secret_ttl.ToTimedelta() if request.HasField("previous_secret_ttl") else None
         row, secret = self._admin.rotate_secret(
-            current_call(), request.tenant_id, _required(request.endpoint_id, "endpoint_id"), overlap
+            current_call(), request.tenant_id, required(request.endpoint_id, "endpoint_id"), overlap
         )
         return pb.RotateWebhookSecretResponse(endpoint=endpoint(row, self._now()), secret=secret)
 
@@ -154,7 +149,7 @@ class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
         self, request: pb.SendTestWebhookEventRequest, context: grpc.ServicerContext
     ) -> pb.SendTestWebhookEventResponse:
         event, row = self._admin.send_test(
-            current_call(), request.tenant_id, _required(request.endpoint_id, "endpoint_id")
+            current_call(), request.tenant_id, required(request.endpoint_id, "endpoint_id")
         )
         return pb.SendTestWebhookEventResponse(event_id=event.id, delivery=delivery(row))
 

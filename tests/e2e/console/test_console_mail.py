@@ -123,6 +123,11 @@ def test_an_invitation_mail_opens_the_accept_page_in_another_browser(
     page = console.page
     email = f"mailed@{tenant.slug}.test"
     console.sign_in(tenant)
+    console.go("Security")
+    form = page.get_by_role("form", name="Tenant mail")
+    form.get_by_label("Sender name").fill("Acme People Team")
+    form.get_by_role("button", name="Save the mail settings").click()
+    expect(form.get_by_text("The mail settings were saved.")).to_be_visible(timeout=SLOW)
     console.go("Invitations")
     page.get_by_role("button", name="Invite a user").first.click()
     dialog = page.get_by_role("dialog")
@@ -133,6 +138,7 @@ def test_an_invitation_mail_opens_the_accept_page_in_another_browser(
 
     (mail,) = delivered(live, mailbox, email)
     assert mail.subject == f"You are invited to {tenant.slug.title()}" and "viewer" in mail.part("plain")
+    assert str(mail.message["From"]) == "Acme People Team <no-reply@localhost>"  # the tenant's sender name
     link = link_in(mail, console, "/accept")
     context = browser.new_context()
     try:

@@ -103,15 +103,24 @@ function Factors({ policyVersion }) {
   </div>`;
 }
 
+/**
+ * One part of the tenant's settings (`pick`), its name, and whether the caller may
+ * change them (tenant:write, as the server decides for the caller's own credential).
+ */
+async function tenantSettings(signal, tenantId, pick) {
+  const decision = await call("POST", "/decisions:explain", {
+    signal,
+    body: { requiredPermission: "tenant:write", resourceTenantId: tenantId },
+  });
+  const { tenant } = await call("GET", tenantPath(), { signal });
+  return { allowed: decision.allowed, part: pick(tenant.settings || {}) || {}, name: tenant.displayName };
+}
+
 function TenantPolicy({ session, onSaved }) {
-  const { data, error, loading, reload } = useLoad(async (signal) => {
-    const decision = await call("POST", "/decisions:explain", {
-      signal,
-      body: { requiredPermission: "tenant:write", resourceTenantId: session.tenantId },
-    });
-    const { tenant } = await call("GET", tenantPath(), { signal });
-    return { allowed: decision.allowed, policy: tenant.settings?.security || {} };
-  }, [session.tenantId]);
+  const { data, error, loading, reload } = useLoad(
+    (signal) => tenantSettings(signal, session.tenantId, (s) => s.security),
+    [session.tenantId],
+  );
   const [saved, setSaved] = useState(false);
   const save = useAction(async (values) => {
     setSaved(false);
@@ -134,7 +143,7 @@ function TenantPolicy({ session, onSaved }) {
   });
   if (loading && !data) return html`<${Loading} />`;
   if (error) return html`<${ErrorNote} error=${error} />`;
-  const policy = data.policy;
+  const policy = data.part;
   const requirement = policy.mfaRequirement && policy.mfaRequirement !== "MFA_REQUIREMENT_UNSPECIFIED"
     ? policy.mfaRequirement
     : "MFA_REQUIREMENT_OPTIONAL";
@@ -164,14 +173,10 @@ function TenantPolicy({ session, onSaved }) {
 
 /** The tenant's mail: the From name and the templates' language. */
 function TenantMail({ session }) {
-  const { data, error, loading, reload } = useLoad(async (signal) => {
-    const decision = await call("POST", "/decisions:explain", {
-      signal,
-      body: { requiredPermission: "tenant:write", resourceTenantId: session.tenantId },
-    });
-    const { tenant } = await call("GET", tenantPath(), { signal });
-    return { allowed: decision.allowed, mail: tenant.settings?.mail || {}, name: tenant.displayName };
-  }, [session.tenantId]);
+  const { data, error, loading, reload } = useLoad(
+    (signal) => tenantSettings(signal, session.tenantId, (s) => s.mail),
+    [session.tenantId],
+  );
   const [saved, setSaved] = useState(false);
   const save = useAction(async (values) => {
     setSaved(false);
@@ -185,7 +190,7 @@ function TenantMail({ session }) {
   if (loading && !data) return html`<${Loading} />`;
   if (error) return html`<${ErrorNote} error=${error} />`;
   if (!data.allowed) {
-    return html`<p>Mail from this tenant comes from “${data.mail.senderName || data.name}”.</p>`;
+    return html`<p>Mail from this tenant comes from “${data.part.senderName || data.name}”.</p>`;
   }
   return html`<form aria-label="Tenant mail" onSubmit=${(event) => {
       event.preventDefault();
@@ -193,9 +198,9 @@ function TenantMail({ session }) {
     }}>
     <${ErrorNote} error=${save.error} />
     ${saved ? html`<${Notice} kind="success">The mail settings were saved.<//>` : null}
-    <${Field} label="Sender name" name="senderName" maxlength="100" defaultValue=${data.mail.senderName || ""}
+    <${Field} label="Sender name" name="senderName" maxlength="100" defaultValue=${data.part.senderName || ""}
       placeholder=${data.name} hint="The name invitations and password mails come from. Empty: the tenant's name." />
-    <${Field} label="Language" name="locale" maxlength="16" defaultValue=${data.mail.locale || ""} placeholder="en"
+    <${Field} label="Language" name="locale" maxlength="16" defaultValue=${data.part.locale || ""} placeholder="en"
       hint="The mails' language, like en or pt-BR. A language without templates gets English." />
     <${FormButtons} label="Save the mail settings" busyLabel="Saving…" pending=${save.pending} onCancel=${reload} />
   </form>`;
