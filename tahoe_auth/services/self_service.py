@@ -24,7 +24,7 @@ from tahoe_auth.services.context import CallContext
 from tahoe_auth.services.events import emit
 from tahoe_auth.services.sessions import SessionService, normalize_email
 from tahoe_auth.store import models as m
-from tahoe_auth.store.db import SYSTEM, Database, UnitOfWork
+from tahoe_auth.store.db import SYSTEM, Database
 
 log = logging.getLogger(__name__)
 
@@ -160,12 +160,9 @@ class SelfService:
             access.require(principal, "users:update", tenant_id)
         with self._db.unit_of_work(tenant_id) as uow:
             user = uow.users.get(user_id)
-            self.queue_verification(uow, uow.tenants.get(tenant_id), user)
+            self._mail.email_verification(uow, uow.tenants.get(tenant_id), user)
             self._audit.record(uow, ctx, tenant_id, "user.verification_sent", f"user:{user.id}")
             uow.commit()
-
-    def queue_verification(self, uow: UnitOfWork, tenant: m.Tenant, user: m.User) -> None:
-        self._mail.email_verification(uow, tenant, user)
 
     # -- tokens ---------------------------------------------------------------------------
 
