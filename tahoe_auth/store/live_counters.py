@@ -105,7 +105,9 @@ class RedisLiveCounters:
                 fields[SYNCED] = str(time.time())
                 pipe.hset(scratch, mapping=fields)  # type: ignore[arg-type]
                 pipe.expire(scratch, TTL_SECONDS)
-                pipe.rename(scratch, key)
+                # Not pipe.rename: redis-py's cluster pipeline refuses it by name (keys
+                # may be in two slots); these two share one, and Redis accepts it.
+                pipe.execute_command("RENAME", scratch, key)
             pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
