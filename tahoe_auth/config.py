@@ -337,17 +337,21 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
 
 
 def _sentinel_address(item: str) -> tuple[str, int]:
+    return _node_address(item, DEFAULT_SENTINEL_PORT, "sentinel")
+
+
+def _node_address(item: str, default_port: int, what: str) -> tuple[str, int]:
     item = item.strip()
     if item.startswith("["):  # [IPv6]:port
         host, bracket, port = item[1:].partition("]")
         if not bracket or (port and not port.startswith(":")):
-            raise ConfigError("TAHOE_REDIS_URL: a sentinel address is host:port or [IPv6]:port")
+            raise ConfigError(f"TAHOE_REDIS_URL: a {what} address is host:port or [IPv6]:port")
         port = port[1:]
     else:
         host, _, port = item.partition(":")
     if not host or (port and not (_digits(port) and 0 < int(port) <= 65535)):
-        raise ConfigError("TAHOE_REDIS_URL: every sentinel is host[:port], comma-separated, port 1..65535")
-    return host, int(port) if port else DEFAULT_SENTINEL_PORT
+        raise ConfigError(f"TAHOE_REDIS_URL: every {what} is host[:port], comma-separated, port 1..65535")
+    return host, int(port) if port else default_port
 
 
 def _digits(text: str) -> bool:
@@ -372,14 +376,66 @@ def _sentinel_params(query: str) -> dict[str, str]:
     return params
 
 
+CLUSTER_SCHEME = "redis+cluster://"
+DEFAULT_CLUSTER_PORT = 6379
+
+
+@dataclass(frozen=True)
+class ClusterUrl:
+    """TAHOE_REDIS_URL in its Redis Cluster form, parsed:
+    `redis+cluster://[[user]:password@]host[:port][,host[:port]...][/0]`.
+
+    The nodes are where to start: any reachable one names the others (and which slots
+    each serves). The user and password are every node's, as in a redis:// URL. Ports
+    default to 6379. A cluster has database 0 only, so the path is empty or /0. Timeouts
+    are TAHOE_REDIS_TIMEOUT's, for every node."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def db(self) -> int:
+        return 0
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.startswith(CLUSTER_SCHEME)
+
+
+def parse_cluster_url(url: str) -> ClusterUrl:
+    """Raises ConfigError naming what is wrong (never echoing the URL: it may hold a password)."""
+    if not is_cluster_url(url):
+        raise ConfigError(f"TAHOE_REDIS_URL: a Cluster URL starts with {CLUSTER_SCHEME}")
+    rest = url[len(CLUSTER_SCHEME) :]
+    if "#" in rest or "?" in rest:
+        raise ConfigError("TAHOE_REDIS_URL: a Cluster URL has no ?query nor #fragment")
+    netloc, slash, path = rest.partition("/")
+    if slash and path not in ("", "0"):
+        raise ConfigError("TAHOE_REDIS_URL: a Redis Cluster has database 0 only (end the URL in / or /0)")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = (unquote(secret) if colon else None) or None
+    nodes = tuple(_node_address(item, DEFAULT_CLUSTER_PORT, "cluster node") for item in hosts.split(","))
+    return ClusterUrl(nodes, username, password)
+
+
 def _redis_url(value: str | None) -> str | None:
     if not value:
         return None
     if is_sentinel_url(value):
         parse_sentinel_url(value)  # malformed: refused at start, not at the first call
         return value
+    if is_cluster_url(value):
+        parse_cluster_url(value)
+        return value
     if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("TAHOE_REDIS_URL must start with redis://, rediss://, unix:// or redis+sentinel://")
+        raise ConfigError(
+            "TAHOE_REDIS_URL must start with redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://"
+        )
     return value
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 import redis
+from redis.cluster import RedisCluster
 
 from tahoe_auth.kernel.metrics import STORE_FAILURES
 from tahoe_auth.store.kv import StoreUnavailable
@@ -47,7 +48,7 @@ def live_key(tenant_id: str, period: str) -> str:
 
 
 class RedisLiveCounters:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis | RedisCluster) -> None:
         self._client = client
 
     def add(self, increments: Mapping[tuple[str, str], Mapping[str, float]]) -> None:
@@ -104,7 +105,9 @@ class RedisLiveCounters:
                 fields[SYNCED] = str(time.time())
                 pipe.hset(scratch, mapping=fields)  # type: ignore[arg-type]
                 pipe.expire(scratch, TTL_SECONDS)
-                pipe.rename(scratch, key)
+                # Not pipe.rename: redis-py's cluster pipeline refuses it by name (keys
+                # may be in two slots); these two share one, and Redis accepts it.
+                pipe.execute_command("RENAME", scratch, key)
             pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc

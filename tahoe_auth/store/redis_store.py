@@ -26,6 +26,17 @@ limiter's connections reconnect, and the pub/sub thread resubscribes. That threa
 subscribes through a Sentinel-managed client of its own, so each (re)subscription goes
 to the master named then, and the ("", "") it sends has the change feed cover what was
 missed. Every client made from the URL comes from `redis_client`.
+
+Redis Cluster (a `redis+cluster://` URL, config.ClusterUrl): a redis-py RedisCluster,
+started from the nodes listed (any one that answers names the others), with the same
+timeouts for every node and redis-py's retries off; it still follows MOVED and ASK
+redirects. Every key carries a hash tag (`{<tenant>}` or `{global}`) so that keys used
+together share a slot; the throttle's keys of one subject share one, and a multi-key
+DELETE is split by slot by redis-py. Pub/sub uses RedisCluster.pubsub(): the thread
+subscribes on the node serving the channel's slot, and a classic PUBLISH (from any
+node) reaches subscribers on every node. A cluster has database 0 only, so the channel
+is `tahoe:{events}:0`. Unlike the other forms, building a cluster client connects (it
+reads the slot map), so a cluster must answer when the server starts.
 """
 
 from __future__ import annotations
@@ -34,16 +45,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeAlias, TypeVar, cast
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import Connection
 from redis.exceptions import ReadOnlyError
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
-from tahoe_auth.config import is_sentinel_url, parse_sentinel_url
+from tahoe_auth.config import is_cluster_url, is_sentinel_url, parse_cluster_url, parse_sentinel_url
 from tahoe_auth.kernel.changes import Listener
 from tahoe_auth.kernel.metrics import REDIS_ERRORS, STORE_FAILURES
 from tahoe_auth.store.kv import StoreUnavailable
@@ -56,12 +68,17 @@ MASTER_CHECK_INTERVAL = 1.0  # Sentinel: seconds between asking for the master's
 
 T = TypeVar("T")
 
+# What `redis_client` makes: one server (plain or found through Sentinel) or a cluster.
+RedisClient: TypeAlias = redis.Redis | RedisCluster
+
 
 def channel_for(url: str) -> str:
     """Pub/sub ignores database numbers; name the channel after the database so that
     deployments (and test runs) sharing one Redis server do not hear each other."""
     if is_sentinel_url(url):
         return f"tahoe:{{events}}:{parse_sentinel_url(url).db}"
+    if is_cluster_url(url):
+        return f"tahoe:{{events}}:{parse_cluster_url(url).db}"
     db = redis.connection.parse_url(url).get("db", 0)  # type: ignore[no-untyped-call]
     return f"tahoe:{{events}}:{db}"
 
@@ -91,13 +108,15 @@ class FailoverAwareConnection(SentinelManagedConnection):
             raise MasterDemoted(f"the master became a replica (a failover): {exc}") from exc
 
 
-def redis_client(url: str, timeout: float, connect_timeout: float | None = None) -> redis.Redis:
-    """The one way to a client from TAHOE_REDIS_URL: redis://, rediss://, unix:// or
-    redis+sentinel://. Every call gives up after `timeout` seconds, a connect after
-    `connect_timeout` (default: `timeout`); redis-py's own retries are off (callers
-    decide). Responses are decoded. With Sentinel the same timeouts apply to each
-    sentinel asked for the master's address."""
+def redis_client(url: str, timeout: float, connect_timeout: float | None = None) -> RedisClient:
+    """The one way to a client from TAHOE_REDIS_URL: redis://, rediss://, unix://,
+    redis+sentinel:// or redis+cluster://. Every call gives up after `timeout` seconds,
+    a connect after `connect_timeout` (default: `timeout`); redis-py's own retries are
+    off (callers decide). Responses are decoded. With Sentinel the same timeouts apply
+    to each sentinel asked for the master's address; with a cluster, to every node."""
     connect_timeout = timeout if connect_timeout is None else connect_timeout
+    if is_cluster_url(url):
+        return _cluster_client(url, timeout, connect_timeout)
     if not is_sentinel_url(url):
         return redis.Redis.from_url(
             url,
@@ -132,16 +151,39 @@ def redis_client(url: str, timeout: float, connect_timeout: float | None = None)
     return client
 
 
-def close_client(client: redis.Redis) -> None:
+def _cluster_client(url: str, timeout: float, connect_timeout: float) -> RedisCluster:
+    target = parse_cluster_url(url)
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],  # type: ignore[no-untyped-call]
+        username=target.username,
+        password=target.password,
+        socket_timeout=timeout,
+        socket_connect_timeout=connect_timeout,
+        decode_responses=True,
+        health_check_interval=0,
+        # Off, as for one server: a timeout is the caller's to judge. Redirects (MOVED,
+        # ASK) are followed all the same; they are not retries.
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def close_client(client: RedisClient) -> None:
     """Close `client`'s connections, and with Sentinel its connections to the sentinels."""
+    if isinstance(client, RedisCluster):
+        client.close()
+        return
     pool = client.connection_pool
     client.close()
     if isinstance(pool, SentinelConnectionPool):
         pool.sentinel_manager.close()
 
 
-def uses_sentinel(client: redis.Redis) -> bool:
-    return isinstance(client.connection_pool, SentinelConnectionPool)
+def uses_sentinel(client: RedisClient) -> bool:
+    return isinstance(client, redis.Redis) and isinstance(client.connection_pool, SentinelConnectionPool)
+
+
+def uses_cluster(client: RedisClient) -> bool:
+    return isinstance(client, RedisCluster)
 
 
 def failover_signal(exc: redis.RedisError) -> bool:
@@ -184,6 +226,9 @@ class RedisStore:
     def get_many(self, keys: list[str]) -> list[str | None]:
         if not keys:
             return []
+        if isinstance(self.client, RedisCluster):  # keys of several slots: one MGET per slot
+            cluster = self.client
+            return self._call(lambda: cluster.mget_nonatomic(keys))
         return self._call(lambda: self.client.mget(keys))  # type: ignore[arg-type,return-value]
 
     def set(self, key: str, value: str, ttl: float | None = None) -> None:
@@ -293,6 +338,7 @@ class RedisStore:
         (and takes their writes) until the sentinels reconfigure it, which can take
         seconds. On a new address the pool closes its idle connections; the rate
         limiter's and the pub/sub thread's follow (they compare with `master`)."""
+        assert isinstance(self.client, redis.Redis)
         pool = self.client.connection_pool
         assert isinstance(pool, SentinelConnectionPool)
         while not self._stop.wait(MASTER_CHECK_INTERVAL):

@@ -11,7 +11,7 @@ import pytest
 import redis
 from redis.sentinel import SentinelConnectionPool
 
-from tahoe_auth.config import ConfigError, SentinelUrl, Settings, parse_sentinel_url
+from tahoe_auth.config import ClusterUrl, ConfigError, SentinelUrl, Settings, parse_cluster_url, parse_sentinel_url
 from tahoe_auth.store.redis_store import (
     FailoverAwareConnection,
     RedisStore,
@@ -187,3 +187,28 @@ def test_a_plain_store_starts_no_sentinel_watch() -> None:
         assert store._watch is None
     finally:
         store.close()
+
+
+def test_cluster_urls_parse_and_name_database_zero(tmp_path: Path) -> None:
+    url = "redis+cluster://app:p%40ss@10.0.0.1:7001,10.0.0.2,[fe80::1]:7003/"
+    assert settings_with(url, tmp_path).redis_url == url
+    assert parse_cluster_url(url) == ClusterUrl(
+        (("10.0.0.1", 7001), ("10.0.0.2", 6379), ("fe80::1", 7003)), "app", "p@ss"
+    )
+    assert parse_cluster_url("redis+cluster://h:7001/0").nodes == (("h", 7001),)
+    assert channel_for("redis+cluster://h:7001") == "tahoe:{events}:0"
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("redis+cluster://h:7001/1", "database 0 only"),
+        ("redis+cluster://h:7001/?x=1", r"no \?query"),
+        ("redis+cluster://h:0/", "port 1..65535"),
+        ("redis+cluster://:pw@/", "host"),
+    ],
+)
+def test_cluster_urls_refused_without_echoing_them(url: str, words: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=words) as refused:
+        settings_with(url, tmp_path)
+    assert "pw" not in str(refused.value)
