@@ -309,12 +309,7 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
         raise ConfigError("TAHOE_REDIS_URL: a Sentinel URL has no #fragment")
     rest, _, query = rest.partition("?")
     netloc, slash, path = rest.partition("/")
-    userinfo, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = (unquote(secret) if colon else None) or None
+    username, password, hosts = _credentials_and_hosts(netloc)
     sentinels = tuple(_sentinel_address(item) for item in hosts.split(","))
     segments = path.split("/") if slash else []
     if not segments or not segments[0] or len(segments) > 2:
@@ -334,6 +329,15 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
         params.get("sentinel_username"),
         params.get("sentinel_password"),
     )
+
+
+def _credentials_and_hosts(netloc: str) -> tuple[str | None, str | None, str]:
+    """`[[user]:password@]hosts`: the (percent-decoded) user and password, and the hosts."""
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not at:
+        return None, None, hosts
+    user, colon, secret = userinfo.partition(":")
+    return unquote(user) or None, (unquote(secret) if colon else None) or None, hosts
 
 
 def _sentinel_address(item: str) -> tuple[str, int]:
@@ -413,12 +417,7 @@ def parse_cluster_url(url: str) -> ClusterUrl:
     netloc, slash, path = rest.partition("/")
     if slash and path not in ("", "0"):
         raise ConfigError("TAHOE_REDIS_URL: a Redis Cluster has database 0 only (end the URL in / or /0)")
-    userinfo, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = (unquote(secret) if colon else None) or None
+    username, password, hosts = _credentials_and_hosts(netloc)
     nodes = tuple(_node_address(item, DEFAULT_CLUSTER_PORT, "cluster node") for item in hosts.split(","))
     return ClusterUrl(nodes, username, password)
 

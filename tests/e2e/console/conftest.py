@@ -122,6 +122,28 @@ class Console:
 
 
 @pytest.fixture(scope="module")
+def console_port() -> int | None:
+    """Envoy's listener port: any free one, unless a module needs to know it before the
+    server starts (links in mail, passkey origins) and picks it."""
+    return None
+
+
+@pytest.fixture(scope="module")
+def live(
+    module_env: dict[str, str], transport: str, tmp_path_factory: pytest.TempPathFactory, console_port: int | None
+) -> Iterator[e2e.Stack]:
+    def on_the_chosen_port(config: dict[str, Any]) -> dict[str, Any]:
+        config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = console_port
+        return config
+
+    tmp = tmp_path_factory.mktemp("stack")
+    configure = on_the_chosen_port if console_port is not None else None
+    with e2e.stack(module_env, tmp, configure=configure, transport=transport) as running:
+        yield running
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
 def console_host() -> str:
     """The host name the browser uses for the console (passkeys need a name, not an address)."""
     return "127.0.0.1"

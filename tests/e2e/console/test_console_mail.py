@@ -7,7 +7,6 @@ Envoy (TAHOE_PUBLIC_URL is the listener's address, chosen before the server star
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,20 +40,6 @@ def mailbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer]:
 @pytest.fixture(scope="module")
 def module_env(module_env: dict[str, str], console_port: int, mailbox: SmtpServer) -> dict[str, str]:
     return {**module_env, "TAHOE_SMTP_URL": mailbox.url, "TAHOE_PUBLIC_URL": f"http://127.0.0.1:{console_port}"}
-
-
-@pytest.fixture(scope="module")
-def live(
-    module_env: dict[str, str], transport: str, tmp_path_factory: pytest.TempPathFactory, console_port: int
-) -> Iterator[e2e.Stack]:
-    def on_the_chosen_port(config: dict[str, Any]) -> dict[str, Any]:
-        config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = console_port
-        return config
-
-    tmp = tmp_path_factory.mktemp("stack")
-    with e2e.stack(module_env, tmp, configure=on_the_chosen_port, transport=transport) as running:
-        yield running
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def delivered(live: e2e.Stack, mailbox: SmtpServer, to: str, count: int = 1) -> list[Received]:

@@ -13,9 +13,7 @@ chosen for it before the server starts.
 from __future__ import annotations
 
 import re
-import shutil
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pyotp
@@ -51,20 +49,6 @@ def module_env(module_env: dict[str, str], console_port: int) -> dict[str, str]:
         "TAHOE_WEBAUTHN_RP_ID": "localhost",
         "TAHOE_WEBAUTHN_ORIGINS": f"http://localhost:{console_port}",
     }
-
-
-@pytest.fixture(scope="module")
-def live(
-    module_env: dict[str, str], transport: str, tmp_path_factory: pytest.TempPathFactory, console_port: int
-) -> Iterator[e2e.Stack]:
-    def on_the_chosen_port(config: dict[str, Any]) -> dict[str, Any]:
-        config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = console_port
-        return config
-
-    tmp = tmp_path_factory.mktemp("stack")
-    with e2e.stack(module_env, tmp, configure=on_the_chosen_port, transport=transport) as running:
-        yield running
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def virtual_authenticator(page: Page) -> Any:
