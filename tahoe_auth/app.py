@@ -135,6 +135,7 @@ class App:
         self.quotas.stop()
         self.hasher.shutdown()
         self.last_used.close()
+        self.limiter.close()
         self.store.close()
         self.db.dispose()
 

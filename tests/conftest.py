@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import os
 import secrets
 from collections.abc import Iterator
@@ -20,6 +21,18 @@ from tests.servers import OwnPostgres, RedisProcess, redis_server
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/tahoe_test"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/11"
 APP_ROLE = "tahoe_app"
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """The CLI, run in-process, points the root logger at the sys.stderr of its test
+    (pytest's capture file, closed after that test); later tests' log lines would hit
+    the closed file."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

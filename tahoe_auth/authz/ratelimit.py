@@ -86,6 +86,11 @@ class RateLimiter:
     def degraded(self) -> bool:
         return self._degraded
 
+    def close(self) -> None:
+        self._primary.close()
+        if self._fallback is not None:
+            self._fallback.close()
+
     def check(self, subject: RateLimitSubject) -> RateLimitDecision:
         """Every policy for this subject (per-tenant settings over the defaults), counted
         only if all enforced ones allow. Never raises for a store outage."""

@@ -116,6 +116,8 @@ class Database:
         self.is_postgres = self.engine.dialect.name == "postgresql"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.ping_error = ""
+        self._disposed = False
+        event.listen(self.engine, "checkin", self._close_if_disposed)
 
     @contextmanager
     def session(self, tenant_id: str) -> Iterator[OrmSession]:
@@ -160,7 +162,15 @@ class Database:
         return True
 
     def dispose(self) -> None:
+        """Closes the pooled connections. One still in use (work a stopping server
+        could not wait for) is closed when it comes back: the pool would otherwise keep
+        it open until the garbage collector found it."""
+        self._disposed = True
         self.engine.dispose()
+
+    def _close_if_disposed(self, _dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        if self._disposed:
+            record.invalidate()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -32,14 +32,16 @@ def make_backend(request: pytest.FixtureRequest) -> Iterator[BackendFactory]:
         yield lambda: shared
         return
     url = request.getfixturevalue("clean_redis")
-    clients: list[redis.Redis] = []
+    made: list[tuple[redis.Redis, RedisLimiterBackend]] = []
 
     def factory() -> LimiterBackend:
-        clients.append(redis.Redis.from_url(url, socket_timeout=5))
-        return RedisLimiterBackend(clients[-1])
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        made.append((client, RedisLimiterBackend(client)))
+        return made[-1][1]
 
     yield factory
-    for client in clients:
+    for client, backend in made:
+        backend.close()
         client.close()
 
 
@@ -127,6 +129,28 @@ def test_shadow_policies_count_but_never_deny(make_backend: BackendFactory) -> N
     assert all(d.allowed for d in decisions)
     assert [d.shadow_hits for d in decisions] == [(), (), ("s",), ("s",)]
     assert backend.evaluate([enforced], T0)[0].remaining == 95
+
+
+def open_connections(client: redis.Redis, name: str) -> int:
+    return sum(1 for entry in client.client_list() if entry["name"] == name)
+
+
+def test_redis_connections_of_ended_threads_and_at_close_are_closed(clean_redis: str) -> None:
+    """The backend keeps a connection per thread outside redis-py's pool, so it closes
+    them itself: an ended thread's when another thread opens one, the rest at close."""
+    observer = redis.Redis.from_url(clean_redis)
+    backend = RedisLimiterBackend(redis.Redis.from_url(clean_redis, client_name="limiter-under-test"))
+    check = [PolicyCheck("rl:{t}:threads", Policy("c", 100, 60.0, Strategy.FIXED_WINDOW))]
+    for _ in range(3):  # three threads, one after the other
+        thread = threading.Thread(target=backend.evaluate, args=(check, None))
+        thread.start()
+        thread.join()
+    assert open_connections(observer, "limiter-under-test") == 1  # the last thread's
+    backend.evaluate(check, None)
+    assert open_connections(observer, "limiter-under-test") == 1  # this thread's
+    backend.close()
+    assert open_connections(observer, "limiter-under-test") == 0
+    observer.close()
 
 
 def test_redis_server_clock(clean_redis: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -25,21 +26,37 @@ from tests.servers import RedisProcess
 TENANT_LIMIT = LimitSet({"per_tenant": Policy("per_tenant", 20, 3600.0, Strategy.GCRA)})
 
 
-def limiter_on(url: str, limits: LimitSet = TENANT_LIMIT, **kwargs: object) -> RateLimiter:
-    store = RedisStore(url)
-    return RateLimiter(
-        RedisLimiterBackend(store.client),
-        lambda _tenant: limits,
-        fallback=MemoryLimiterBackend(),
-        **kwargs,  # type: ignore[arg-type]
-    )
+LimiterFactory = Callable[..., RateLimiter]
+
+
+@pytest.fixture
+def limiter_on() -> Iterator[LimiterFactory]:
+    """Makes rate limiters on a Redis URL, each with its own connections (one instance
+    each), and closes those connections after the test."""
+    made: list[tuple[RedisStore, RateLimiter]] = []
+
+    def make(url: str, limits: LimitSet = TENANT_LIMIT, **kwargs: object) -> RateLimiter:
+        store = RedisStore(url)
+        limiter = RateLimiter(
+            RedisLimiterBackend(store.client),
+            lambda _tenant: limits,
+            fallback=MemoryLimiterBackend(),
+            **kwargs,  # type: ignore[arg-type]
+        )
+        made.append((store, limiter))
+        return limiter
+
+    yield make
+    for store, limiter in made:
+        limiter.close()
+        store.close()
 
 
 def fallback_active() -> float | None:
     return REGISTRY.get_sample_value("tahoe_ratelimit_fallback_active")
 
 
-def test_limits_are_shared_by_instances(clean_redis: str) -> None:
+def test_limits_are_shared_by_instances(clean_redis: str, limiter_on: LimiterFactory) -> None:
     """Two limiters (two instances) with their own connections race for one budget."""
     instances = [limiter_on(clean_redis), limiter_on(clean_redis)]
     subject = RateLimitSubject(tenant_id="shared")
@@ -57,7 +74,7 @@ def test_limits_are_shared_by_instances(clean_redis: str) -> None:
 
 
 def test_redis_stopped_mid_test_falls_back_and_recovers(
-    own_redis: RedisProcess, caplog: pytest.LogCaptureFixture
+    own_redis: RedisProcess, caplog: pytest.LogCaptureFixture, limiter_on: LimiterFactory
 ) -> None:
     limiter = limiter_on(own_redis.url, instance_count=2, probe_interval=0.2)
     subject = RateLimitSubject(tenant_id="t")
@@ -83,7 +100,9 @@ def test_redis_stopped_mid_test_falls_back_and_recovers(
     assert "Redis is back" in caplog.text
 
 
-def test_hung_redis_costs_one_short_timeout_not_one_per_request(own_redis: RedisProcess) -> None:
+def test_hung_redis_costs_one_short_timeout_not_one_per_request(
+    own_redis: RedisProcess, limiter_on: LimiterFactory
+) -> None:
     limiter = limiter_on(own_redis.url, probe_interval=0.3)
     subject = RateLimitSubject(tenant_id="t")
     assert limiter.check(subject).allowed

@@ -18,9 +18,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from sqlalchemy import text
 
 from tahoe_auth.http_side import SideServer
 from tahoe_auth.server import create_server
+from tahoe_auth.store.db import SYSTEM, Database
 from tahoe_auth.v1 import auth_pb2, auth_pb2_grpc
 from tests import harness
 from tests.servers import OwnPostgres
@@ -213,3 +215,13 @@ def test_sigterm_drains_not_serving_but_answering_until_a_second_signal(tmp_path
         log = log_path.read_text()
         assert "drain cut short" in log and log.rstrip().endswith("stopped")
         channel.close()
+
+
+def test_a_connection_still_in_use_at_shutdown_is_closed_when_handed_back(clean_pg: str) -> None:
+    database = Database(clean_pg)
+    with database.session(SYSTEM) as session:  # work a stopping server could not wait for
+        session.execute(text("SELECT 1"))
+        driver_connection = session.connection().connection.driver_connection
+        database.dispose()
+        assert not driver_connection.closed
+    assert driver_connection.closed

@@ -27,6 +27,9 @@ class Counting:
         self.calls += 1
         return self.inner.evaluate(checks, now_us, cost)
 
+    def close(self) -> None:
+        self.inner.close()
+
 
 def setup(
     limit: int, period: float = 60.0, strategy: Strategy = Strategy.GCRA
