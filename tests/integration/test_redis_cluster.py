@@ -114,6 +114,7 @@ def test_tags_are_in_different_slots_on_different_nodes(cluster: ClusterDeployme
         remaining = limiter.evaluate(checks[:1], None)[0].remaining
         assert remaining == 100 - 7, "the per-address limit counts every request its slot allowed"
     finally:
+        limiter.close()
         store.close()
 
 

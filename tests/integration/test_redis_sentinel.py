@@ -263,6 +263,5 @@ def test_a_demoted_master_answering_readonly_costs_one_retry_not_an_error(sentin
         assert store.get("t:{ro}:k") == "v"
         assert retries() == retried + 3
     finally:
-        for connection in limiter._local.__dict__.values():
-            connection.disconnect()
+        limiter.close()
         store.close()
