@@ -21,7 +21,9 @@ PORTS = (27701, 27702, 27703)
 
 
 def node(port: int) -> redis.Redis:
-    return redis.Redis(HOST, port, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
+    # No retries (redis-py's default backs off about 3 s on a refused connection): the
+    # callers poll for a condition, or check that a port is free.
+    return redis.Redis(HOST, port, socket_timeout=2, socket_connect_timeout=2, decode_responses=True, retry=None)
 
 
 class ClusterDeployment:

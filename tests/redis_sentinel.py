@@ -36,7 +36,9 @@ def _binary() -> str:
 
 
 def _client(port: int) -> redis.Redis:
-    return redis.Redis(HOST, port, socket_timeout=1, socket_connect_timeout=1, decode_responses=True)
+    # No retries (redis-py's default backs off about 3 s on a refused connection): the
+    # callers poll for a condition, or check that a port is free.
+    return redis.Redis(HOST, port, socket_timeout=1, socket_connect_timeout=1, decode_responses=True, retry=None)
 
 
 def wait_for(predicate: Callable[[], bool], limit: float, what: str) -> float:

@@ -150,8 +150,12 @@ def test_a_login_burst_does_not_starve_check(module_env: dict[str, str], tmp_pat
     # An excess Login is refused before it waits for anything: every one as the server
     # timed it (the chain, from the access log). The client also sees each wave's 64
     # calls pass through both sides' gRPC one after another, on cores shared with
-    # Envoy, the upstream and PostgreSQL: a median bound, generous, for that.
+    # Envoy, the upstream and PostgreSQL, so from there the bound is relative, within
+    # this run: a refusal comes back sooner than an admitted Login, which waits for a hash.
     on_server = server_side_refusals(log_path)
     assert len(on_server) == len(refused)
     assert max(on_server) < 50, f"slowest refusal on the server: {max(on_server):.1f} ms"
-    assert statistics.median(refused) < 0.1, f"refusal median as the client saw it: {statistics.median(refused):.3f} s"
+    admitted = [seconds for code, seconds in logins if code == "OK"]
+    refused_median, admitted_median = statistics.median(refused), statistics.median(admitted)
+    print(f"medians as the client saw them: refused {refused_median:.3f} s, admitted {admitted_median:.3f} s")
+    assert refused_median < admitted_median, f"refused {refused_median:.3f} s, admitted {admitted_median:.3f} s"
