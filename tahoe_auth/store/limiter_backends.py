@@ -229,7 +229,6 @@ class RedisLimiterBackend:
         self._local = threading.local()
         self._opened: list[tuple[threading.Thread, Connection]] = []
         self._opened_lock = threading.Lock()
-        self._generation = 0  # a thread's connections from before `close` are not reused
         self._policy_args: dict[Any, tuple[int, ...]] = {}
         self._cluster: RedisCluster | None = None
         self._sentinel = False
@@ -244,10 +243,9 @@ class RedisLimiterBackend:
 
     def _connection(self) -> Connection:
         connection: Connection | None = getattr(self._local, "connection", None)
-        if connection is None or self._local.generation != self._generation:
+        if connection is None:
             connection = self._opening(self._new_connection())
             self._local.connection = connection
-            self._local.generation = self._generation
         elif self._sentinel:
             # Outside the pool, so not closed when the sentinels name a new master (the
             # store asks them every second): on another master, reconnect now rather
@@ -345,9 +343,8 @@ class RedisLimiterBackend:
     def _node_connection(self, cluster: RedisCluster, host: str, port: int) -> Connection:
         """This thread's connection to the node at host:port (made like the cluster's)."""
         connections: dict[tuple[str, int], Connection] | None = getattr(self._local, "nodes", None)
-        if connections is None or self._local.generation != self._generation:
+        if connections is None:
             connections = self._local.nodes = {}
-            self._local.generation = self._generation
         connection = connections.get((host, port))
         if connection is None:
             node = cluster.get_node(host=host, port=port)  # type: ignore[no-untyped-call]
@@ -373,7 +370,6 @@ class RedisLimiterBackend:
     def close(self) -> None:
         with self._opened_lock:
             opened, self._opened = self._opened, []
-            self._generation += 1
         for _, connection in opened:
             connection.disconnect()  # type: ignore[no-untyped-call]
 
