@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import resource
+import secrets
 import shutil
 import socket
 import subprocess
@@ -63,21 +64,30 @@ end
 # --- ports and processes -------------------------------------------------------
 
 
-_port_cursor = itertools.count()
+_port_cursor = itertools.count(secrets.randbelow(1 << 16))  # a different start per run
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def free_port() -> int:
     """Return a TCP port that was free a moment ago on localhost.
 
-    ``TAHOE_TEST_PORTS=LOW-HIGH`` confines the ports to a range (for machines shared by
-    several runs); they are handed out in turn, so that two asked for in a row differ
-    even before either is bound."""
+    Ports come from below the kernel's ephemeral range (where bind(0) and outgoing
+    connections take theirs), so that between this call and the server's bind no
+    client socket can take the port, and a probe of a port nobody listens on yet
+    cannot connect to itself. ``TAHOE_TEST_PORTS=LOW-HIGH`` confines them to a range
+    (for machines shared by several runs). They are handed out in turn, so that two
+    asked for in a row differ even before either is bound."""
     bounds = os.environ.get("TAHOE_TEST_PORTS", "").strip()
-    if not bounds:
-        with socket.socket() as sock:
-            sock.bind((LOCALHOST, 0))
-            return int(sock.getsockname()[1])
-    low, _, high = bounds.partition("-")
+    if bounds:
+        low, _, high = bounds.partition("-")
+    else:  # 27xxx: the fixed ports of the Sentinel and Cluster tests
+        low, high = "10000", str(min(26999, _ephemeral_low() - 1))
     span = int(high) - int(low) + 1
     for _ in range(span):
         port = int(low) + next(_port_cursor) % span
@@ -87,7 +97,7 @@ def free_port() -> int:
             except OSError:
                 continue
             return port
-    raise OSError(f"no free port in TAHOE_TEST_PORTS={bounds}")
+    raise OSError(f"no free port in {low}-{high}")
 
 
 def use_port_range(first: int, last: int) -> None:
@@ -100,12 +110,16 @@ def wait_for_port(port: int, timeout_s: float = 15.0, host: str = LOCALHOST) -> 
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
+            with socket.create_connection((host, port), timeout=0.5) as sock:
+                # A connection to a port nobody listens on can, rarely, be the
+                # socket's own (TCP simultaneous open): not a listener.
+                if sock.getsockname() != sock.getpeername():
+                    return
         except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listening on {host}:{port}") from None
-            time.sleep(0.05)
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listening on {host}:{port}") from None
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager

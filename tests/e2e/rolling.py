@@ -75,7 +75,11 @@ class Instance:
                 cwd=self.source,  # `python -m` looks in the working directory first
                 start_new_session=True,
             )
-        wait_for(lambda: self._alive() and _listening(self.grpc_port), 30, f"{self.name} listening")
+        # The HTTP side listens last: with all three the process has started (a port it
+        # could not bind ends it, and _alive says so with its log).
+        # (An older checkout's server may not serve Check over HTTP.)
+        ports = (self.grpc_port,) if self.source else (self.grpc_port, self.authz_http_port, self.http_port)
+        wait_for(lambda: self._alive() and all(map(_listening, ports)), 30, f"{self.name} listening")
 
     def _alive(self) -> bool:
         assert self.process is not None
@@ -264,14 +268,20 @@ def deployment(
         for instance in instances:
             stack.callback(instance.stop)
             instance.start()
-        with grpc.insecure_channel(f"127.0.0.1:{instances[0].grpc_port}") as channel:
-            login = auth_pb2_grpc.AuthServiceStub(channel).Login(
-                auth_pb2.LoginRequest(tenant=slug, email=email, password=PASSWORD), timeout=30
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{instances[0].grpc_port}") as channel:
+                login = auth_pb2_grpc.AuthServiceStub(channel).Login(
+                    auth_pb2.LoginRequest(tenant=slug, email=email, password=PASSWORD), timeout=30
+                )
+            for instance in instances:
+                # What a deployment's first minutes do: the first Check of a new process
+                # (connections, compiled statements) can take longer than Envoy waits for it.
+                check(instance, login.tokens.access_token)
+        except (grpc.RpcError, AssertionError) as error:
+            logs = "\n".join(
+                f"--- {i.name} (exit {i.process and i.process.poll()}):\n{i.log()[-3000:]}" for i in instances
             )
-        for instance in instances:
-            # What a deployment's first minutes do: the first Check of a new process
-            # (connections, compiled statements) can take longer than Envoy waits for it.
-            check(instance, login.tokens.access_token)
+            raise RuntimeError(f"the deployment's instances did not answer:\n{logs}") from error
         # The demo fetches the JWKS once (every instance signs with the same keys).
         demo = stack.enter_context(e2e.demo_service(tmp, instances[-1].jwks_url))
         if transport == "http":
