@@ -3,7 +3,8 @@ process (the embedded default, and the fallback while Redis is unreachable).
 
 Both evaluate every policy of a request atomically and answer exactly what
 `tahoe_auth.domain.ratelimit.step` answers for the same state and time (the contract
-suite in tests/contract/test_limiter_backends.py runs every strategy on both).
+suite in tests/contract/test_limiter_backends.py runs every strategy on both, and on a
+Redis Cluster).
 
 State per key (a Redis hash, or a tuple here): fields a, b, c =
 fixed_window (window, count), sliding_window (window, count, previous), gcra (tat).

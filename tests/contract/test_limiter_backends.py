@@ -1,21 +1,31 @@
 """One contract for both rate-limit backends: the in-process one (the embedded default
-and the fallback) and the Redis Lua one. Every strategy must answer exactly what the
-reference maths (domain.ratelimit.step) answers, hold its limit under many concurrent
-clients, and count a request in all of its policies or in none."""
+and the fallback) and the Redis Lua one, on one Redis and on a 3-primary Redis Cluster.
+Every strategy must answer exactly what the reference maths (domain.ratelimit.step)
+answers and hold its limit under many concurrent clients. One server counts a request
+in all of its policies or in none; a cluster does so per slot, erring strict (the
+backend module's docstring)."""
 
 from __future__ import annotations
 
+import contextlib
 import random
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
+from redis.crc import key_slot
 
 from tahoe_auth.domain import ratelimit as rl
 from tahoe_auth.domain.ratelimit import Policy, PolicyCheck, Strategy
 from tahoe_auth.store.limiter_backends import LimiterBackend, MemoryLimiterBackend, RedisLimiterBackend
+from tahoe_auth.store.redis_store import RedisClient, redis_client
+from tests.redis_cluster import PORTS as CLUSTER_PORTS
+from tests.redis_cluster import cluster_deployment
+from tests.redis_cluster import node as cluster_node
+from tests.support import unavailable
 
 S = rl.US
 T0 = 1_900_800_000 * S
@@ -24,18 +34,31 @@ STRATEGIES = list(Strategy)
 BackendFactory = Callable[[], LimiterBackend]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def make_backend(request: pytest.FixtureRequest) -> Iterator[BackendFactory]:
-    """A factory: each call is another client of the same state (another instance)."""
-    if request.param == "memory":
+@pytest.fixture(scope="module")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private 3-primary cluster for this module (emptied before each use)."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        unavailable("redis-server and redis-cli are not installed")
+    with cluster_deployment(tmp_path_factory.mktemp("cluster")) as deployment:
+        yield deployment.url()
+
+
+def _factory(request: pytest.FixtureRequest, kind: str) -> Iterator[BackendFactory]:
+    if kind == "memory":
         shared = MemoryLimiterBackend()
         yield lambda: shared
         return
-    url = request.getfixturevalue("clean_redis")
-    made: list[tuple[redis.Redis, RedisLimiterBackend]] = []
+    if kind == "cluster":
+        url = request.getfixturevalue("cluster_url")
+        for port in CLUSTER_PORTS:
+            with contextlib.closing(cluster_node(port)) as node:
+                node.flushall()
+    else:
+        url = request.getfixturevalue("clean_redis")
+    made: list[tuple[RedisClient, RedisLimiterBackend]] = []
 
     def factory() -> LimiterBackend:
-        client = redis.Redis.from_url(url, socket_timeout=5)
+        client = redis_client(url, timeout=5)
         made.append((client, RedisLimiterBackend(client)))
         return made[-1][1]
 
@@ -43,6 +66,23 @@ def make_backend(request: pytest.FixtureRequest) -> Iterator[BackendFactory]:
     for client, backend in made:
         backend.close()
         client.close()
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def make_backend(request: pytest.FixtureRequest) -> Iterator[BackendFactory]:
+    """A factory: each call is another client of the same state (another instance)."""
+    yield from _factory(request, request.param)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_single_server_backend(request: pytest.FixtureRequest) -> Iterator[BackendFactory]:
+    """As make_backend, where every key of a request is on one server."""
+    yield from _factory(request, request.param)
+
+
+@pytest.fixture
+def make_cluster_backend(request: pytest.FixtureRequest) -> Iterator[BackendFactory]:
+    yield from _factory(request, "cluster")
 
 
 def reference(policies: list[PolicyCheck], requests: list[tuple[int, int]]) -> list[list[rl.Outcome]]:
@@ -108,8 +148,8 @@ def test_limit_holds_exactly_under_concurrent_clients(make_backend: BackendFacto
     assert admitted == limit
 
 
-def test_several_policies_in_one_call_count_all_or_nothing(make_backend: BackendFactory) -> None:
-    backend = make_backend()
+def test_several_policies_in_one_call_count_all_or_nothing(make_single_server_backend: BackendFactory) -> None:
+    backend = make_single_server_backend()
     address = PolicyCheck("rl:{global}:addr:1.2.3.4", Policy("per_address", 3, 60.0, Strategy.FIXED_WINDOW))
     tenant = PolicyCheck("rl:{t}:tenant", Policy("per_tenant", 100, 60.0, Strategy.GCRA))
     for _ in range(3):
@@ -118,6 +158,23 @@ def test_several_policies_in_one_call_count_all_or_nothing(make_backend: Backend
     assert [o.allowed for o in denied] == [False, True]
     # The denied request took nothing from the tenant's bucket: 97 left, not 96.
     assert backend.evaluate([tenant], T0)[0].remaining == 96
+
+
+def test_policies_in_two_slots_count_per_slot_and_err_strict(make_cluster_backend: BackendFactory) -> None:
+    """{global} and {t} are two slots: a request refused by one slot's policy is still
+    counted by the other's, so a later request may be refused early, never let over."""
+    backend = make_cluster_backend()
+    assert key_slot(b"rl:{global}:addr:1.2.3.4") != key_slot(b"rl:{t}:tenant")
+    address = PolicyCheck("rl:{global}:addr:1.2.3.4", Policy("per_address", 3, 60.0, Strategy.FIXED_WINDOW))
+    other_address = PolicyCheck("rl:{global}:addr:5.6.7.8", Policy("per_address", 3, 60.0, Strategy.FIXED_WINDOW))
+    tenant = PolicyCheck("rl:{t}:tenant", Policy("per_tenant", 5, 60.0, Strategy.FIXED_WINDOW))
+    answers = [backend.evaluate([address, tenant], T0) for _ in range(6)]
+    assert [rl.overall_allowed([address, tenant], a) for a in answers] == [True] * 3 + [False] * 3
+    # Refused by its address, the 4th and 5th still spent the tenant's budget (the
+    # 6th found it spent): another address now gets nothing, where one server gives 2.
+    assert [a[1].allowed for a in answers] == [True] * 5 + [False]
+    assert not rl.overall_allowed([other_address, tenant], backend.evaluate([other_address, tenant], T0))
+    assert backend.evaluate([tenant], T0)[0].remaining == 0
 
 
 def test_shadow_policies_count_but_never_deny(make_backend: BackendFactory) -> None:
