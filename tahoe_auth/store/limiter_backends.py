@@ -19,8 +19,10 @@ allowed only if every call allowed. A request refused by one slot's policies may
 still have been counted by the other slot's: the error is on the strict side (a busy
 address refused by its tenant's limit spends some of its per-address budget), never
 more than a limit allowed. A MOVED reply (a resharding) means that call ran nowhere:
-it is sent once more to the node named, and the slot map is updated. Any other error
-(ASK, TRYAGAIN during a slot migration, a dead node) fails the request's call, and the
+it is sent once more to the node named, and the slot map is updated. An ASK reply (the
+slot is being migrated and the call's keys have left) is answered the same way, for
+that call only, after ASKING. Any other error (TRYAGAIN while a call's keys are split
+between the two nodes of a migration, a dead node) fails the request's call, and the
 RateLimiter decides as for any Redis failure; calls to other slots may have counted.
 
 With Sentinel a call that meets a failover (a dropped connection, READONLY from the
@@ -42,7 +44,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.connection import Connection
 from redis.crc import key_slot
-from redis.exceptions import MovedError, NoScriptError
+from redis.exceptions import AskError, MovedError, NoScriptError
 
 from tahoe_auth.domain.ratelimit import (
     STRATEGY_CODES,
@@ -316,24 +318,28 @@ class RedisLimiterBackend:
                 sent.append((indices, command, connection))
             # Every reply read, even after an error reply, so that a connection carrying
             # two calls (two slots on one node) stays in step.
-            redo: list[tuple[list[int], list[Any], Connection]] = []
+            redo: list[tuple[list[int], list[Any], Connection, bool]] = []
             for indices, command, connection in sent:
                 try:
                     reply = connection.read_response()
                 except NoScriptError:  # this node has not loaded it (new, restarted, flushed)
                     connection.send_command("SCRIPT", "LOAD", CHECK_SCRIPT)  # type: ignore[no-untyped-call]
                     connection.read_response()
-                    redo.append((indices, command, connection))
+                    redo.append((indices, command, connection, False))
                     continue
                 except MovedError as moved:  # resharded: ran nowhere, send it where named
                     cluster.nodes_manager.move_slot(moved)
-                    redo.append((indices, command, self._node_connection(cluster, moved.host, moved.port)))
+                    redo.append((indices, command, self._node_connection(cluster, moved.host, moved.port), False))
+                    continue
+                except AskError as ask:  # the slot is migrating and its keys have left: this once, there
+                    redo.append((indices, command, self._node_connection(cluster, ask.host, ask.port), True))
                     continue
                 for i, outcome in zip(indices, _outcomes(reply), strict=True):
                     outcomes[i] = outcome
-            for indices, command, connection in redo:
+            for indices, command, connection, asking in redo:
                 sent.append((indices, command, connection))
-                for i, outcome in zip(indices, _outcomes(self._run(connection, command)), strict=True):
+                reply = self._run(connection, command, asking)
+                for i, outcome in zip(indices, _outcomes(reply), strict=True):
                     outcomes[i] = outcome
         except redis.RedisError as exc:
             for _, _, connection in sent:  # some replies may be unread: out of step
@@ -375,15 +381,23 @@ class RedisLimiterBackend:
             connection.disconnect()  # type: ignore[no-untyped-call]
 
     @staticmethod
-    def _run(connection: Connection, command: list[Any]) -> Any:
-        connection.send_command(*command)  # type: ignore[no-untyped-call]
-        try:
+    def _run(connection: Connection, command: list[Any], asking: bool = False) -> Any:
+        """`command`'s reply; `asking`: on a cluster node importing the slot, which
+        answers the next command only (so ASKING goes again with a resent command)."""
+
+        def send() -> Any:
+            if asking:
+                connection.send_command("ASKING")  # type: ignore[no-untyped-call]
+                connection.read_response()
+            connection.send_command(*command)  # type: ignore[no-untyped-call]
             return connection.read_response()
+
+        try:
+            return send()
         except NoScriptError:  # a restarted or flushed Redis: load the script once, again
             connection.send_command("SCRIPT", "LOAD", CHECK_SCRIPT)  # type: ignore[no-untyped-call]
             connection.read_response()
-            connection.send_command(*command)  # type: ignore[no-untyped-call]
-            return connection.read_response()
+            return send()
 
 
 def _outcomes(reply: Any) -> list[Outcome]:

@@ -8,6 +8,7 @@ tests/redis_cluster.py, never the shared Redis) and two instances on it.
 - A revocation made through B reaches A over pub/sub on the cluster (A's change-log
   poll is stopped), whichever nodes the two subscribed on.
 - Login throttling counts on the cluster and is shared by the instances.
+- A slot in migration: the limiter follows ASK, then MOVED, with the counts intact.
 """
 
 from __future__ import annotations
@@ -116,6 +117,39 @@ def test_tags_are_in_different_slots_on_different_nodes(cluster: ClusterDeployme
     finally:
         limiter.close()
         store.close()
+
+
+def test_a_slot_in_migration_is_followed_by_ask_then_moved(cluster: ClusterDeployment) -> None:
+    """A resharding moves a slot's keys one by one: a key that has left answers ASK
+    (this call only, after ASKING, on the importing node), then the slot's new owner
+    answers MOVED. The limiter follows both with the key's count intact."""
+    store = RedisStore(cluster.url(), timeout=2.0)
+    limiter = RedisLimiterBackend(store.client)
+    key = "rl:{tenant-m}:migrating"
+    check = [PolicyCheck(key, Policy("per_tenant", 10, 3600.0, Strategy.FIXED_WINDOW))]
+    with contextlib.ExitStack() as stack:
+        stack.callback(store.close)
+        stack.callback(limiter.close)
+        nodes = {port: stack.enter_context(contextlib.closing(node(port))) for port in PORTS}
+        assert [limiter.evaluate(check, None)[0].remaining for _ in range(3)] == [9, 8, 7]
+        slot = store.client.keyslot(key)  # type: ignore[union-attr]
+        source = store.client.nodes_manager.get_node_from_slot(slot).port  # type: ignore[union-attr]
+        target = next(port for port in PORTS if port != source)
+        ids = {port: str(client.execute_command("CLUSTER", "MYID")) for port, client in nodes.items()}
+        nodes[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        nodes[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        nodes[source].execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", key)
+        # The source answers ASK now (its copy has gone); the slot map still names it.
+        assert limiter.evaluate(check, None)[0].remaining == 6
+        keys_in_slot = {
+            port: nodes[port].execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) for port in (source, target)
+        }
+        assert keys_in_slot == {source: 0, target: 1}, "counted on the importing node"
+        for client in nodes.values():  # the migration ends: the target owns the slot
+            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+        assert limiter.evaluate(check, None)[0].remaining == 5  # MOVED, then the map follows
+        assert store.client.nodes_manager.get_node_from_slot(slot).port == target  # type: ignore[union-attr]
+        assert limiter.evaluate(check, None)[0].remaining == 4
 
 
 def test_rate_limits_are_exact_across_tags(pair: tuple[RunningServer, RunningServer]) -> None:
