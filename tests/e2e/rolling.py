@@ -75,9 +75,9 @@ class Instance:
                 cwd=self.source,  # `python -m` looks in the working directory first
                 start_new_session=True,
             )
-        # The HTTP side listens last: with all three the process has started (a port it
-        # could not bind ends it, and _alive says so with its log).
-        # (An older checkout's server may not serve Check over HTTP.)
+        # The HTTP side listens last: once all three ports listen the process has started
+        # (a port it could not bind ends it, and _alive says so with its log). An older
+        # checkout's server may not serve Check over HTTP.
         ports = (self.grpc_port,) if self.source else (self.grpc_port, self.authz_http_port, self.http_port)
         wait_for(lambda: self._alive() and all(map(_listening, ports)), 30, f"{self.name} listening")
 
